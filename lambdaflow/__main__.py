@@ -1,0 +1,5 @@
+import sys
+
+from lambdaflow.cli import main
+
+sys.exit(main())

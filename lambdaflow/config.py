@@ -1,0 +1,101 @@
+"""Runtime settings: ``init(**config)`` keyword arguments, else ``LAMBDAFLOW_*``
+environment variables, else defaults.
+
+Every field below can be given as ``lambdaflow.init(name=value)`` or as the environment
+variable ``LAMBDAFLOW_<NAME>`` (upper case): for example ``LAMBDAFLOW_BACKEND=lambda``,
+``LAMBDAFLOW_NUM_WORKERS=4``, ``LAMBDAFLOW_PROGRESS=1``. Explicit arguments win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+
+BACKENDS = ("threads", "processes", "lambda")
+
+
+@dataclass
+class Config:
+    #: "threads" | "processes" | "lambda"
+    backend: str = "threads"
+    #: worker threads / processes (default: threads max(8, 2*CPUs); processes: CPUs)
+    num_workers: int | None = None
+    #: values up to this many bytes travel inline in messages; larger ones via the store
+    inline_limit: int = 64 * 1024
+    #: tqdm bar for get()/wait() over many refs
+    progress: bool = False
+    #: keep the job's objects in the store after shutdown()
+    keep_objects: bool = False
+    #: processes: directory of the local store (default /dev/shm/lambdaflow or tmp)
+    store_dir: str | None = None
+    #: defaults for tasks that do not set them
+    max_retries: int = 3
+    # ---- lambda backend
+    function_name: str | None = None
+    bucket: str | None = None
+    prefix: str = "lambdaflow/"
+    region: str | None = None
+    lambda_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = None
+    #: in-flight invocations (also the invoker pool size)
+    max_concurrency: int = 64
+    #: seconds to wait for one synchronous invoke before treating the call as failed
+    invoke_timeout_s: float = 905.0
+    #: where run stats are written after shutdown (lambda backend; "" disables)
+    stats_path: str = ".lambdaflow/last-run.json"
+    #: anything backend-specific that has no field yet
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def valid_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "extra"]
+
+
+def _parse(value: str, default: object, name: str) -> object:
+    kind = type(default) if default is not None else None
+    try:
+        if kind is bool or name in ("progress", "keep_objects"):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if kind is int or name in ("num_workers",):
+            return int(value)
+        if kind is float:
+            return float(value)
+    except ValueError:
+        from lambdaflow.errors import ConfigError
+
+        raise ConfigError(f"LAMBDAFLOW_{name.upper()}={value!r} is not a valid {kind.__name__}") from None
+    return value
+
+
+def resolve(backend: str | None = None, **overrides: object) -> Config:
+    """Build a Config from keyword overrides, ``LAMBDAFLOW_*`` variables and defaults.
+
+    Unknown names raise TypeError listing the valid ones.
+    """
+    valid = Config.valid_names()
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"unknown lambdaflow.init() option(s) {', '.join(unknown)}; "
+            f"valid options: {', '.join(valid)}"
+        )
+    cfg = Config()
+    for f in fields(Config):
+        if f.name == "extra":
+            continue
+        env = os.environ.get(f"LAMBDAFLOW_{f.name.upper()}")
+        if env is not None and env != "":
+            default = f.default if f.default is not dataclasses.MISSING else None
+            setattr(cfg, f.name, _parse(env, default, f.name))
+    for name, value in overrides.items():
+        setattr(cfg, name, value)
+    if backend is not None:
+        cfg.backend = backend
+    if cfg.backend not in BACKENDS:
+        from lambdaflow.errors import ConfigError
+
+        raise ConfigError(
+            f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}"
+        )
+    return cfg

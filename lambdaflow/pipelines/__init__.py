@@ -1,0 +1,1 @@
+"""Pipelines: ops composed into DAGs on the current runtime."""

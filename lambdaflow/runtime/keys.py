@@ -1,0 +1,34 @@
+"""Every storage key lambdaflow uses, in one pure module.
+
+Layout under a store (the S3 store adds its bucket and configured prefix in front)::
+
+    <job>/fn/<sha256>          a cloudpickled function, content-addressed, once per job
+    <job>/obj/<object-id>      a value: a task result, a put() value, or a spilled argument
+    <job>/args/<task-id>       a task's serialized arguments when too big to send inline
+
+Result keys are deterministic in (job, task): a retried or duplicated invocation rewrites
+the same key, so at-least-once delivery never duplicates or loses a result.
+"""
+
+from __future__ import annotations
+
+
+def job_prefix(job: str) -> str:
+    return f"{job}/"
+
+
+def function_key(job: str, digest: str) -> str:
+    return f"{job}/fn/{digest}"
+
+
+def object_key(job: str, object_id: str) -> str:
+    return f"{job}/obj/{object_id}"
+
+
+def result_object_id(task_id: str, index: int | None = None) -> str:
+    """The object id of a task's return value (``index`` for ``num_returns > 1``)."""
+    return task_id if index is None else f"{task_id}.{index}"
+
+
+def args_key(job: str, task_id: str) -> str:
+    return f"{job}/args/{task_id}"

@@ -1,0 +1,52 @@
+"""The object-store protocol: bytes behind string keys.
+
+Every store implements the same five operations. Keys are built only by
+``lambdaflow.runtime.keys``; a store never invents key names. A missing key raises
+``ObjectLostError`` naming the key. ``put`` accepts ``bytes``-like data or a list of
+buffers (written back to back, so serialized values with out-of-band buffers are not
+joined in memory first). ``get`` returns a writable ``bytearray`` (numpy arrays
+unpickled from it are writable) or, for ranged reads, the requested bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, Union, runtime_checkable
+
+Buffer = Union[bytes, bytearray, memoryview]
+Data = Union[Buffer, Sequence[Buffer]]
+
+
+@runtime_checkable
+class Store(Protocol):
+    #: A URI from which a worker rebuilds an equivalent store
+    #: (``memory://<id>``, ``file:///path``, ``s3://bucket/prefix``).
+    uri: str
+
+    def put(self, key: str, data: Data) -> int:
+        """Write ``data`` under ``key`` (overwriting); return the number of bytes."""
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+        """Read the value, or bytes ``[start, end)`` of it. Missing → ObjectLostError."""
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a value."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every key under ``prefix``; return how many were removed."""
+
+
+def total_size(data: Data) -> int:
+    """Bytes in ``data`` (one buffer or a list of buffers)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return memoryview(data).nbytes
+    return sum(memoryview(b).nbytes for b in data)
+
+
+def buffers(data: Data) -> list[memoryview]:
+    """``data`` as a list of flat byte memoryviews."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return [memoryview(data).cast("B")]
+    return [memoryview(b).cast("B") for b in data]

@@ -1,0 +1,268 @@
+"""Serialization of values and functions.
+
+Values: pickle protocol 5 with out-of-band buffers, so a numpy array's memory is written
+to the store (or a pipe) as-is instead of being copied into the pickle stream. A
+serialized value is a *frame*, a list of buffers written back to back::
+
+    b"LFv1" | u32 nbuf | u64 len(body) | u64 len(buf_i)... | pad | body | pad | buf_0 | pad ...
+
+Every buffer starts on a 64-byte boundary so arrays unpickled in place are aligned.
+``loads`` slices the frame with memoryviews (no copy); given a ``bytearray`` the arrays it
+returns are writable.
+
+Functions: cloudpickle. Functions defined in modules that are not installed (the user's
+own scripts and modules: not under site-packages nor the standard library) are pickled
+by value, so a worker needs only the installed packages. An unpicklable closure raises a
+``TypeError`` naming the function and the offending object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import struct
+import sys
+import sysconfig
+import threading
+import types
+from typing import Any, Callable
+
+import cloudpickle
+
+MAGIC = b"LFv1"
+SIMPLE_MAGIC = b"LFv0"  # a plain pickle with no out-of-band buffers follows
+ALIGN = 64
+_HEAD = struct.Struct("<4sI")
+_LEN = struct.Struct("<Q")
+_ZEROS = bytes(ALIGN)
+
+_local = threading.local()
+
+
+def _pad(n: int) -> int:
+    return (-n) % ALIGN
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle (handles lambdas and closures in values too) with OOB buffers."""
+
+
+_SIMPLE = (int, float, str, bytes, bool, type(None), complex)
+
+
+def _simple(value: Any, depth: int = 0) -> bool:
+    """Plain data that the C pickler handles identically to cloudpickle (fast path)."""
+    t = type(value)
+    if t in _SIMPLE:
+        return True
+    if depth > 3:
+        return False
+    if t is tuple or t is list:
+        return len(value) <= 64 and all(_simple(v, depth + 1) for v in value)
+    if t is dict:
+        return len(value) <= 64 and all(
+            type(k) in _SIMPLE and _simple(v, depth + 1) for k, v in value.items()
+        )
+    return False
+
+
+def dumps(value: Any) -> list:
+    """Serialize ``value`` to a frame: a list of bytes-like chunks to write in order."""
+    if _simple(value):
+        return [SIMPLE_MAGIC + pickle.dumps(value, protocol=5)]
+    oob: list[pickle.PickleBuffer] = []
+    f = io.BytesIO()
+    _Pickler(f, protocol=5, buffer_callback=oob.append).dump(value)
+    body = f.getbuffer()
+    raws = [b.raw() for b in oob]
+    header = bytearray(_HEAD.pack(MAGIC, len(raws)))
+    header += _LEN.pack(body.nbytes)
+    for raw in raws:
+        header += _LEN.pack(raw.nbytes)
+    header += _ZEROS[: _pad(len(header))]
+    chunks: list = [bytes(header), body]
+    for raw in raws:
+        pad = _pad(chunks_len(chunks))
+        if pad:
+            chunks.append(_ZEROS[:pad])
+        chunks.append(raw)
+    return chunks
+
+
+def chunks_len(chunks: list) -> int:
+    return sum(memoryview(c).nbytes for c in chunks)
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """``dumps`` joined into one ``bytes`` (for small values sent inline)."""
+    return b"".join(dumps(value))
+
+
+def loads(data: bytes | bytearray | memoryview) -> Any:
+    """Inverse of ``dumps`` (accepts the joined frame)."""
+    if data[:4] == SIMPLE_MAGIC:
+        return pickle.loads(memoryview(data)[4:])
+    view = memoryview(data).cast("B")
+    magic, nbuf = _HEAD.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ValueError("not a lambdaflow value frame (bad magic); the object is corrupt")
+    pos = _HEAD.size
+    lens = [_LEN.unpack_from(view, pos + 8 * i)[0] for i in range(nbuf + 1)]
+    pos += 8 * (nbuf + 1)
+    pos += _pad(pos)
+    body = view[pos : pos + lens[0]]
+    pos += lens[0]
+    bufs = []
+    if nbuf and isinstance(data, bytes):
+        # Immutable input would give read-only arrays: copy once into writable memory.
+        view = memoryview(bytearray(view))
+    for n in lens[1:]:
+        pos += _pad(pos)
+        bufs.append(view[pos : pos + n])
+        pos += n
+    return pickle.loads(body, buffers=bufs)
+
+
+# --------------------------------------------------------------------- nested refs
+
+
+class collect_refs:
+    """Context manager: ObjectRefs pickled inside it are recorded in ``.refs``.
+
+    ``ObjectRef.__reduce__`` calls :func:`note_pickled_ref`; the runtime uses this to
+    keep nested refs (and their values) alive while a task that carries them runs.
+    """
+
+    def __enter__(self) -> collect_refs:
+        self.refs: list = []
+        self._prev = getattr(_local, "collector", None)
+        _local.collector = self.refs
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _local.collector = self._prev
+
+
+def note_pickled_ref(ref: Any) -> None:
+    collector = getattr(_local, "collector", None)
+    if collector is not None:
+        collector.append(ref)
+
+
+# ----------------------------------------------------------------------- functions
+
+_STD_PATHS = tuple(
+    os.path.realpath(p)
+    for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+)
+_SITE_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
+_by_value_checked: set[str] = set()
+
+
+def _installed(module: types.ModuleType) -> bool:
+    """Whether a worker can import ``module`` itself (stdlib, site-packages, builtins)."""
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return True  # builtin or namespace package
+    path = os.path.realpath(file)
+    if any(m in path for m in _SITE_MARKERS):
+        return True
+    if path.startswith(_STD_PATHS):
+        return True
+    name = module.__name__.split(".")[0]
+    return name == "lambdaflow"
+
+
+def register_by_value(fn: Callable) -> None:
+    """Make cloudpickle pickle ``fn``'s module by value when it is the user's own."""
+    modname = getattr(fn, "__module__", None)
+    if not modname or modname == "__main__" or modname in _by_value_checked:
+        return
+    _by_value_checked.add(modname)
+    module = sys.modules.get(modname)
+    if module is None or _installed(module):
+        return
+    top = modname.split(".")[0]
+    try:
+        cloudpickle.register_pickle_by_value(sys.modules.get(top, module))
+    except (ValueError, KeyError):  # pragma: no cover - odd module setups
+        pass
+
+
+def dumps_function(fn: Callable) -> tuple[str, bytes]:
+    """cloudpickle ``fn``; return (sha256 hex digest, bytes).
+
+    Raises TypeError naming ``fn`` and the first object it captures that cannot be
+    pickled (a lock, a socket, an open file, a client...).
+    """
+    register_by_value(fn)
+    try:
+        data = cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        culprit = find_unpicklable(fn)
+        name = getattr(fn, "__qualname__", repr(fn))
+        where = f" It captures {culprit}, which cannot be pickled." if culprit else ""
+        raise TypeError(
+            f"cannot ship remote function {name!r} to workers: {exc}.{where} "
+            "Create such objects inside the function (or cache them per worker) "
+            "instead of capturing them."
+        ) from exc
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def find_unpicklable(fn: Callable) -> str | None:
+    """Describe the first captured object of ``fn`` (closure cell, global, default)
+    that cannot be pickled, or None."""
+    code = getattr(fn, "__code__", None)
+    candidates: list[tuple[str, Any]] = []
+    if code is not None and fn.__closure__:
+        for name, cell in zip(code.co_freevars, fn.__closure__):
+            try:
+                candidates.append((f"closure variable {name!r}", cell.cell_contents))
+            except ValueError:
+                continue
+    if code is not None:
+        g = getattr(fn, "__globals__", {})
+        for name in _global_names(code):
+            if name in g:
+                candidates.append((f"global {name!r}", g[name]))
+    for i, d in enumerate(getattr(fn, "__defaults__", None) or ()):
+        candidates.append((f"default argument #{i}", d))
+    for label, obj in candidates:
+        if isinstance(obj, types.ModuleType):
+            continue
+        try:
+            cloudpickle.dumps(obj, protocol=5)
+        except Exception:
+            return f"{label} = {_short_repr(obj)} ({type(obj).__module__}.{type(obj).__qualname__})"
+    return None
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(_global_names(const))
+    return names
+
+
+def _short_repr(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = object.__repr__(obj)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_unpicklable_args(args: tuple, kwargs: dict) -> str | None:
+    """Name the first argument of a call that cannot be pickled, or None."""
+    items = [(f"argument #{i}", a) for i, a in enumerate(args)]
+    items += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for label, obj in items:
+        try:
+            cloudpickle.dumps(obj, protocol=5)
+        except Exception:
+            return f"{label} = {_short_repr(obj)}"
+    return None

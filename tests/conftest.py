@@ -1,0 +1,63 @@
+"""Shared fixtures.
+
+``backend`` is the conformance-suite parameter: every test that takes ``rt`` runs once
+per backend, on a runtime shared by the module (pytest groups tests by backend so each
+runtime starts once). The ``lambda`` backend joins when its stand-ins are importable:
+it runs against ``lambdaflow.testing.aws_local.local_aws`` (moto server + the Lambda
+emulator, both on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import lambdaflow as lf
+
+BACKENDS = ["threads", "processes"]
+if os.environ.get("LAMBDAFLOW_TEST_LAMBDA", "1") != "0":
+    try:
+        import lambdaflow.runtime.backends.aws_lambda  # noqa: F401
+        import lambdaflow.testing.aws_local  # noqa: F401
+
+        BACKENDS.append("lambda")
+    except ImportError:
+        pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test that takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def local_aws_env():
+    """moto server + Lambda emulator for the whole session (started on first use)."""
+    from lambdaflow.testing.aws_local import local_aws
+
+    with local_aws(concurrency=8) as aws:
+        yield aws
+
+
+def start_runtime(backend: str, request, **extra):
+    lf.shutdown()
+    if backend == "lambda":
+        aws = request.getfixturevalue("local_aws_env")
+        return lf.init(backend="lambda", **dict(aws.config, **extra))
+    return lf.init(backend=backend, num_workers=extra.pop("num_workers", 2), **extra)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def rt(request):
+    runtime = start_runtime(request.param, request)
+    runtime.backend_name = request.param
+    yield runtime
+    runtime.shutdown()
+
+
+@pytest.fixture
+def fresh():
+    """Make sure no runtime is live before and after the test."""
+    lf.shutdown()
+    yield
+    lf.shutdown()
