@@ -23,6 +23,7 @@ from lambdaflow.api import (
     put,
     remote,
     shutdown,
+    stats,
     wait,
 )
 from lambdaflow.errors import (
@@ -47,6 +48,7 @@ __all__ = [
     "wait",
     "put",
     "cancel",
+    "stats",
     "ObjectRef",
     "RemoteFunction",
     "Runtime",

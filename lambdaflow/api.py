@@ -45,7 +45,12 @@ class Runtime:
             progress=cfg.progress, eager_delete=self.backend.eager_delete,
         )
         refs.LIVE_JOBS[self.job_id] = self.scheduler.counted_ref
-        self._fn_digests: dict[int, tuple[str, bytes]] = {}
+        self._last_records: list[dict] | None = None
+
+    def stats_records(self) -> list[dict]:
+        if self._last_records is not None:
+            return self._last_records
+        return self.scheduler.stats_records()
 
     # ----------------------------------------------------------------- tasks
     def submit(self, rf: RemoteFunction, args: tuple, kwargs: dict) -> Any:
@@ -95,7 +100,7 @@ class Runtime:
         sched = self.scheduler
         if sched.closed:
             return
-        records = sched.stats_records()
+        self._last_records = sched.stats_records()
         sched.close()
         refs.LIVE_JOBS.pop(self.job_id, None)
         try:
@@ -105,7 +110,14 @@ class Runtime:
             log.warning("job=%s could not delete the job's objects: %s", self.job_id, exc)
         finally:
             self.backend.shutdown()
-        self._last_records = records
+        if self.config.backend == "lambda" and self.config.stats_path and self._last_records:
+            try:
+                from lambdaflow.runtime.stats import save_records
+
+                save_records(self._last_records, self.config.stats_path)
+            except OSError as exc:
+                log.warning("job=%s could not write run stats to %s: %s",
+                            self.job_id, self.config.stats_path, exc)
         with _runtime_lock:
             if _runtime is self:
                 _runtime = None
@@ -137,6 +149,7 @@ def init(backend: str | None = None, **config: Any) -> Runtime:
                 "lambdaflow is already initialized; call lambdaflow.shutdown() first"
             )
         _runtime = Runtime(cfg)
+        _last[:] = [_runtime]
         return _runtime
 
 
@@ -160,6 +173,7 @@ def _current(auto_start: bool = True) -> Runtime:
         with _runtime_lock:
             if _runtime is None or _runtime.scheduler.closed:
                 _runtime = Runtime(config_mod.resolve(None))
+                _last[:] = [_runtime]
             rt = _runtime
     return rt
 
@@ -345,18 +359,19 @@ def remote(*args: Any, **options: Any) -> Any:
     return decorate
 
 
-def stats_records() -> list[dict]:
-    """Per-task records of the current (or last shut-down) runtime."""
-    rt = _runtime or _last_runtime()
+_last: list[Runtime] = []  # the most recent runtime, kept for stats() after shutdown
+
+
+def stats() -> Any:
+    """Run stats of the current runtime, or of the last one after ``shutdown()``: a
+    ``RunStats`` with ``.records`` (one per task attempt), ``.summary()`` (tasks,
+    retries, 429s, cold starts, p50 / p95 duration, billed GB-seconds, estimated cost)
+    and ``.format()``."""
+    from lambdaflow.runtime.stats import RunStats
+
+    rt = _runtime if _runtime is not None else (_last[-1] if _last else None)
     if rt is None:
         raise ConfigError("no lambdaflow runtime has run in this process yet")
-    if getattr(rt, "_last_records", None) is not None and rt.scheduler.closed:
-        return rt._last_records
-    return rt.scheduler.stats_records()
-
-
-_previous: list[Runtime] = []
-
-
-def _last_runtime() -> Runtime | None:
-    return _previous[-1] if _previous else None
+    run = RunStats(region=getattr(rt.backend, "region", "us-east-1"))
+    run.extend(rt.stats_records())
+    return run

@@ -53,11 +53,11 @@ class Config:
 
 
 def _parse(value: str, default: object, name: str) -> object:
-    kind = type(default) if default is not None else None
+    kind = type(default) if default is not None else (int if name == "num_workers" else str)
     try:
-        if kind is bool or name in ("progress", "keep_objects"):
+        if kind is bool:
             return value.strip().lower() in ("1", "true", "yes", "on")
-        if kind is int or name in ("num_workers",):
+        if kind is int:
             return int(value)
         if kind is float:
             return float(value)

@@ -34,9 +34,20 @@ def pytest_configure(config):
 def local_aws_env():
     """moto server + Lambda emulator for the whole session (started on first use)."""
     from lambdaflow.testing.aws_local import local_aws
+    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS
 
-    with local_aws(concurrency=8) as aws:
-        yield aws
+    saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
+    os.environ.update(FAKE_CREDENTIALS)  # the driver's boto3 clients need some
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        with local_aws(concurrency=8, python_path=[root]) as aws:
+            yield aws
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def start_runtime(backend: str, request, **extra):

@@ -1,0 +1,293 @@
+"""The ``lambda`` backend: every task is one synchronous invocation of the universal
+worker function; objects pass through S3.
+
+    submit(msg) ─> queue ─> invoker threads (at most max_concurrency) ─> Invoke API
+                                 │  429 TooManyRequests: sleep (retryAfterSeconds or
+                                 │  exponential backoff, full jitter), count, try again
+                                 │  FunctionError Unhandled: CRASH or TIMEOUT result
+                                 │  with the log tail (LogType=Tail)
+                                 └> future done with the worker's TaskResult
+
+Payloads stay under Lambda's 6 MB synchronous limit: the message is base64 msgpack in
+JSON, and when it would be too big its largest inline dependencies move to S3 under keys
+derived from (job, task), so a retried invocation rewrites the same keys. The worker
+spills large results the same way (``lambda_entry``). boto3 only; one client shared by
+the invoker threads, its connection pool sized to ``max_concurrency`` (kept alive).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from lambdaflow.config import Config
+from lambdaflow.errors import BackendError, ConfigError
+from lambdaflow.runtime import keys
+from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
+
+log = logging.getLogger(__name__)
+
+MAX_SYNC_PAYLOAD = 6 * 1000 * 1000
+_PAYLOAD_BUDGET = MAX_SYNC_PAYLOAD * 3 // 4 - 4096  # before base64 + JSON
+CONNECTION_RETRIES = 4
+THROTTLE_BASE_S = 0.05
+THROTTLE_CAP_S = 5.0
+
+
+def _require(value: Any, name: str, hint: str) -> Any:
+    if not value:
+        raise ConfigError(
+            f"the lambda backend needs {name}: pass lambdaflow.init(backend='lambda', "
+            f"{name}=...) or set LAMBDAFLOW_{name.upper()}; {hint}"
+        )
+    return value
+
+
+class LambdaBackend:
+    name = "lambda"
+    eager_delete = False  # freed objects go with the job prefix at shutdown
+
+    def __init__(self, config: Config, job_id: str) -> None:
+        try:
+            import boto3
+            import botocore.config
+            import botocore.exceptions
+        except ImportError as exc:
+            raise ConfigError("the lambda backend needs boto3: pip install 'lambdaflow[aws]'") from exc
+        from lambdaflow.runtime.store.s3 import S3Store
+
+        self._exc = botocore.exceptions
+        self.function_name = _require(
+            config.function_name, "function_name",
+            "create the function with `lambdaflow deploy` (or `lambdaflow local-aws` to try it locally)")
+        bucket = _require(config.bucket, "bucket",
+                          "create it with `lambdaflow deploy` or `aws s3 mb s3://NAME`")
+        self.max_concurrency = max(1, int(config.max_concurrency))
+        session = boto3.session.Session(region_name=config.region)
+        self.region = session.region_name or "us-east-1"
+        self.client = session.client(
+            "lambda",
+            region_name=self.region,
+            endpoint_url=config.lambda_endpoint_url,
+            config=botocore.config.Config(
+                max_pool_connections=self.max_concurrency + 4,
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=10,
+                read_timeout=config.invoke_timeout_s,
+                tcp_keepalive=True,
+            ),
+        )
+        self.store = S3Store(bucket, config.prefix, region=self.region,
+                             endpoint_url=config.s3_endpoint_url,
+                             max_pool_connections=self.max_concurrency + 4)
+        self.job_id = job_id
+        self.throttles = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+        self._check()
+
+    # ----------------------------------------------------------------- checks
+    def _check(self) -> None:
+        """Fail before the job starts: no credentials, no function, no bucket, or a
+        worker whose lambdaflow / Python version differs from this client's."""
+        from lambdaflow.runtime.lambda_entry import version_info
+
+        try:
+            reply = self._invoke_json({"lambdaflow": "ping"})
+        except self._exc.NoCredentialsError:
+            raise ConfigError(
+                "no AWS credentials found: configure them (aws configure, AWS_PROFILE or "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) before using the lambda backend"
+            ) from None
+        except self._exc.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ResourceNotFoundException":
+                raise ConfigError(
+                    f"Lambda function {self.function_name!r} does not exist in {self.region}; "
+                    "create it with `lambdaflow deploy` (or run `lambdaflow local-aws`)"
+                ) from None
+            raise BackendError(f"cannot invoke {self.function_name!r}: {exc}") from exc
+        mine = version_info()
+        if reply.get("lambdaflow_version") != mine["lambdaflow_version"] or (
+            str(reply.get("python_version", "")).rsplit(".", 1)[0]
+            != mine["python_version"].rsplit(".", 1)[0]
+        ):
+            raise ConfigError(
+                f"the worker function {self.function_name!r} runs lambdaflow "
+                f"{reply.get('lambdaflow_version')} on Python {reply.get('python_version')}, "
+                f"but this client is lambdaflow {mine['lambdaflow_version']} on Python "
+                f"{mine['python_version']}; rebuild and redeploy the worker image "
+                "(worker_image/build_and_push.sh, then `lambdaflow deploy`)"
+            )
+        self.store.check_bucket() if hasattr(self.store, "check_bucket") else None
+
+    def _invoke_json(self, payload: dict) -> dict:
+        resp = self.client.invoke(FunctionName=self.function_name,
+                                  Payload=json.dumps(payload).encode())
+        body = resp["Payload"].read()
+        if resp.get("FunctionError"):
+            raise BackendError(f"{self.function_name!r} failed a version ping: {body[:500]!r}")
+        return json.loads(body)
+
+    # ----------------------------------------------------------------- submit
+    def submit(self, msg: TaskMessage) -> Future:
+        if self._closed:
+            raise BackendError("the lambda backend is shut down")
+        fut: Future = Future()
+        self._queue.put((msg, fut))
+        if self._idle == 0 and len(self._threads) < self.max_concurrency:
+            t = threading.Thread(target=self._invoker, daemon=True,
+                                 name=f"lambdaflow-invoke-{len(self._threads)}")
+            self._threads.append(t)
+            t.start()
+        return fut
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+
+    # ---------------------------------------------------------------- invoking
+    def _invoker(self) -> None:
+        while True:
+            self._idle += 1
+            item = self._queue.get()
+            self._idle -= 1
+            if item is None:
+                return
+            msg, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(self._run(msg))
+            except BaseException as exc:  # a backend failure, not the task's
+                fut.set_exception(exc)
+
+    def _payload(self, msg: TaskMessage) -> bytes:
+        packed = msg.pack()
+        if len(packed) > _PAYLOAD_BUDGET:
+            order = sorted(range(len(msg.deps)),
+                           key=lambda i: -len(msg.deps[i].get("inline") or b""))
+            for i in order:
+                dep = msg.deps[i]
+                if "inline" not in dep:
+                    continue
+                key = keys.object_key(msg.job_id, f"{msg.task_id}-dep{i}")
+                self.store.put(key, dep["inline"])
+                msg.deps[i] = {"key": key, "size": dep.get("size")}
+                packed = msg.pack()
+                if len(packed) <= _PAYLOAD_BUDGET:
+                    break
+            if len(packed) > _PAYLOAD_BUDGET and msg.args is not None:
+                key = keys.args_key(msg.job_id, msg.task_id)
+                self.store.put(key, msg.args)
+                msg.args, msg.args_key = None, key
+                packed = msg.pack()
+        data = json.dumps({"lf": 1, "task": base64.b64encode(packed).decode("ascii")}).encode()
+        if len(data) > MAX_SYNC_PAYLOAD:
+            raise BackendError(
+                f"task {msg.name}[{msg.task_id}]: its invoke payload is {len(data)} bytes even "
+                "after moving its values to S3 (limit 6 MB); pass fewer dependencies per task"
+            )
+        return data
+
+    def _run(self, msg: TaskMessage) -> TaskResult:
+        payload = self._payload(msg)
+        throttles = conn_errors = 0
+        submit = time.time()
+        while True:
+            try:
+                resp = self.client.invoke(FunctionName=self.function_name,
+                                          InvocationType="RequestResponse",
+                                          LogType="Tail", Payload=payload)
+                break
+            except self._exc.ClientError as exc:
+                err = exc.response.get("Error", {})
+                code = err.get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if code == "TooManyRequestsException" or status == 429:
+                    throttles += 1
+                    self.throttles += 1
+                    time.sleep(self._throttle_delay(exc, throttles))
+                    continue
+                if status >= 500 and conn_errors < CONNECTION_RETRIES:
+                    conn_errors += 1
+                    time.sleep(random.uniform(0, THROTTLE_BASE_S * 2 ** conn_errors))
+                    continue
+                raise BackendError(
+                    f"task {msg.name}[{msg.task_id}]: invoking {self.function_name!r} failed: "
+                    f"{code or status}: {err.get('Message', exc)}"
+                ) from exc
+            except (self._exc.EndpointConnectionError, self._exc.ConnectionClosedError) as exc:
+                conn_errors += 1
+                if conn_errors > CONNECTION_RETRIES:
+                    return failure(msg.task_id, msg.attempt, CRASH,
+                                   f"could not reach Lambda after {conn_errors} tries: {exc}")
+                time.sleep(random.uniform(0, THROTTLE_BASE_S * 2 ** conn_errors))
+            except self._exc.ReadTimeoutError as exc:
+                return failure(msg.task_id, msg.attempt, CRASH,
+                               f"no reply from the invocation within the client timeout: {exc}")
+        body = resp["Payload"].read()
+        if resp.get("FunctionError"):
+            result = self._function_error(msg, resp, body)
+        else:
+            try:
+                reply = json.loads(body)
+                result = TaskResult.unpack(base64.b64decode(reply["result"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                result = failure(msg.task_id, msg.attempt, CRASH,
+                                 f"the worker replied with something that is not a lambdaflow "
+                                 f"result ({exc}): {body[:200]!r}")
+        result.stats["throttles"] = throttles
+        result.stats.setdefault("submit", submit)
+        result.stats.setdefault("backend", self.name)
+        return result
+
+    def _function_error(self, msg: TaskMessage, resp: dict, body: bytes) -> TaskResult:
+        try:
+            err = json.loads(body)
+        except ValueError:
+            err = {"errorMessage": body.decode("utf-8", "replace")}
+        if not isinstance(err, dict):
+            err = {"errorMessage": str(err)}
+        etype = err.get("errorType", "")
+        text = err.get("errorMessage", "")
+        tail = ""
+        if resp.get("LogResult"):
+            tail = base64.b64decode(resp["LogResult"]).decode("utf-8", "replace")
+        status = TIMEOUT if ("timed out" in text.lower() or "Timedout" in etype) else CRASH
+        what = f"{etype}: {text}" if etype else text
+        return failure(msg.task_id, msg.attempt, status,
+                       f"the Lambda invocation failed ({resp.get('FunctionError')}): {what}",
+                       log=tail[-4096:])
+
+    @staticmethod
+    def _throttle_delay(exc: Any, n: int) -> float:
+        hinted = None
+        try:
+            body = exc.response.get("retryAfterSeconds") or exc.response.get("Error", {}).get(
+                "retryAfterSeconds")
+            hinted = float(body) if body else None
+        except (TypeError, ValueError):
+            hinted = None
+        cap = min(THROTTLE_CAP_S, THROTTLE_BASE_S * 2 ** min(n, 8))
+        delay = random.uniform(0, cap)  # full jitter
+        return max(delay, hinted) if hinted else delay

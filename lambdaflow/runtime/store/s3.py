@@ -1,0 +1,572 @@
+"""The S3 object store: lambdaflow's ``Store`` protocol over one S3 bucket and prefix.
+
+State and flow::
+
+    S3Store(bucket, prefix)          one boto3 client, shared by every thread (boto3 clients
+      │                              are thread-safe); its urllib3 pool keeps up to
+      │                              ``max_pool_connections`` connections alive
+      ├─ put(key, data) ───────────► PutObject              (size <= multipart_threshold)
+      │                              CreateMultipartUpload → UploadPart × n → Complete
+      │                              (AbortMultipartUpload on any failure)
+      ├─ get(key, start, end) ─────► GetObject [Range]      body read into one bytearray
+      ├─ exists(key) ──────────────► HeadObject             (HeadBucket once on a 404)
+      ├─ delete(key) ──────────────► DeleteObject
+      └─ delete_prefix(p) ─────────► ListObjectsV2 pages → DeleteObjects in 1000s
+
+Every store key is joined under ``prefix`` (``"lambdaflow/" + "<job>/obj/<id>"``); the
+store never invents key names (``lambdaflow.runtime.keys`` does). ``put`` of a list of
+buffers never joins them (except below 64 KiB): request bodies are read straight from the
+caller's buffers through :class:`_BuffersReader`, part by part for multipart uploads.
+``get`` reads the body into one preallocated ``bytearray`` of ``ContentLength`` bytes.
+
+Retries: botocore's own retries are off (``total_max_attempts=1``) so the whole budget is
+ours and visible here. Each S3 call is attempted up to ``max_attempts`` times (default 5);
+before attempt n+1 it sleeps ``uniform(0, min(backoff_cap, backoff_base * 2**n))`` ("full
+jitter"; defaults 0.05 s and 5 s). Retried: HTTP 5xx, ``SlowDown`` and the other
+throttling codes in :data:`RETRYABLE_CODES`, connection / timeout errors and bodies cut
+short or failing their checksum (a body read is part of its attempt). After the budget, a
+``BackendError`` names the operation, the object and the last error.
+
+Errors are translated here, at the boundary: a missing key → ``ObjectLostError`` naming
+``s3://bucket/prefix/key``; a missing bucket → ``ConfigError`` naming the bucket and the
+command that creates it; missing or rejected credentials → ``ConfigError`` in one line.
+
+Counters (``bytes_read``, ``bytes_written``, ``requests``, ``retries``) are kept under a
+lock; read them with :meth:`S3Store.counters`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from lambdaflow.errors import BackendError, ConfigError, ObjectLostError
+from lambdaflow.runtime.store.base import Data, buffers
+
+try:
+    from botocore import exceptions as bx
+except ImportError:  # pragma: no cover - depends on the install; make_client explains
+    bx = None
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+#: S3 limits: parts of 5 MiB .. 5 GiB (the last may be smaller), at most 10,000 parts,
+#: objects of at most 5 TiB.
+MIN_PART_SIZE = 5 * MiB
+MAX_PARTS = 10_000
+MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB
+#: Environment variables naming an S3 endpoint (moto, MinIO, LocalStack); first wins.
+ENDPOINT_ENV_VARS = ("LAMBDAFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+#: Error codes meaning "try again later" (besides any HTTP status >= 500).
+# fmt: off
+RETRYABLE_CODES = frozenset({
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout",
+    "RequestTimeoutException", "Throttling", "ThrottlingException", "ThrottledException",
+    "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
+    "RequestLimitExceeded", "BandwidthLimitExceeded", "PriorRequestNotComplete",
+})
+# fmt: on
+_MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
+_BAD_CREDENTIALS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+_SMALL_PUT = 64 * 1024
+
+
+class S3Store:
+    """Bytes behind keys in ``s3://bucket/prefix``. Thread-safe; share one per process."""
+
+    #: Keys per ListObjectsV2 page and per DeleteObjects call (S3's maximum for both).
+    delete_batch_size: int = 1000
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "lambdaflow/",
+        *,
+        client: Any = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        max_attempts: int = 5,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 5.0,
+        multipart_threshold: int = 8 * MiB,
+        part_size: int = 8 * MiB,
+        max_pool_connections: int = 64,
+    ) -> None:
+        if not bucket or "/" in bucket:
+            raise ConfigError(
+                f"S3 bucket name {bucket!r} is not valid: give a bare bucket name such "
+                "as 'my-bucket' (the key prefix goes in prefix=...)"
+            )
+        if max_attempts < 1:
+            raise ConfigError(f"S3 max_attempts={max_attempts} must be at least 1")
+        if part_size < MIN_PART_SIZE:
+            raise ConfigError(
+                f"S3 part_size={part_size} is below S3's 5 MiB minimum part size; "
+                f"use part_size >= {MIN_PART_SIZE}"
+            )
+        prefix = prefix.lstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.uri = f"s3://{bucket}/{self.prefix}"
+        self.endpoint_url = endpoint_url
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.multipart_threshold = max(1, multipart_threshold)
+        self.part_size = part_size
+        self._lock = threading.Lock()
+        self._counters = dict.fromkeys(
+            ("bytes_read", "bytes_written", "requests", "retries"), 0
+        )
+        self._bucket_checked = False
+        self.client = client or make_client(
+            region=region,
+            endpoint_url=endpoint_url,
+            max_pool_connections=max_pool_connections,
+        )
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> S3Store:
+        """The store for ``s3://bucket/prefix``. Without ``endpoint_url`` the endpoint
+        comes from ``LAMBDAFLOW_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3`` (else AWS)."""
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(
+                f"store URI {uri!r} is not an S3 URI: expected s3://bucket/prefix/"
+            )
+        if kwargs.get("endpoint_url") is None and kwargs.get("client") is None:
+            kwargs["endpoint_url"] = endpoint_from_env()
+        return cls(parsed.netloc, parsed.path.lstrip("/"), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.uri!r})"
+
+    # -- the Store protocol ---------------------------------------------------------------
+
+    def put(self, key: str, data: Data) -> int:
+        views = buffers(data)
+        size = sum(v.nbytes for v in views)
+        if size > MAX_OBJECT_SIZE:
+            raise BackendError(
+                f"value for {self._url(key)} is {size} bytes, over S3's 5 TiB object "
+                "limit even with multipart upload; split it into smaller objects"
+            )
+        if size > self.multipart_threshold:
+            self._put_multipart(key, views, size)
+        else:
+            self._call(
+                "PutObject",
+                key,
+                lambda: self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._full(key),
+                    Body=b"".join(views)
+                    if size <= _SMALL_PUT
+                    else _BuffersReader(views, 0, size),
+                    ContentLength=size,
+                ),
+            )
+        self._count(bytes_written=size)
+        return size
+
+    def get(
+        self, key: str, start: int | None = None, end: int | None = None
+    ) -> bytearray:
+        if (start or 0) < 0 or (end is not None and end < 0):
+            raise ValueError(
+                f"get({key!r}, start={start}, end={end}): offsets must be >= 0 "
+                "(negative offsets are not supported by the store protocol)"
+            )
+        first = start or 0
+        if end is not None and end <= first:
+            if not self.exists(key):
+                raise self._lost(key)
+            return bytearray()
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key)}
+        if start is not None or end is not None:
+            params["Range"] = f"bytes={first}-" + ("" if end is None else str(end - 1))
+
+        def get_once() -> bytearray:
+            try:
+                resp = self.client.get_object(**params)
+            except bx.ClientError as exc:
+                if _code(exc) in ("InvalidRange", "416"):  # start past the end: empty
+                    return bytearray()
+                raise
+            return _read_body(resp["Body"], int(resp["ContentLength"]))
+
+        out = self._call("GetObject", key, get_once)
+        self._count(bytes_read=len(out))
+        return out
+
+    def exists(self, key: str) -> bool:
+        def head_once() -> bool:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+                return True
+            except bx.ClientError as exc:
+                if _code(exc) in _MISSING_KEY:
+                    return False
+                raise
+
+        found = self._call("HeadObject", key, head_once)
+        if not found and not self._bucket_checked:  # HEAD says 404 for no bucket too
+            self._call(
+                "HeadBucket", "", lambda: self.client.head_bucket(Bucket=self.bucket)
+            )
+            self._bucket_checked = True
+        return found
+
+    def delete(self, key: str) -> None:
+        self._call(
+            "DeleteObject",
+            key,
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=self._full(key)),
+        )
+
+    def delete_prefix(self, prefix: str) -> int:
+        full = self._full(prefix)
+        if not full:
+            raise ValueError(
+                f"delete_prefix('') on {self.uri} would delete the whole bucket; give a "
+                "job prefix (keys.job_prefix(job)) or configure a store prefix"
+            )
+        size = self.delete_batch_size
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": full,
+            "MaxKeys": size,
+        }
+        deleted = 0
+        while True:
+            page = self._call(
+                "ListObjectsV2", prefix, lambda: self.client.list_objects_v2(**params)
+            )
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            for i in range(0, len(keys), size):
+                batch = keys[i : i + size]
+                resp = self._call(
+                    "DeleteObjects",
+                    prefix,
+                    lambda b=batch: self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}
+                    ),
+                )
+                if resp.get("Errors"):
+                    err = resp["Errors"][0]
+                    raise BackendError(
+                        f"S3 DeleteObjects under s3://{self.bucket}/{full} failed for "
+                        f"{len(resp['Errors'])} of {len(batch)} keys (first: "
+                        f"{err.get('Key')}: {err.get('Code')} {err.get('Message')}); check "
+                        "that the IAM policy allows s3:DeleteObject, then retry"
+                    )
+                deleted += len(batch)
+            if not page.get("IsTruncated"):
+                return deleted
+            params["ContinuationToken"] = page["NextContinuationToken"]
+
+    # -- counters ---------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Totals since creation: bytes_read, bytes_written, requests, retries."""
+        with self._lock:
+            return dict(self._counters)
+
+    @property
+    def bytes_read(self) -> int:
+        return self.counters()["bytes_read"]
+
+    @property
+    def bytes_written(self) -> int:
+        return self.counters()["bytes_written"]
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                self._counters[name] += delta
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        if key.startswith("/"):
+            raise ValueError(f"store key {key!r} must not start with '/'")
+        return self.prefix + key
+
+    def _url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+    def _lost(self, key: str) -> ObjectLostError:
+        return ObjectLostError(
+            f"object {self._url(key)} is missing: it was never written, or was deleted "
+            "(job objects are removed at shutdown unless keep_objects=True)",
+            key=key,
+        )
+
+    def _put_multipart(self, key: str, views: list[memoryview], size: int) -> None:
+        full = self._full(key)
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        upload_id = self._call(
+            "CreateMultipartUpload",
+            key,
+            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=full),
+        )["UploadId"]
+        common = {"Bucket": self.bucket, "Key": full, "UploadId": upload_id}
+        try:
+            parts = []
+            for number, offset in enumerate(range(0, size, part_size), start=1):
+                n = min(part_size, size - offset)
+                resp = self._call(
+                    "UploadPart",
+                    key,
+                    lambda number=number, offset=offset, n=n: self.client.upload_part(
+                        PartNumber=number,
+                        Body=_BuffersReader(views, offset, offset + n),
+                        ContentLength=n,
+                        **common,
+                    ),
+                )
+                # Keep the part checksums botocore added: Complete must repeat them.
+                parts.append(
+                    {"PartNumber": number, "ETag": resp["ETag"]}
+                    | {k: v for k, v in resp.items() if k.startswith("Checksum") and v}
+                )
+            self._call(
+                "CompleteMultipartUpload",
+                key,
+                lambda: self.client.complete_multipart_upload(
+                    MultipartUpload={"Parts": parts}, **common
+                ),
+            )
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(**common)
+            except (bx.BotoCoreError, bx.ClientError) as abort_exc:
+                log.warning(
+                    "key=%s could not abort multipart upload %s: %s (an S3 lifecycle "
+                    "rule for incomplete uploads cleans it up)",
+                    key,
+                    upload_id,
+                    abort_exc,
+                )
+            raise
+
+    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        """Run one S3 operation within the retry budget, translating errors."""
+        for attempt in range(1, self.max_attempts + 1):
+            self._count(requests=1)
+            try:
+                return fn()
+            except bx.ClientError as exc:
+                reason = _code(exc) or str(_status(exc))
+                self._raise_if_permanent(op, key, exc)
+                last: Exception = exc
+            except (bx.NoCredentialsError, bx.PartialCredentialsError) as exc:
+                raise ConfigError(
+                    f"no AWS credentials found for s3://{self.bucket}: set AWS_PROFILE "
+                    "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws configure`"
+                ) from exc
+            except _TRANSIENT as exc:
+                reason, last = type(exc).__name__, exc
+            if attempt < self.max_attempts:
+                cap = min(self.backoff_cap, self.backoff_base * 2**attempt)
+                delay = random.uniform(0, cap)
+                self._count(retries=1)
+                log.info(
+                    "key=%s S3 %s attempt %d/%d failed (%s); retrying in %.3fs",
+                    key, op, attempt, self.max_attempts, reason, delay,
+                )  # fmt: skip
+                time.sleep(delay)
+        raise BackendError(
+            f"S3 {op} {self._url(key)} failed after {self.max_attempts} attempts (last "
+            f"error: {reason}: {last}); the endpoint {self.endpoint_url or 'AWS S3'} is "
+            "overloaded or unreachable: retry later or raise max_attempts"
+        ) from last
+
+    def _raise_if_permanent(self, op: str, key: str, exc: Exception) -> None:
+        """Raise the typed error for a ClientError that retrying will not fix."""
+        code, status = _code(exc), _status(exc)
+        if code == "NoSuchBucket" or (op == "HeadBucket" and status == 404):
+            where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+            raise ConfigError(
+                f"S3 bucket {self.bucket!r} does not exist{where}: create it with "
+                f"`lambdaflow deploy` or `aws s3 mb s3://{self.bucket}`"
+            ) from exc
+        if code in _MISSING_KEY and op in ("GetObject", "HeadObject"):
+            raise self._lost(key) from exc
+        if code in _BAD_CREDENTIALS:
+            raise ConfigError(
+                f"AWS rejected the credentials for s3://{self.bucket} ({code}): check "
+                "AWS_PROFILE / AWS_ACCESS_KEY_ID or run `aws configure`"
+            ) from exc
+        if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
+            raise ConfigError(
+                f"access denied to s3://{self.bucket} for {op} {self._url(key)} (S3 also "
+                "says 403 for a missing key when s3:ListBucket is not granted): grant "
+                "s3:GetObject/PutObject/DeleteObject/ListBucket on the bucket (the policy "
+                "`lambdaflow deploy` creates does)"
+            ) from exc
+        if code not in RETRYABLE_CODES and not (status or 0) >= 500:
+            message = exc.response.get("Error", {}).get("Message", "")  # type: ignore[attr-defined]
+            raise BackendError(
+                f"S3 {op} {self._url(key)} failed: {code or status}: {message}"
+            ) from exc
+
+
+def endpoint_from_env() -> str | None:
+    """The S3 endpoint named by the environment, or None for AWS itself."""
+    return next((os.environ[n] for n in ENDPOINT_ENV_VARS if os.environ.get(n)), None)
+
+
+def make_client(
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    max_pool_connections: int = 64,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    **client_kwargs: Any,
+) -> Any:
+    """A boto3 S3 client with botocore retries off (S3Store owns the retry budget),
+    kept-alive connections sized for the invoker pool, and path-style addressing for
+    custom endpoints (moto, MinIO). ``client_kwargs`` (``aws_access_key_id``,
+    ``region_name``, ...) go to ``boto3.client``."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "the S3 store needs boto3: pip install 'lambdaflow[aws]'"
+        ) from exc
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        tcp_keepalive=True,
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    region = (
+        region
+        or client_kwargs.pop("region_name", None)
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
+    return boto3.session.Session().client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=config,
+        **client_kwargs,
+    )
+
+
+class _BodyError(Exception):
+    """A response body shorter or longer than its Content-Length (retried)."""
+
+
+#: Errors below the HTTP status line, all retried: connection refused / reset / closed,
+#: connect and read timeouts, a body cut short or failing its checksum.
+_TRANSIENT: tuple[type[Exception], ...] = (_BodyError,) + tuple(
+    getattr(bx, name)
+    for name in ("ConnectionError", "HTTPClientError", "IncompleteReadError",
+                 "FlexibleChecksumError")
+    if bx is not None and hasattr(bx, name)
+)  # fmt: skip
+
+
+def _read_body(body: Any, length: int) -> bytearray:
+    """Read exactly ``length`` bytes of a streaming body into one new bytearray."""
+    out = bytearray(length)
+    view = memoryview(out)
+    got = 0
+    try:
+        while got < length:
+            n = body.readinto(view[got:])
+            if not n:
+                raise _BodyError(f"response body ended after {got} of {length} bytes")
+            got += n
+        # One more read lets botocore verify length and checksum at the end of stream.
+        if body.readinto(bytearray(1)):
+            raise _BodyError(
+                f"response body is longer than its Content-Length {length}"
+            )
+    finally:
+        body.close()
+    return out
+
+
+class _BuffersReader(io.RawIOBase):
+    """A seekable read-only file over bytes ``[start, end)`` of a list of buffers, so a
+    request body is sent from the caller's buffers without joining them."""
+
+    def __init__(self, views: list[memoryview], start: int, end: int) -> None:
+        super().__init__()
+        self._views, self._start, self._end, self._pos = views, start, end, 0
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = (0, self._pos, len(self))[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        out = memoryview(b).cast("B")
+        want = max(0, min(len(out), len(self) - self._pos))
+        at, written, base = self._start + self._pos, 0, 0
+        for view in self._views:
+            if written >= want:
+                break
+            if at < base + view.nbytes:
+                lo = at - base
+                take = min(view.nbytes - lo, want - written)
+                out[written : written + take] = view[lo : lo + take]
+                written += take
+                at += take
+            base += view.nbytes
+        self._pos += written
+        return written
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = max(0, len(self) - self._pos)
+        size = remaining if size is None or size < 0 else min(size, remaining)
+        at, base = self._start + self._pos, 0
+        for view in self._views:  # the common case: one copy out of a single buffer
+            if at < base + view.nbytes:
+                if at + size <= base + view.nbytes:
+                    self._pos += size
+                    return view[at - base : at - base + size].tobytes()
+                break
+            base += view.nbytes
+        buf = bytearray(size)
+        return bytes(buf[: self.readinto(buf)])
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: Any) -> int | None:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -1,0 +1,104 @@
+"""processes backend: crashes, timeouts, replacement, the store for large values."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import lambdaflow as lf
+
+
+@lf.remote(max_retries=0)
+def die(how):
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@lf.remote
+def pid():
+    return os.getpid()
+
+
+@lf.remote
+def die_once(path):
+    """Crash the worker on the first attempt only (a file remembers)."""
+    if not os.path.exists(path):
+        open(path, "w").close()
+        os._exit(1)
+    return "recovered"
+
+
+@lf.remote
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@lf.remote
+def big(n):
+    return np.ones(n)
+
+
+@pytest.fixture
+def procs(fresh):
+    rt = lf.init(backend="processes", num_workers=2)
+    yield rt
+    rt.shutdown()
+
+
+@pytest.mark.parametrize("how,expect", [("exit", "exit code 3"), ("kill", "SIGKILL")])
+def test_crash_is_worker_crashed_error_and_pool_recovers(procs, how, expect):
+    with pytest.raises(lf.WorkerCrashedError, match=expect):
+        lf.get(die.remote(how))
+    assert len(set(lf.get([pid.remote() for _ in range(20)]))) >= 1
+    assert lf.get(nap.remote(0)) == 0
+
+
+def test_crash_retried(procs, tmp_path):
+    assert lf.get(die_once.remote(str(tmp_path / "m"))) == "recovered"
+    records = [r for r in procs.scheduler.stats_records() if r["name"].endswith("die_once")]
+    assert [r["status"] for r in records] == ["crash", "ok"]
+
+
+def test_other_tasks_survive_a_crash(procs):
+    refs = [nap.remote(0.01) for _ in range(40)]
+    bad = die.remote("kill")
+    refs += [nap.remote(0.01) for _ in range(40)]
+    assert lf.get(refs) == [0.01] * 80
+    with pytest.raises(lf.WorkerCrashedError):
+        lf.get(bad)
+
+
+def test_timeout_kills_worker(procs):
+    t0 = time.monotonic()
+    with pytest.raises(lf.TaskTimeoutError, match="timeout_s=0.5"):
+        lf.get(nap.options(timeout_s=0.5).remote(30))
+    assert time.monotonic() - t0 < 20
+    assert lf.get(nap.remote(0)) == 0
+
+
+def test_large_values_use_the_store(procs):
+    store_root = procs.backend.store.root
+    ref = big.remote(500_000)
+    lf.get(ref)
+    files = [f for _, _, fs in os.walk(store_root) for f in fs if not f.endswith(".shm")]
+    assert files, "a 4 MB result should be a file in the local store"
+    assert lf.get(ref).sum() == 500_000
+
+
+def test_shutdown_leaves_no_processes(fresh):
+    rt = lf.init(backend="processes", num_workers=2)
+    lf.get(pid.remote())
+    children = psutil.Process().children(recursive=True)
+    assert len(children) >= 2
+    root = rt.backend.store.root
+    rt.shutdown()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    assert not os.path.exists(root)
