@@ -28,6 +28,7 @@ Backends never touch this state; they only complete the futures they return.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import threading
@@ -150,13 +151,17 @@ class Scheduler:
                     d.dependents.append(t)
                 elif d.state == FAILED and failed is None:
                     failed = d.error
+            msg = None
             if failed is not None:
                 self._fail(t, failed, to_write)
-                ready = []
-            else:
-                ready = [t] if t.n_waiting == 0 else []
-        self._write_escaped(to_write)
-        self._dispatch(ready)
+            elif t.n_waiting == 0 and getattr(self._local, "queue", None) is None:
+                msg = self._start(t)
+            elif t.n_waiting == 0:
+                self._local.queue.append(t)
+        if to_write:
+            self._write_escaped(to_write)
+        if msg is not None:
+            self._send(t, msg)
         return refs
 
     def put(self, value: Any) -> ObjectRef:
@@ -202,25 +207,33 @@ class Scheduler:
             while queue:
                 t = queue.popleft()
                 with self._lock:
-                    if t.state != WAITING or self.closed:
-                        continue
-                    t.state = RUNNING
-                    msg = TaskMessage(
-                        job_id=self.job_id, task_id=t.id, name=t.name, fn_key=t.fn_key,
-                        attempt=t.attempt, args=t.args, args_key=t.args_key,
-                        deps=[d.loc for d in t.dep_objs], num_returns=len(t.outs),
-                        options=t.opts["wire"], store_uri=self.store.uri,
-                        inline_limit=self.inline_limit,
-                    )
-                try:
-                    fut = self.backend.submit(msg)
-                except Exception as exc:
-                    fut = Future()
-                    fut.set_exception(exc)
-                t.future = fut
-                fut.add_done_callback(lambda f, t=t, a=t.attempt: self._on_done(t, a, f))
+                    msg = self._start(t)
+                if msg is not None:
+                    self._send(t, msg)
         finally:
             self._local.queue = None
+
+    def _start(self, t: _Task) -> TaskMessage | None:
+        """WAITING -> RUNNING; the message to send (under the lock)."""
+        if t.state != WAITING or self.closed:
+            return None
+        t.state = RUNNING
+        return TaskMessage(
+            job_id=self.job_id, task_id=t.id, name=t.name, fn_key=t.fn_key,
+            attempt=t.attempt, args=t.args, args_key=t.args_key,
+            deps=[d.loc for d in t.dep_objs], num_returns=len(t.outs),
+            options=t.opts["wire"], store_uri=self.store.uri,
+            inline_limit=self.inline_limit,
+        )
+
+    def _send(self, t: _Task, msg: TaskMessage) -> None:
+        try:
+            fut = self.backend.submit(msg)
+        except Exception as exc:
+            fut = Future()
+            fut.set_exception(exc)
+        t.future = fut
+        fut.add_done_callback(functools.partial(self._on_done, t, msg.attempt))
 
     def _on_done(self, t: _Task, attempt: int, fut: Future) -> None:
         try:
@@ -238,6 +251,7 @@ class Scheduler:
             self._record(t, result)
             if result.status == OK:
                 t.state = FINISHED
+                t.future = None  # breaks the task <-> future <-> callback cycle
                 for o, loc in zip(t.outs, result.values):
                     o.state, o.loc = READY, loc
                     self._wake(o)
@@ -325,6 +339,9 @@ class Scheduler:
         while stack:
             t = stack.pop()
             t.state = FINISHED
+            fut, t.future = t.future, None
+            if fut is not None and not fut.done():
+                fut.cancel()
             self._finish(t)
             for o in t.outs:
                 o.state, o.error = FAILED, error
@@ -478,12 +495,9 @@ class Scheduler:
             t = o.task
             if t is None or t.state == FINISHED:
                 return False
-            fut = t.future
-            err = TaskCancelledError(f"task {t.name}[{t.id}] was cancelled", task=f"{t.name}[{t.id}]")
+            label = f"{t.name}[{t.id}]"
             to_write: list[_Obj] = []
-            self._fail(t, err, to_write)
-        if fut is not None:
-            fut.cancel()
+            self._fail(t, TaskCancelledError(f"task {label} was cancelled", task=label), to_write)
         self._write_escaped(to_write)
         return True
 

@@ -1,0 +1,122 @@
+"""Task overhead of the local backends, optionally against concurrent.futures.
+
+    python benchmarks/task_overhead.py [--backends threads,processes] [--compare]
+        [--tasks 10000] [--chain 500] [--arrays 200] [--workers 2]
+
+Prints, per backend: no-op tasks/s (all submitted, then all collected), ms per hop of a
+chain of dependent tasks (each takes the previous ref), and the wall time of N tasks
+returning 1 MB float64 arrays reduced pairwise by passing refs. ``--compare`` runs the
+same three on ThreadPoolExecutor and ProcessPoolExecutor in the same run (values pass
+back through the driver there, as concurrent.futures has no refs) and prints ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lambdaflow as lf  # noqa: E402
+
+MB_FLOATS = 1_000_000 // 8
+
+
+def noop(x=None):
+    return x
+
+
+def make(i):
+    return np.full(MB_FLOATS, float(i))
+
+
+def add(a, b):
+    return a + b
+
+
+r_noop, r_make, r_add = lf.remote(noop), lf.remote(make), lf.remote(add)
+
+
+def bench_lambdaflow(backend: str, args) -> dict:
+    with lf.init(backend=backend, num_workers=args.workers):
+        lf.get([r_noop.remote(i) for i in range(200)])  # warm up workers
+        t = time.perf_counter()
+        refs = [r_noop.remote(i) for i in range(args.tasks)]
+        lf.get(refs)
+        noop_rate = args.tasks / (time.perf_counter() - t)
+        del refs
+        t = time.perf_counter()
+        ref = r_noop.remote(0)
+        for _ in range(args.chain - 1):
+            ref = r_noop.remote(ref)
+        lf.get(ref)
+        hop_ms = (time.perf_counter() - t) / args.chain * 1000
+        t = time.perf_counter()
+        parts = [r_make.remote(i) for i in range(args.arrays)]
+        while len(parts) > 1:
+            nxt = [r_add.remote(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+            parts = nxt + ([parts[-1]] if len(parts) % 2 else [])
+        total = lf.get(parts[0])
+        reduce_s = time.perf_counter() - t
+        assert total[0] == sum(range(args.arrays))
+    return {"noop_per_s": noop_rate, "hop_ms": hop_ms, "reduce_s": reduce_s}
+
+
+def bench_futures(kind: str, args) -> dict:
+    pool_cls = ThreadPoolExecutor if kind == "threads" else ProcessPoolExecutor
+    with pool_cls(args.workers) as pool:
+        list(pool.map(noop, range(200)))
+        t = time.perf_counter()
+        futs = [pool.submit(noop, i) for i in range(args.tasks)]
+        for f in futs:
+            f.result()
+        noop_rate = args.tasks / (time.perf_counter() - t)
+        t = time.perf_counter()
+        value = 0
+        for _ in range(args.chain):
+            value = pool.submit(noop, value).result()
+        hop_ms = (time.perf_counter() - t) / args.chain * 1000
+        t = time.perf_counter()
+        parts = [pool.submit(make, i) for i in range(args.arrays)]
+        while len(parts) > 1:
+            nxt = [pool.submit(add, parts[i].result(), parts[i + 1].result())
+                   for i in range(0, len(parts) - 1, 2)]
+            parts = nxt + ([parts[-1]] if len(parts) % 2 else [])
+        total = parts[0].result()
+        reduce_s = time.perf_counter() - t
+        assert total[0] == sum(range(args.arrays))
+    return {"noop_per_s": noop_rate, "hop_ms": hop_ms, "reduce_s": reduce_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="threads,processes")
+    ap.add_argument("--compare", action="store_true")
+    ap.add_argument("--tasks", type=int, default=10_000)
+    ap.add_argument("--chain", type=int, default=500)
+    ap.add_argument("--arrays", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+    print(f"# {args.tasks} no-op tasks, chain of {args.chain}, {args.arrays} x 1 MB reduce, "
+          f"{args.workers} workers, {os.cpu_count()} CPUs")
+    print(f"{'backend':<26}{'no-op tasks/s':>15}{'ms/hop':>10}{'reduce s':>10}")
+    rows = {}
+    for backend in args.backends.split(","):
+        rows[backend] = r = bench_lambdaflow(backend, args)
+        print(f"{'lambdaflow ' + backend:<26}{r['noop_per_s']:>15,.0f}{r['hop_ms']:>10.3f}"
+              f"{r['reduce_s']:>10.3f}")
+        if args.compare:
+            base = bench_futures(backend, args)
+            name = "ThreadPoolExecutor" if backend == "threads" else "ProcessPoolExecutor"
+            print(f"{name:<26}{base['noop_per_s']:>15,.0f}{base['hop_ms']:>10.3f}"
+                  f"{base['reduce_s']:>10.3f}")
+            print(f"{'  ratio lambdaflow/stdlib':<26}{r['noop_per_s'] / base['noop_per_s']:>15.2f}"
+                  f"{r['hop_ms'] / base['hop_ms']:>10.2f}{r['reduce_s'] / base['reduce_s']:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
