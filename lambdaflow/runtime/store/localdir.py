@@ -2,12 +2,14 @@
 
 Each key is a file under the root (``<root>/<job>/obj/<id>``). Writes go to a temporary
 file that is renamed into place, so a key either holds a whole value or does not exist;
-``get`` reads into a preallocated ``bytearray`` (one copy, writable arrays). The default
+``get`` maps large objects copy-on-write (no copy; writable arrays) and reads small ones
+into a ``bytearray``. The default
 root is on ``/dev/shm`` (memory-backed) when it exists and has room, else the temp dir.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -15,6 +17,9 @@ import uuid
 
 from lambdaflow.errors import ObjectLostError
 from lambdaflow.runtime.store.base import Data, buffers
+
+
+MMAP_MIN = 256 * 1024  # whole-object reads at least this big are memory-mapped
 
 
 def default_root() -> str:
@@ -80,6 +85,11 @@ class LocalDirStore:
             ) from None
         try:
             size = os.fstat(fd).st_size
+            if start is None and end is None and size >= MMAP_MIN:
+                # A private copy-on-write mapping: no copy, pages come straight from the
+                # page cache (RAM on /dev/shm), and arrays unpickled from it are writable.
+                return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
+                                 prot=mmap.PROT_READ | mmap.PROT_WRITE)
             lo = 0 if start is None else min(start, size)
             hi = size if end is None else min(end, size)
             out = bytearray(max(0, hi - lo))
