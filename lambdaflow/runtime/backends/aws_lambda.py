@@ -128,7 +128,17 @@ class LambdaBackend:
                 f"{mine['python_version']}; rebuild and redeploy the worker image "
                 "(worker_image/build_and_push.sh, then `lambdaflow deploy`)"
             )
-        self.store.check_bucket() if hasattr(self.store, "check_bucket") else None
+        try:
+            self.store.client.head_bucket(Bucket=self.store.bucket)
+        except self._exc.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (404, 403):
+                raise ConfigError(
+                    f"S3 bucket {self.store.bucket!r} does not exist or is not accessible "
+                    f"({status}); create it with `lambdaflow deploy` or `aws s3 mb "
+                    f"s3://{self.store.bucket}`"
+                ) from None
+            raise BackendError(f"cannot reach S3 bucket {self.store.bucket!r}: {exc}") from exc
 
     def _invoke_json(self, payload: dict) -> dict:
         resp = self.client.invoke(FunctionName=self.function_name,
