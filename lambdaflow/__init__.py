@@ -37,6 +37,7 @@ from lambdaflow.errors import (
     TaskTimeoutError,
     WorkerCrashedError,
 )
+from lambdaflow.events import on_upload
 from lambdaflow.runtime.refs import ObjectRef
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "put",
     "cancel",
     "stats",
+    "on_upload",
     "ObjectRef",
     "RemoteFunction",
     "Runtime",

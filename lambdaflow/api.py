@@ -87,11 +87,15 @@ class Runtime:
         return out[0] if opts["num_returns"] == 1 else out
 
     def _function_key(self, rf: RemoteFunction) -> str:
-        pickled = rf._shared.get("pickled")
+        shared = rf._shared
+        if shared.get("job") == self.job_id:
+            return shared["fn_key"]
+        pickled = shared.get("pickled")
         if pickled is None:
-            pickled = rf._shared["pickled"] = serialization.dumps_function(rf._fn)
+            pickled = shared["pickled"] = serialization.dumps_function(rf._fn)
         key = keys.function_key(self.job_id, pickled[0])
         self.scheduler.ensure_function(key, pickled[1])
+        shared["job"], shared["fn_key"] = self.job_id, key
         return key
 
     # -------------------------------------------------------------- lifecycle
@@ -269,6 +273,7 @@ class RemoteFunction:
         self._fn = fn
         self._options = options
         self._shared = shared if shared is not None else {}
+        self._cache: tuple | None = None
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -294,12 +299,11 @@ class RemoteFunction:
         return [rt.submit(self, (item,), {}) for item in items]
 
     def _resolved(self, cfg: config_mod.Config) -> dict:
-        cache = self._shared.setdefault("resolved", {})
-        key = (id(cfg), tuple(sorted(self._options.items(), key=lambda kv: kv[0])))
-        try:
-            return cache[key]
-        except (KeyError, TypeError):
-            pass
+        """The options of this view with the runtime's defaults filled in (cached per
+        view and runtime config: views are immutable)."""
+        cached = self._cache
+        if cached is not None and cached[0] is cfg:
+            return cached[1]
         o = self._options
         retry_exc = o.get("retry_exceptions", False)
         resolved = {
@@ -309,10 +313,7 @@ class RemoteFunction:
             "num_returns": o.get("num_returns", 1),
         }
         resolved["wire"] = {k: o[k] for k in ("timeout_s", "memory_mb") if o.get(k)}
-        try:
-            cache[key] = resolved
-        except TypeError:
-            pass
+        self._cache = (cfg, resolved)
         return resolved
 
 

@@ -1,0 +1,443 @@
+"""Scheduling core of the Lambda emulator: invocations onto execution environments.
+
+Everything here runs on the emulator's single event-loop thread, so the state needs no
+locks. State per function (``FunctionState``): its environments, a LIFO stack of the
+available ones (the most recently used environment is reused first, so a trickle of
+calls stays on one warm environment and the rest can be reclaimed), a FIFO queue of
+pending asynchronous (Event) invocations and counters.
+
+    Invoke ──> invoke(): limits ──> acquire(): available env? ──yes──> assign()
+                                           │ no: below concurrency? spawn() + assign()
+                                           └ no: sync -> 429 TooManyRequestsException
+                                                 async -> stays queued
+    runtime GET next ────────> deliver() (or park the poll until an invocation comes)
+    runtime POST response/error ──> finish() ──> boto3 gets 200 (+ X-Amz-Function-Error)
+    timeout timer / process exit ──> finish() with Sandbox.Timedout / Runtime.ExitError /
+                                     Runtime.OutOfMemory; the environment is discarded
+
+Asynchronous invocations that fail are retried twice (as Lambda does), after
+``async_retry_delays_s``; then they are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import json
+import logging
+import os
+import socket
+import time
+from functools import partial
+
+from lambdaflow.testing.emulator_env import (
+    BUSY,
+    DEAD,
+    IDLE,
+    INIT_ALLOWANCE_S,
+    RETURNING,
+    STARTING,
+    Environment,
+    FunctionConfig,
+    Invocation,
+)
+from lambdaflow.testing.emulator_events import EnvironmentEvents
+from lambdaflow.testing.emulator_http import HttpConnection, Request
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_PREFIX = "/2018-06-01/runtime/"
+#: Lambda's limit on a synchronous response, as its error message states it.
+RESPONSE_LIMIT = 6291556
+_COUNTERS = (
+    "invocations",
+    "cold_starts",
+    "throttles",
+    "timeouts",
+    "crashes",
+    "out_of_memory",
+    "function_errors",
+    "async_invocations",
+    "async_retries",
+    "async_dropped",
+)
+
+
+class FunctionState:
+    def __init__(self, config: FunctionConfig) -> None:
+        self.config = config
+        self.envs: set[Environment] = set()
+        self.available: list[Environment] = []  # LIFO stack
+        self.queue: collections.deque[Invocation] = collections.deque()
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+
+
+class EmulatorCore(EnvironmentEvents):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        region: str,
+        default_concurrency: int,
+        python_path: list[str],
+        task_root: str,
+        memory_limit: str | None,
+        rlimit_headroom_mb: int,
+        async_retry_delays_s: tuple[float, ...],
+        echo_logs: bool,
+    ) -> None:
+        self.loop = loop
+        self.region = region
+        self.default_concurrency = default_concurrency
+        self.python_path = python_path
+        self.task_root = task_root
+        self.memory_limit = memory_limit
+        self.rlimit_headroom_mb = rlimit_headroom_mb
+        self.async_retry_delays_s = async_retry_delays_s
+        self.echo_logs = echo_logs
+        self.functions: dict[str, FunctionState] = {}
+        self.history: list[Environment] = []  # every environment ever started
+        self._seq = 0
+        self._closing = False
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    # -- registry -----------------------------------------------------------------
+    def limit(self, fs: FunctionState) -> int:
+        return (
+            fs.config.concurrency
+            if fs.config.concurrency is not None
+            else self.default_concurrency
+        )
+
+    def state_of(self, config: FunctionConfig) -> FunctionState | None:
+        """The live state of this exact function (None once deleted or replaced)."""
+        fs = self.functions.get(config.name)
+        return fs if fs is not None and fs.config is config else None
+
+    def add_function(self, config: FunctionConfig) -> None:
+        self.functions[config.name] = FunctionState(config)
+
+    def put_function(self, config: FunctionConfig) -> dict:
+        """Create or replace (its environments are killed); the FunctionConfiguration."""
+        if config.name in self.functions:
+            self.remove_function(config.name)
+        self.add_function(config)
+        return config.configuration(self.region)
+
+    def remove_function(self, name: str) -> None:
+        fs = self.functions.pop(name)
+        for env in list(fs.envs):
+            self._discard(env, "stop")
+        fs.counters["async_dropped"] += len(fs.queue)
+        fs.queue.clear()
+
+    # -- invoke -------------------------------------------------------------------
+    def invoke(self, fs: FunctionState, inv: Invocation) -> bool:
+        """Start a sync invocation; False if the function is at its concurrency limit."""
+        env = self._acquire(fs)
+        if env is None:
+            fs.counters["throttles"] += 1
+            return False
+        self._assign(env, inv)
+        return True
+
+    def invoke_async(self, fs: FunctionState, inv: Invocation) -> None:
+        fs.counters["async_invocations"] += 1
+        fs.queue.append(inv)
+        self._pump(fs)
+
+    def _pump(self, fs: FunctionState) -> None:
+        while fs.queue:
+            env = self._acquire(fs)
+            if env is None:
+                return
+            self._assign(env, fs.queue.popleft())
+
+    def _acquire(self, fs: FunctionState) -> Environment | None:
+        while fs.available:
+            env = fs.available.pop()
+            if env.state != DEAD:
+                return env
+        if len(fs.envs) >= self.limit(fs) or self._closing:
+            return None
+        return self._spawn(fs)
+
+    def _spawn(self, fs: FunctionState) -> Environment:
+        self._seq += 1
+        env = Environment(fs.config, self._seq)
+        # One Runtime API listener per environment, so a request names its environment
+        # by the port it arrives on (awslambdaric's AWS_LAMBDA_RUNTIME_API is host:port).
+        # The socket listens at once; asyncio starts accepting on the next loop pass.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        env.sock = sock
+        port = sock.getsockname()[1]
+        factory = partial(HttpConnection, partial(self.runtime_request, env))
+        task = self.loop.create_task(self.loop.create_server(factory, sock=sock))
+        task.add_done_callback(partial(self._server_ready, env))
+        rlimit = None
+        if self.memory_limit == "rlimit":
+            rlimit = (fs.config.memory_mb + self.rlimit_headroom_mb) * 2**20
+        env.spawn(port, self.region, self.python_path, self.task_root, rlimit)
+        fs.envs.add(env)
+        self.history.append(env)
+        fs.counters["cold_starts"] += 1
+        self.loop.add_reader(env.out_fd, self._read_output, env)
+        if env.pidfd >= 0:
+            self.loop.add_reader(env.pidfd, self._on_exit, env)
+        else:  # pragma: no cover - kernels without pidfd: poll
+            self._poll_exit(env)
+        if self.memory_limit == "rss" and self._watchdog is None:
+            self._watchdog = self.loop.call_later(0.1, self._check_memory)
+        return env
+
+    def _server_ready(self, env: Environment, task: asyncio.Task) -> None:
+        if env.state == DEAD:  # discarded before it served: its socket is closed
+            if not task.cancelled() and task.exception() is None:
+                task.result().close()
+            return
+        if task.cancelled() or task.exception() is not None:
+            logger.error(
+                "runtime API listener for %s failed: %r",
+                env.env_id,
+                None if task.cancelled() else task.exception(),
+            )
+            self._discard(env, "stop")
+            return
+        env.server = task.result()
+
+    def _assign(self, env: Environment, inv: Invocation) -> None:
+        inv.env = env
+        inv.attempt += 1
+        inv.cold = env.state == STARTING and env.invocations == 0
+        env.invocation = inv
+        env.delivered = False
+        env.invocations += 1
+        fs = self.state_of(env.function)
+        if fs is not None:
+            fs.counters["invocations"] += 1
+        if env.parked is not None:
+            self._deliver(env)
+        else:
+            # Not polling yet: a cold environment gets Lambda's init allowance on top of
+            # the timeout; a returning one polls within microseconds.
+            allowance = INIT_ALLOWANCE_S if env.cold_start_s is None else 0.0
+            inv.timer = self.loop.call_later(
+                env.function.timeout_s + allowance, self._on_timeout, env, inv
+            )
+            if env.state != STARTING:
+                env.state = BUSY
+
+    def _deliver(self, env: Environment) -> None:
+        inv = env.invocation
+        conn, env.parked = env.parked, None
+        env.state = BUSY
+        env.delivered = True
+        now = time.time()
+        inv.started = time.monotonic()
+        if inv.timer is not None:
+            inv.timer.cancel()
+        inv.timer = self.loop.call_later(
+            env.function.timeout_s, self._on_timeout, env, inv
+        )
+        headers = {
+            "Lambda-Runtime-Aws-Request-Id": inv.request_id,
+            "Lambda-Runtime-Deadline-Ms": str(
+                int((now + env.function.timeout_s) * 1000)
+            ),
+            "Lambda-Runtime-Invoked-Function-Arn": env.function.arn(self.region),
+            "Lambda-Runtime-Trace-Id": (
+                f"Root=1-{int(now):08x}-{inv.request_id.replace('-', '')[:24]};Sampled=0"
+            ),
+        }
+        if inv.client_context:
+            headers["Lambda-Runtime-Client-Context"] = inv.client_context
+        conn.respond(200, inv.payload, headers)
+
+    # -- Runtime API --------------------------------------------------------------
+    def runtime_request(
+        self, env: Environment, req: Request, conn: HttpConnection
+    ) -> None:
+        path = req.path
+        if not path.startswith(RUNTIME_PREFIX) or env.state == DEAD:
+            conn.respond(
+                404 if env.state != DEAD else 403, b'{"errorType":"InvalidRequest"}'
+            )
+            return
+        tail = path[len(RUNTIME_PREFIX) :]
+        if tail == "invocation/next" and req.method == "GET":
+            if env.cold_start_s is None:
+                env.cold_start_s = time.monotonic() - env.spawned_at
+            env.parked = conn
+            if env.invocation is not None and not env.delivered:
+                self._deliver(env)
+            elif env.state in (STARTING, RETURNING):
+                was_starting = env.state == STARTING
+                env.state = IDLE  # before _make_available, which may deliver at once
+                if was_starting:
+                    self._make_available(env)
+            return
+        if tail == "init/error" and req.method == "POST":
+            env.init_error = req.body
+            conn.respond(202, b'{"status":"OK"}')
+            return
+        if tail.startswith("invocation/") and req.method == "POST":
+            request_id, _, kind = tail[len("invocation/") :].partition("/")
+            inv = env.invocation
+            if (
+                inv is None
+                or inv.request_id != request_id
+                or kind not in ("response", "error")
+            ):
+                conn.respond(
+                    400,
+                    b'{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}',
+                )
+                return
+            conn.respond(202, b'{"status":"OK"}')
+            self._drain_output(env)
+            if kind == "response":
+                if len(req.body) > RESPONSE_LIMIT:
+                    body = json.dumps(
+                        {
+                            "errorMessage": "Response payload size exceeded maximum "
+                            f"allowed payload size ({RESPONSE_LIMIT} bytes).",
+                            "errorType": "Function.ResponseSizeTooLarge",
+                        }
+                    ).encode()
+                    self._finish(inv, body, "Unhandled")
+                else:
+                    self._finish(inv, req.body, None)
+            else:
+                self._finish(inv, req.body, "Unhandled")
+            env.invocation = None
+            env.state = RETURNING if env.parked is None else IDLE
+            self._make_available(env)
+            return
+        conn.respond(404, b'{"errorType":"InvalidRequest"}')
+
+    def _make_available(self, env: Environment) -> None:
+        fs = self.state_of(env.function)
+        if fs is None or env.state == DEAD:
+            return
+        fs.available.append(env)
+        if fs.queue:
+            self._pump(fs)
+
+    # -- completion -----------------------------------------------------------------
+    def _finish(
+        self,
+        inv: Invocation,
+        body: bytes,
+        function_error: str | None,
+        extra_log: str = "",
+    ) -> None:
+        if inv.timer is not None:
+            inv.timer.cancel()
+            inv.timer = None
+        env = inv.env
+        fs = self.state_of(inv.function)
+        if function_error and fs is not None:
+            fs.counters["function_errors"] += 1
+        if inv.conn is None:  # async: retry or drop
+            if function_error and fs is not None and not self._closing:
+                if inv.attempt <= len(self.async_retry_delays_s):
+                    fs.counters["async_retries"] += 1
+                    delay = self.async_retry_delays_s[inv.attempt - 1]
+                    self.loop.call_later(delay, self._requeue, fs, inv)
+                else:
+                    fs.counters["async_dropped"] += 1
+                    logger.warning(
+                        "async invocation %s of %s dropped after %d attempts: %s",
+                        inv.request_id,
+                        inv.function.name,
+                        inv.attempt,
+                        body[:500],
+                    )
+            return
+        headers = {
+            "X-Amz-Executed-Version": "$LATEST",
+            "x-amzn-RequestId": inv.request_id,
+        }
+        if function_error:
+            headers["X-Amz-Function-Error"] = function_error
+        if inv.tail and env is not None:
+            duration = time.monotonic() - inv.started if inv.started else 0.0
+            text = inv.log_tail(
+                duration,
+                inv.function.memory_mb,
+                env.peak_mb(),
+                env.cold_start_s if inv.cold else None,
+                extra_log,
+            )
+            headers["X-Amz-Log-Result"] = base64.b64encode(text.encode()).decode()
+        inv.conn.respond(200, body, headers)
+
+    def _requeue(self, fs: FunctionState, inv: Invocation) -> None:
+        if self.functions.get(fs.config.name) is fs:
+            inv.logs = bytearray() if inv.tail else None
+            fs.queue.append(inv)
+            self._pump(fs)
+
+    def _discard(self, env: Environment, reason: str) -> None:
+        """Take an environment out of service now and kill its process."""
+        if env.state == DEAD:
+            return
+        env.state = DEAD
+        env.kill(reason)
+        fs = self.state_of(env.function)
+        if fs is not None:
+            fs.envs.discard(env)
+        if env.parked is not None:
+            env.parked.close()
+            env.parked = None
+        if env.server is not None:
+            env.server.close()
+        elif env.sock is not None:
+            env.sock.close()
+        if fs is not None and fs.queue:
+            self._pump(fs)
+
+    # -- stats & shutdown -----------------------------------------------------------
+    def stats(self) -> dict:
+        functions = {}
+        for name, fs in self.functions.items():
+            counts = dict(fs.counters)
+            counts["environments"] = len(fs.envs)
+            counts["busy"] = sum(1 for e in fs.envs if e.invocation is not None)
+            counts["queued"] = len(fs.queue)
+            counts["concurrency"] = self.limit(fs)
+            functions[name] = counts
+        return {
+            "functions": functions,
+            "environments": [e.snapshot() for e in self.history],
+        }
+
+    def close(self) -> list:
+        """Kill every environment; return their processes for the caller to reap."""
+        self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        procs = []
+        for fs in self.functions.values():
+            for inv in fs.queue:
+                fs.counters["async_dropped"] += 1
+            fs.queue.clear()
+            for env in list(fs.envs):
+                inv = env.invocation
+                if inv is not None and inv.timer is not None:
+                    inv.timer.cancel()
+                if inv is not None and inv.conn is not None:
+                    inv.conn.close()
+                self._discard(env, "stop")
+        for env in self.history:
+            if env.proc is not None:
+                procs.append(env.proc)
+            for fd in (env.pidfd, env.out_fd):
+                if fd >= 0:
+                    self.loop.remove_reader(fd)
+                    os.close(fd)
+            env.pidfd = env.out_fd = -1
+        return procs

@@ -1,0 +1,223 @@
+"""The Lambda emulator in its own process, and the command that serves it.
+
+``LambdaEmulator`` runs its event loop in a thread of the calling process, so it shares
+that process's GIL: a driver that fans out from many boto3 threads then competes with
+the emulator it is measuring. ``EmulatorProcess`` has the same Python API (``start``,
+``stop``, ``endpoint_url``, ``create_function``, ``delete_function``, ``stats``, context
+manager) over a child ``python -m lambdaflow.testing.lambda_emulator``:
+
+    EmulatorProcess.start() ──spawn──> child: main() ──> LambdaEmulator, prints
+                                         "Lambda emulator on http://127.0.0.1:PORT"
+    create_function / stats ──HTTP──> /_emulator/functions, /_emulator/stats
+    stop() ──SIGTERM──> child stops the emulator (kills and reaps every environment)
+
+If the child is killed outright, its environments die with it (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from lambdaflow.testing.emulator_env import DEFAULT_HANDLER
+
+logger = logging.getLogger(__name__)
+
+READY_LINE = "Lambda emulator on "
+
+
+class EmulatorProcess:
+    """``LambdaEmulator``'s API, served by a child process."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        region: str = "us-east-1",
+        default_concurrency: int = 32,
+        python_path: Sequence[str] = (),
+        task_root: str | None = None,
+        memory_limit: str | None = None,
+        echo_logs: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.region = region
+        self._argv = [
+            "--host", host, "--port", str(port), "--region", region,
+            "--default-concurrency", str(default_concurrency),
+        ]  # fmt: skip
+        for entry in python_path:
+            self._argv += ["--python-path", str(entry)]
+        if task_root:
+            self._argv += ["--task-root", task_root]
+        if memory_limit:
+            self._argv += ["--memory-limit", memory_limit]
+        if echo_logs:
+            self._argv.append("--echo-logs")
+        self._proc: subprocess.Popen | None = None
+        self._url = ""
+
+    @property
+    def endpoint_url(self) -> str:
+        if not self._url:
+            raise RuntimeError(
+                "EmulatorProcess is not started: call .start() or use `with`"
+            )
+        return self._url
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 60.0) -> EmulatorProcess:
+        if self._proc is not None:
+            return self
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "lambdaflow.testing.lambda_emulator", *self._argv],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        atexit.register(self.stop)
+        line = _readline(self._proc, timeout)
+        if not line.startswith(READY_LINE):
+            self.stop()
+            raise RuntimeError(
+                f"the Lambda emulator process did not start (said {line!r}); "
+                "run `python -m lambdaflow.testing.lambda_emulator` to see why"
+            )
+        self._url = line[len(READY_LINE) :].strip()
+        self.port = int(self._url.rsplit(":", 1)[1])
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        self._url = ""
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> EmulatorProcess:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def create_function(
+        self,
+        name: str,
+        *,
+        handler: str = DEFAULT_HANDLER,
+        timeout_s: float = 3.0,
+        memory_mb: int = 128,
+        env: dict | None = None,
+        concurrency: int | None = None,
+    ) -> dict:
+        """As ``LambdaEmulator.create_function``."""
+        spec = {
+            "name": name, "handler": handler, "timeout_s": timeout_s,
+            "memory_mb": memory_mb, "env": env or {}, "concurrency": concurrency,
+        }  # fmt: skip
+        return self._request("POST", "/_emulator/functions", spec)
+
+    def delete_function(self, name: str) -> None:
+        self._request("DELETE", f"/2015-03-31/functions/{name}")
+
+    def stats(self) -> dict:
+        """As ``LambdaEmulator.stats``."""
+        return self._request("GET", "/_emulator/stats")
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.endpoint_url + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            if exc.code == 404:
+                raise KeyError(f"{method} {path}: {detail}") from None
+            raise ValueError(f"{method} {path}: {detail}") from None
+        return json.loads(raw) if raw else {}
+
+
+def _readline(proc: subprocess.Popen, timeout: float) -> str:
+    """The child's first stdout line, or "" if it says nothing within ``timeout``."""
+    out: list[str] = []
+    reader = threading.Thread(
+        target=lambda: out.append(proc.stdout.readline()), daemon=True
+    )
+    reader.start()
+    reader.join(timeout)
+    return out[0] if out else ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve in the foreground: ``python -m lambdaflow.testing.lambda_emulator``."""
+    from lambdaflow.testing.lambda_emulator import LambdaEmulator
+
+    parser = argparse.ArgumentParser(description="Run the lambdaflow Lambda emulator.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001, help="0: a free port")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--default-concurrency", type=int, default=32)
+    parser.add_argument("--python-path", action="append", default=[])
+    parser.add_argument("--task-root", default=None)
+    parser.add_argument("--memory-limit", choices=("rss", "rlimit"), default=None)
+    parser.add_argument("--echo-logs", action="store_true")
+    parser.add_argument(
+        "--function-name", action="append", default=[],
+        help="create this function at start (repeatable), with the options below",
+    )  # fmt: skip
+    parser.add_argument("--handler", default=DEFAULT_HANDLER)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--memory", type=int, default=1769)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with LambdaEmulator(
+        args.host,
+        args.port,
+        region=args.region,
+        default_concurrency=args.default_concurrency,
+        python_path=args.python_path,
+        task_root=args.task_root,
+        memory_limit=args.memory_limit,
+        echo_logs=args.echo_logs,
+    ) as emu:
+        for name in args.function_name:
+            emu.create_function(
+                name,
+                handler=args.handler,
+                timeout_s=args.timeout,
+                memory_mb=args.memory,
+                concurrency=args.concurrency,
+            )
+        print(f"{READY_LINE}{emu.endpoint_url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0

@@ -1,0 +1,95 @@
+"""Lambda handlers for the emulator tests (imported by awslambdaric in the environments)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def echo(event, context):
+    """Return the event with the environment's identity."""
+    return {
+        "event": event,
+        "env_id": os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+        "pid": os.getpid(),
+        "request_id": context.aws_request_id,
+        "function": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "extra": os.environ.get("HANDLER_EXTRA"),
+    }
+
+
+def noop(event, context):
+    """Nothing (the benchmark's task); ``{"sleep": s}`` holds the environment busy."""
+    if event:
+        time.sleep(float(event.get("sleep", 0)))
+
+
+def sleep(event, context):
+    time.sleep(float(event.get("seconds", 1.0)))
+    return {
+        "slept": event.get("seconds", 1.0),
+        "env_id": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
+    }
+
+
+def fail(event, context):
+    raise ValueError(f"bad input: {event.get('value')}")
+
+
+def crash(event, context):
+    if event.get("crash", True):
+        os._exit(int(event.get("code", 3)))
+    return {"env_id": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]}
+
+
+def chatty(event, context):
+    print(f"hello from the handler: {event.get('word')}")
+    return "ok"
+
+
+def hog(event, context):
+    """Allocate and touch ``mb`` megabytes."""
+    block = bytearray(int(event.get("mb", 300)) * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(float(event.get("hold_s", 1.0)))
+    return len(block)
+
+
+def record(event, context):
+    """Append the event's marker to a file (async-invoke test)."""
+    with open(event["path"], "a") as fh:
+        fh.write(f"{event['marker']} {context.aws_request_id}\n")
+    if event.get("fail"):
+        raise RuntimeError("failing on purpose")
+    return "ok"
+
+
+def s3_roundtrip(event, context):
+    """Write an object with boto3's default endpoint resolution (AWS_ENDPOINT_URL_S3)."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.put_object(
+        Bucket=event["bucket"], Key=event["key"], Body=b"from the environment"
+    )
+    return {
+        "s3_endpoint": os.environ.get("AWS_ENDPOINT_URL_S3"),
+        "lambdaflow_s3_endpoint": os.environ.get("LAMBDAFLOW_S3_ENDPOINT_URL"),
+        "region": os.environ.get("AWS_REGION"),
+        "memory": os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+    }
+
+
+def big(event, context):
+    """Return a string of ``n`` bytes."""
+    return "x" * int(event["n"])
+
+
+def wait_for_file(event, context):
+    """Block until ``path`` exists (at most 30 s): holds an environment busy."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(event["path"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"env_id": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]}

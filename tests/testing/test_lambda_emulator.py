@@ -1,0 +1,384 @@
+"""The Lambda emulator through boto3's real ``lambda`` client and real awslambdaric
+runtimes (handlers in tests/testing/handlers.py)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import psutil
+import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lambdaflow.testing.emulator_process import EmulatorProcess
+from lambdaflow.testing.lambda_emulator import LambdaEmulator
+
+HANDLERS_DIR = str(Path(__file__).resolve().parent)
+
+
+def lambda_client(endpoint_url: str):
+    return boto3.client(
+        "lambda",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=60),
+    )
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with LambdaEmulator(
+        python_path=[HANDLERS_DIR],
+        memory_limit="rss",
+        async_retry_delays_s=(0.05, 0.05),
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def client(emulator):
+    return lambda_client(emulator.endpoint_url)
+
+
+def new_function(emulator, handler: str, **kwargs) -> str:
+    name = f"fn-{handler.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:6]}"
+    emulator.create_function(name, handler=f"handlers.{handler}", **kwargs)
+    return name
+
+
+def invoke(client, name: str, event=None, **kwargs) -> tuple[dict, object]:
+    resp = client.invoke(
+        FunctionName=name, Payload=json.dumps(event or {}).encode(), **kwargs
+    )
+    return resp, json.loads(resp["Payload"].read() or b"null")
+
+
+def wait_until(predicate, what: str, limit_s: float = 30.0) -> None:
+    """Poll a condition (a guard against hangs, not a timing assertion)."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_sync_invoke_returns_handler_result(emulator, client):
+    name = new_function(emulator, "echo", env={"HANDLER_EXTRA": "from-env"})
+    resp, body = invoke(client, name, {"x": [1, 2]})
+    assert resp["StatusCode"] == 200
+    assert "FunctionError" not in resp
+    assert body["event"] == {"x": [1, 2]}
+    assert body["function"] == name
+    assert body["extra"] == "from-env"
+    assert (
+        resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+        == body["request_id"]
+    )
+
+
+def test_sequential_invokes_reuse_the_warm_environment(emulator, client):
+    name = new_function(emulator, "echo")
+    envs = [invoke(client, name)[1]["env_id"] for _ in range(4)]
+    assert len(set(envs)) == 1
+    stats = emulator.stats()["functions"][name]
+    assert stats["cold_starts"] == 1 and stats["invocations"] == 4
+
+
+def test_concurrency_limit_cold_starts_then_429(emulator, client, tmp_path):
+    name = new_function(emulator, "wait_for_file", concurrency=2, timeout_s=30)
+    gate = tmp_path / "gate"
+    results = []
+
+    def hold() -> None:
+        results.append(invoke(client, name, {"path": str(gate)})[1])
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(
+            lambda: emulator.stats()["functions"][name]["busy"] == 2,
+            "2 busy environments",
+        )
+        with pytest.raises(client.exceptions.TooManyRequestsException) as info:
+            invoke(client, name, {"path": str(gate)})
+    finally:
+        gate.touch()
+        for t in threads:
+            t.join()
+    error = info.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert error["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert error["retryAfterSeconds"] == "1"
+    assert len({r["env_id"] for r in results}) == 2
+    stats = emulator.stats()["functions"][name]
+    assert stats["cold_starts"] == 2 and stats["throttles"] == 1
+    # both environments are warm now: two more calls start nothing new
+    for _ in range(2):
+        invoke(client, name, {"path": str(gate)})
+    assert emulator.stats()["functions"][name]["cold_starts"] == 2
+
+
+def test_timeout_kills_the_environment_and_reports_unhandled(emulator, client):
+    name = new_function(emulator, "sleep", timeout_s=0.5)
+    first = invoke(client, name, {"seconds": 0.0})[1]["env_id"]
+    resp, body = invoke(client, name, {"seconds": 30}, LogType="Tail")
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 0.50 seconds" in body["errorMessage"]
+    assert (
+        "Task timed out after 0.50 seconds"
+        in base64.b64decode(resp["LogResult"]).decode()
+    )
+    after = invoke(client, name, {"seconds": 0.0})[1]["env_id"]
+    assert after != first
+    stats = emulator.stats()
+    assert stats["functions"][name]["timeouts"] == 1
+    killed = [
+        e for e in stats["environments"] if e["env_id"] == first.rsplit("]", 1)[1]
+    ]
+    wait_until(lambda: _gone(killed[0]["pid"]), "the timed-out environment to exit")
+
+
+def test_crashed_runtime_is_unhandled_and_replaced(emulator, client):
+    name = new_function(emulator, "crash")
+    first = invoke(client, name, {"crash": False})[1]["env_id"]
+    resp, body = invoke(client, name, {"crash": True, "code": 3})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.ExitError"
+    assert body["errorMessage"].endswith("Runtime exited with error: exit status 3")
+    resp, body = invoke(client, name, {"crash": False})
+    assert "FunctionError" not in resp and body["env_id"] != first
+    assert emulator.stats()["functions"][name]["crashes"] == 1
+
+
+def test_handler_exception_is_unhandled_with_error_type(emulator, client):
+    name = new_function(emulator, "fail")
+    resp, body = invoke(client, name, {"value": 42})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "ValueError"
+    assert body["errorMessage"] == "bad input: 42"
+    assert any("raise ValueError" in line for line in body["stackTrace"])
+    # the environment survives a handler exception
+    assert invoke(client, name, {"value": 1})[1]["errorType"] == "ValueError"
+    assert emulator.stats()["functions"][name]["cold_starts"] == 1
+
+
+def test_missing_handler_reports_the_init_error(emulator, client):
+    name = new_function(emulator, "does_not_exist")
+    resp, body = invoke(client, name)
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.HandlerNotFound"
+
+
+def test_payload_over_6_mb_is_refused_with_413(emulator, client):
+    name = new_function(emulator, "echo")
+    with pytest.raises(client.exceptions.ClientError) as info:
+        client.invoke(FunctionName=name, Payload=b'"' + b"x" * (7 * 1024 * 1024) + b'"')
+    error = info.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert error["Error"]["Code"] == "RequestEntityTooLargeException"
+    assert emulator.stats()["functions"][name]["invocations"] == 0
+
+
+def test_payloads_near_the_limit_round_trip(emulator, client):
+    name = new_function(emulator, "echo")
+    data = "y" * (5 * 1024 * 1024)
+    assert invoke(client, name, {"data": data})[1]["event"]["data"] == data
+    name = new_function(emulator, "big")
+    resp, body = invoke(client, name, {"n": 5 * 1024 * 1024})
+    assert "FunctionError" not in resp and len(body) == 5 * 1024 * 1024
+
+
+def test_response_over_6_mb_is_a_function_error(emulator, client):
+    name = new_function(emulator, "big")
+    resp, body = invoke(client, name, {"n": 7 * 1024 * 1024})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Function.ResponseSizeTooLarge"
+    assert invoke(client, name, {"n": 3})[1] == "xxx"  # the environment lives on
+
+
+def test_log_tail_carries_the_handler_output(emulator, client):
+    name = new_function(emulator, "chatty")
+    resp, body = invoke(client, name, {"word": "pelican"}, LogType="Tail")
+    assert body == "ok"
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert "hello from the handler: pelican" in log
+    assert log.startswith("START RequestId:") and "REPORT RequestId:" in log
+    assert len(log.encode()) <= 4096
+
+
+def test_http_layer_chunked_expect_continue_and_bad_requests(emulator):
+    host, port = emulator.endpoint_url.rsplit("/", 1)[1].split(":")
+    body = json.dumps({"name": "chunked", "handler": "handlers.echo"}).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /_emulator/functions HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        half = len(body) // 2
+        for part in (body[:half], body[half:]):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        sock.sendall(b"0\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        # keep-alive: the same connection serves the next request; a bad one closes it
+        sock.sendall(b"GET /x HTTP/1.1\r\nContent-Length: many\r\n\r\n")
+        reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 400") and b"Connection: close" in reply
+        assert sock.recv(65536) == b""
+    assert emulator.stats()["functions"]["chunked"]["invocations"] == 0
+
+
+def test_unknown_function_is_resource_not_found(client):
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.get_function(FunctionName="no-such-function")
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke(FunctionName="no-such-function", Payload=b"{}")
+
+
+def test_control_plane_through_boto3(emulator, client):
+    name = f"cp-{uuid.uuid4().hex[:6]}"
+    created = client.create_function(
+        FunctionName=name,
+        Role="arn:aws:iam::123456789012:role/r",
+        PackageType="Image",
+        Code={"ImageUri": "lambdaflow:latest"},
+        Timeout=5,
+        MemorySize=256,
+        ImageConfig={"Command": ["handlers.echo"]},
+        Environment={"Variables": {"HANDLER_EXTRA": "image"}},
+    )
+    assert created["Handler"] == "handlers.echo" and created["MemorySize"] == 256
+    client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=3)
+    got = client.get_function(FunctionName=name)
+    assert got["Configuration"]["Timeout"] == 5
+    assert got["Concurrency"]["ReservedConcurrentExecutions"] == 3
+    assert name in {f["FunctionName"] for f in client.list_functions()["Functions"]}
+    assert invoke(client, name)[1]["extra"] == "image"
+    with pytest.raises(client.exceptions.ResourceConflictException):
+        client.create_function(
+            FunctionName=name,
+            Role="arn:aws:iam::123456789012:role/r",
+            PackageType="Image",
+            Code={"ImageUri": "x"},
+        )
+    client.delete_function(FunctionName=name)
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.get_function(FunctionName=name)
+
+
+def test_async_event_invoke_runs_and_retries_twice(emulator, client, tmp_path):
+    name = new_function(emulator, "record")
+    ok, failing = tmp_path / "ok.txt", tmp_path / "fail.txt"
+    resp = client.invoke(
+        FunctionName=name,
+        InvocationType="Event",
+        Payload=json.dumps({"path": str(ok), "marker": "a"}).encode(),
+    )
+    assert resp["StatusCode"] == 202
+    client.invoke(
+        FunctionName=name,
+        InvocationType="Event",
+        Payload=json.dumps(
+            {"path": str(failing), "marker": "b", "fail": True}
+        ).encode(),
+    )
+    wait_until(lambda: ok.exists(), "the async invocation")
+    wait_until(
+        lambda: emulator.stats()["functions"][name]["async_dropped"] == 1, "retries"
+    )
+    lines = failing.read_text().splitlines()
+    assert (
+        len(lines) == 3 and len({line.split()[1] for line in lines}) == 1
+    )  # same request id
+    assert emulator.stats()["functions"][name]["async_retries"] == 2
+
+
+def test_memory_over_the_limit_is_out_of_memory(emulator, client):
+    name = new_function(emulator, "hog", memory_mb=128, timeout_s=30)
+    resp, body = invoke(client, name, {"mb": 400, "hold_s": 20})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.OutOfMemory"
+    assert body["errorMessage"].endswith("Runtime exited with error: signal: killed")
+
+
+def test_rlimit_memory_limit_raises_memory_error_in_the_handler():
+    with LambdaEmulator(
+        python_path=[HANDLERS_DIR], memory_limit="rlimit", rlimit_headroom_mb=512
+    ) as emu:
+        emu.create_function("hog", handler="handlers.hog", memory_mb=128)
+        resp, body = invoke(
+            lambda_client(emu.endpoint_url), "hog", {"mb": 2048, "hold_s": 0}
+        )
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "MemoryError"
+
+
+def test_stop_leaves_no_processes_behind():
+    emu = LambdaEmulator(python_path=[HANDLERS_DIR]).start()
+    client = lambda_client(emu.endpoint_url)
+    emu.create_function("busy", handler="handlers.sleep", timeout_s=30)
+    emu.create_function("idle", handler="handlers.echo")
+    invoke(client, "idle")
+    thread = threading.Thread(
+        target=lambda: _swallow(invoke, client, "busy", {"seconds": 30})
+    )
+    thread.start()
+    wait_until(
+        lambda: emu.stats()["functions"]["busy"]["busy"] == 1, "a busy environment"
+    )
+    pids = [e["pid"] for e in emu.stats()["environments"]]
+    assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+    emu.stop()
+    thread.join()
+    assert not [p for p in pids if not _gone(p)]
+
+
+def test_emulator_process_has_the_same_api_and_its_environments_die_with_it():
+    emu = EmulatorProcess(python_path=[HANDLERS_DIR]).start()
+    try:
+        emu.create_function("f", handler="handlers.sleep", timeout_s=0.5)
+        client = lambda_client(emu.endpoint_url)
+        assert "FunctionError" not in invoke(client, "f", {"seconds": 0})[0]
+        assert invoke(client, "f", {"seconds": 5})[1]["errorType"] == "Sandbox.Timedout"
+        body = invoke(client, "f", {"seconds": 0})[1]
+        stats = emu.stats()
+        assert stats["functions"]["f"]["timeouts"] == 1
+        assert stats["functions"]["f"]["cold_starts"] == 2
+        emu.delete_function("f")
+        with pytest.raises(KeyError):
+            emu.delete_function("f")
+        emu.create_function("g", handler="handlers.echo")
+        pid = invoke(client, "g")[1]["pid"]
+        # killed outright, the emulator never cleans up: PDEATHSIG takes the environment
+        os.kill(emu.pid, signal.SIGKILL)
+    finally:
+        emu.stop()
+    assert body["slept"] == 0
+    wait_until(lambda: _gone(pid), "PDEATHSIG to kill the environment")
+
+
+def _swallow(fn, *args):
+    """Run ``fn``; the emulator stopping under it breaks its connection."""
+    with contextlib.suppress(BotoCoreError, ClientError):
+        fn(*args)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
