@@ -2,6 +2,7 @@
 worker function; objects pass through S3.
 
     submit(msg) ─> queue ─> invoker threads (at most max_concurrency) ─> Invoke API
+                                 │  (lambda_invoke: signed POSTs on kept-alive connections)
                                  │  429 TooManyRequests: sleep (retryAfterSeconds or
                                  │  exponential backoff, full jitter), count, try again
                                  │  FunctionError Unhandled: CRASH or TIMEOUT result
@@ -11,8 +12,9 @@ worker function; objects pass through S3.
 Payloads stay under Lambda's 6 MB synchronous limit: the message is base64 msgpack in
 JSON, and when it would be too big its largest inline dependencies move to S3 under keys
 derived from (job, task), so a retried invocation rewrites the same keys. The worker
-spills large results the same way (``lambda_entry``). boto3 only; one client shared by
-the invoker threads, its connection pool sized to ``max_concurrency`` (kept alive).
+spills large results the same way (``lambda_entry``). Credentials, signing and the
+configuration checks come from boto3 / botocore; the hot path skips boto3's per-call
+machinery (see ``lambda_invoke``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from lambdaflow.config import Config
 from lambdaflow.errors import BackendError, ConfigError
 from lambdaflow.runtime import keys
+from lambdaflow.runtime.backends.lambda_invoke import InvokeConnectionError, InvokeReply, Invoker
 from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,8 @@ class LambdaBackend:
         self.store = S3Store(bucket, config.prefix, region=self.region,
                              endpoint_url=config.s3_endpoint_url,
                              max_pool_connections=self.max_concurrency + 4)
+        self.invoker = Invoker(session, self.region, config.lambda_endpoint_url,
+                               self.function_name, config.invoke_timeout_s)
         self.job_id = job_id
         self.throttles = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -221,83 +226,63 @@ class LambdaBackend:
 
     def _run(self, msg: TaskMessage) -> TaskResult:
         payload = self._payload(msg)
-        throttles = conn_errors = 0
-        submit = time.time()
+        throttles = retries = 0
         while True:
             try:
-                resp = self.client.invoke(FunctionName=self.function_name,
-                                          InvocationType="RequestResponse",
-                                          LogType="Tail", Payload=payload)
-                break
-            except self._exc.ClientError as exc:
-                err = exc.response.get("Error", {})
-                code = err.get("Code", "")
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if code == "TooManyRequestsException" or status == 429:
-                    throttles += 1
-                    self.throttles += 1
-                    time.sleep(self._throttle_delay(exc, throttles))
-                    continue
-                if status >= 500 and conn_errors < CONNECTION_RETRIES:
-                    conn_errors += 1
-                    time.sleep(random.uniform(0, THROTTLE_BASE_S * 2 ** conn_errors))
-                    continue
-                raise BackendError(
-                    f"task {msg.name}[{msg.task_id}]: invoking {self.function_name!r} failed: "
-                    f"{code or status}: {err.get('Message', exc)}"
-                ) from exc
-            except (self._exc.EndpointConnectionError, self._exc.ConnectionClosedError) as exc:
-                conn_errors += 1
-                if conn_errors > CONNECTION_RETRIES:
+                reply = self.invoker.invoke(payload)
+            except InvokeConnectionError as exc:
+                retries += 1
+                if retries > CONNECTION_RETRIES:
                     return failure(msg.task_id, msg.attempt, CRASH,
-                                   f"could not reach Lambda after {conn_errors} tries: {exc}")
-                time.sleep(random.uniform(0, THROTTLE_BASE_S * 2 ** conn_errors))
-            except self._exc.ReadTimeoutError as exc:
-                return failure(msg.task_id, msg.attempt, CRASH,
-                               f"no reply from the invocation within the client timeout: {exc}")
-        body = resp["Payload"].read()
-        if resp.get("FunctionError"):
-            result = self._function_error(msg, resp, body)
+                                   f"could not reach Lambda after {retries} tries: {exc}")
+                time.sleep(random.uniform(0, THROTTLE_BASE_S * 2 ** retries))
+                continue
+            if reply.status == 429 or reply.error_type == "TooManyRequestsException":
+                throttles += 1
+                self.throttles += 1
+                time.sleep(self._throttle_delay(reply.retry_after, throttles))
+                continue
+            if reply.status >= 500 and retries < CONNECTION_RETRIES:
+                retries += 1
+                time.sleep(random.uniform(0, THROTTLE_BASE_S * 2 ** retries))
+                continue
+            break
+        if reply.status >= 400:
+            err = reply.error_json()
+            raise BackendError(
+                f"task {msg.name}[{msg.task_id}]: invoking {self.function_name!r} failed: "
+                f"HTTP {reply.status} {reply.error_type}: "
+                f"{err.get('message') or err.get('Message') or reply.body[:300]!r}"
+            )
+        if reply.function_error:
+            result = self._function_error(msg, reply)
         else:
             try:
-                reply = json.loads(body)
-                result = TaskResult.unpack(base64.b64decode(reply["result"]))
+                result = TaskResult.unpack(base64.b64decode(json.loads(reply.body)["result"]))
             except (ValueError, KeyError, TypeError) as exc:
                 result = failure(msg.task_id, msg.attempt, CRASH,
                                  f"the worker replied with something that is not a lambdaflow "
-                                 f"result ({exc}): {body[:200]!r}")
+                                 f"result ({exc}): {reply.body[:200]!r}")
         result.stats["throttles"] = throttles
-        result.stats.setdefault("submit", submit)
         result.stats.setdefault("backend", self.name)
         return result
 
-    def _function_error(self, msg: TaskMessage, resp: dict, body: bytes) -> TaskResult:
-        try:
-            err = json.loads(body)
-        except ValueError:
-            err = {"errorMessage": body.decode("utf-8", "replace")}
-        if not isinstance(err, dict):
-            err = {"errorMessage": str(err)}
-        etype = err.get("errorType", "")
-        text = err.get("errorMessage", "")
+    def _function_error(self, msg: TaskMessage, reply: InvokeReply) -> TaskResult:
+        err = reply.error_json()
+        etype = str(err.get("errorType", ""))
+        text = str(err.get("errorMessage", err.get("message", "")))
         tail = ""
-        if resp.get("LogResult"):
-            tail = base64.b64decode(resp["LogResult"]).decode("utf-8", "replace")
+        if reply.log_result:
+            tail = base64.b64decode(reply.log_result).decode("utf-8", "replace")
         status = TIMEOUT if ("timed out" in text.lower() or "Timedout" in etype) else CRASH
         what = f"{etype}: {text}" if etype else text
         return failure(msg.task_id, msg.attempt, status,
-                       f"the Lambda invocation failed ({resp.get('FunctionError')}): {what}",
+                       f"the Lambda invocation failed ({reply.function_error}): {what}",
                        log=tail[-4096:])
 
     @staticmethod
-    def _throttle_delay(exc: Any, n: int) -> float:
-        hinted = None
-        try:
-            body = exc.response.get("retryAfterSeconds") or exc.response.get("Error", {}).get(
-                "retryAfterSeconds")
-            hinted = float(body) if body else None
-        except (TypeError, ValueError):
-            hinted = None
+    def _throttle_delay(hinted: float | None, n: int) -> float:
+        """Full jitter under an exponential cap; never sooner than Lambda's hint."""
         cap = min(THROTTLE_CAP_S, THROTTLE_BASE_S * 2 ** min(n, 8))
         delay = random.uniform(0, cap)  # full jitter
         return max(delay, hinted) if hinted else delay
