@@ -1,0 +1,193 @@
+"""What a deployment is: its settings, the names derived from them, and its tags.
+
+One deployment is identified by its ``name`` (default ``lambdaflow``). Every AWS resource
+it owns carries the tag ``lambdaflow:deployment=<name>``; ``destroy`` removes only
+resources with that tag, so resources made by hand under the same names are never touched.
+
+Names derived from a deployment named ``N`` with memory tiers ``M1, M2, ...``::
+
+    S3 bucket        settings.bucket (given; globally unique)
+    IAM role         N-worker        inline policy  lambdaflow-worker
+    ECR repository   N
+    Lambda function  N-M1, N-M2 ...  one function per memory tier, the same image
+    log group        /aws/lambda/N-M1 ...
+
+The function of the first tier is the default ``LAMBDAFLOW_FUNCTION_NAME``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from lambdaflow.errors import ConfigError
+
+TAG_KEY = "lambdaflow:deployment"
+BUCKET_TAG_KEY = "lambdaflow:bucket"  # on the role: the bucket destroy removes
+POLICY_NAME = "lambdaflow-worker"
+DEFAULT_NAME = "lambdaflow"
+DEFAULT_PREFIX = "lambdaflow/"
+DEFAULT_TIERS = (1769, 3008, 10240)
+DEFAULT_TIMEOUT_S = 900
+DEFAULT_EXPIRE_DAYS = 7
+DEFAULT_LOG_RETENTION_DAYS = 14
+DEFAULT_EPHEMERAL_MB = 512
+LIFECYCLE_RULE_ID = "lambdaflow-expire-job-objects"
+#: CloudWatch Logs accepts only these retention values.
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+
+_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """Everything ``deploy`` creates follows from these values (checked on creation)."""
+
+    bucket: str
+    name: str = DEFAULT_NAME
+    prefix: str = DEFAULT_PREFIX
+    image_uri: str | None = None  # None: <ECR repository URI>:<lambdaflow version>
+    memory_tiers: tuple[int, ...] = DEFAULT_TIERS
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    expire_days: int = DEFAULT_EXPIRE_DAYS
+    log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
+    ephemeral_mb: int = DEFAULT_EPHEMERAL_MB
+    read_locations: tuple[str, ...] = ()  # "bucket" or "bucket/prefix" readable inputs
+    dynamodb_tables: tuple[str, ...] = ()  # names or ARNs
+    sqs_queues: tuple[str, ...] = ()  # names or ARNs
+    environment: dict[str, str] = field(
+        default_factory=dict
+    )  # extra function variables
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.fullmatch(self.name):
+            raise ConfigError(
+                f"deployment name {self.name!r} is not valid: use 1-40 lowercase letters, "
+                "digits and '-', starting with a letter (it names the role, ECR repository "
+                "and functions), e.g. --name lambdaflow"
+            )
+        if not _BUCKET_RE.fullmatch(self.bucket or "") or ".." in self.bucket:
+            raise ConfigError(
+                f"bucket name {self.bucket!r} is not a valid S3 bucket name: use 3-63 "
+                "lowercase letters, digits, '.' and '-' (e.g. --bucket my-lambdaflow-jobs)"
+            )
+        prefix = self.prefix.strip("/")
+        if not prefix:
+            raise ConfigError(
+                "prefix is empty: the worker's access and the expiry rule are scoped to a "
+                "key prefix, so give one, e.g. --prefix lambdaflow/"
+            )
+        object.__setattr__(self, "prefix", prefix + "/")
+        tiers = tuple(sorted({int(m) for m in self.memory_tiers}))
+        if not tiers or any(not 128 <= m <= 10240 for m in tiers):
+            raise ConfigError(
+                f"memory tiers {self.memory_tiers!r}: each must be 128..10240 MB "
+                "(e.g. --memory 1769,3008,10240)"
+            )
+        object.__setattr__(self, "memory_tiers", tiers)
+        if not 1 <= self.timeout_s <= 900:
+            raise ConfigError(
+                f"--timeout {self.timeout_s}: Lambda allows 1..900 seconds"
+            )
+        if self.expire_days < 1:
+            raise ConfigError(
+                f"--expire-days {self.expire_days}: must be at least 1 day"
+            )
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ConfigError(
+                f"--log-retention-days {self.log_retention_days}: CloudWatch accepts only "
+                f"{', '.join(map(str, LOG_RETENTION_DAYS))}"
+            )
+        if not 512 <= self.ephemeral_mb <= 10240:
+            raise ConfigError(
+                f"--ephemeral-mb {self.ephemeral_mb}: Lambda allows 512..10240"
+            )
+        for key in self.environment:
+            if key.startswith("AWS_"):
+                raise ConfigError(
+                    f"--env {key}: AWS_* variables are reserved by Lambda"
+                )
+
+    # -- derived names -------------------------------------------------------------------
+
+    @property
+    def role_name(self) -> str:
+        return f"{self.name}-worker"
+
+    @property
+    def repository_name(self) -> str:
+        return self.name
+
+    def function_name(self, memory_mb: int) -> str:
+        return f"{self.name}-{memory_mb}"
+
+    @property
+    def function_names(self) -> list[str]:
+        return [self.function_name(m) for m in self.memory_tiers]
+
+    @property
+    def default_function_name(self) -> str:
+        return self.function_name(self.memory_tiers[0])
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {TAG_KEY: self.name}
+
+    def function_environment(self, memory_mb: int) -> dict[str, str]:
+        env = {
+            "LAMBDAFLOW_BUCKET": self.bucket,
+            "LAMBDAFLOW_PREFIX": self.prefix,
+            "LAMBDAFLOW_DEPLOYMENT": self.name,
+            "LAMBDAFLOW_MEMORY_MB": str(memory_mb),
+        }
+        env.update(self.environment)
+        return env
+
+
+def log_group_name(function_name: str) -> str:
+    return f"/aws/lambda/{function_name}"
+
+
+def tier_function_name(name: str, memory_mb: int, tiers: tuple[int, ...]) -> str:
+    """The deployed function for a task asking ``memory_mb``: the smallest tier that fits.
+
+    For the Lambda backend: ``@remote(memory_mb=4000)`` runs on ``<name>-10240`` when the
+    tiers are (1769, 3008, 10240). Raises ConfigError when no tier is large enough.
+    """
+    for tier in sorted(tiers):
+        if tier >= memory_mb:
+            return f"{name}-{tier}"
+    raise ConfigError(
+        f"memory_mb={memory_mb}: the largest deployed tier is {max(tiers)} MB; deploy a "
+        f"larger one with `lambdaflow deploy --memory {','.join(map(str, tiers))},{memory_mb}`"
+    )
+
+
+def split_function_name(name: str, function_name: str) -> int | None:
+    """The memory tier of ``function_name`` if it is one of deployment ``name``'s."""
+    match = re.fullmatch(re.escape(name) + r"-(\d+)", function_name)
+    return int(match.group(1)) if match else None
