@@ -13,7 +13,8 @@ import functools
 import logging
 import threading
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable
 
 from lambdaflow import config as config_mod
 from lambdaflow import serialization

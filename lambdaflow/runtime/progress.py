@@ -6,7 +6,7 @@ On when ``init(progress=True)`` or ``LAMBDAFLOW_PROGRESS=1``; off by default.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class _Bar:

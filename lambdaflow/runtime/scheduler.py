@@ -33,8 +33,9 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
-from typing import Any, Sequence
+from typing import Any
 
 import cloudpickle
 

@@ -422,8 +422,7 @@ class EmulatorCore(EnvironmentEvents):
             self._watchdog.cancel()
         procs = []
         for fs in self.functions.values():
-            for inv in fs.queue:
-                fs.counters["async_dropped"] += 1
+            fs.counters["async_dropped"] += len(fs.queue)
             fs.queue.clear()
             for env in list(fs.envs):
                 inv = env.invocation

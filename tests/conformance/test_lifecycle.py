@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import lambdaflow as lf
-from tests.conftest import BACKENDS, start_runtime
 from tests.conformance import helpers as h
+from tests.conftest import BACKENDS, start_runtime
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -32,7 +32,7 @@ from typing import Any
 from lambdaflow.config import Config
 from lambdaflow.errors import BackendError, ConfigError
 from lambdaflow.runtime import keys
-from lambdaflow.runtime.backends.lambda_invoke import InvokeConnectionError, InvokeReply, Invoker
+from lambdaflow.runtime.backends.lambda_invoke import InvokeConnectionError, Invoker, InvokeReply
 from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ unpickled from it are writable) or, for ranged reads, the requested bytes.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, Union, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, Union, runtime_checkable
 
 Buffer = Union[bytes, bytearray, memoryview]
 Data = Union[Buffer, Sequence[Buffer]]

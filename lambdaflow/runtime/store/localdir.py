@@ -18,7 +18,6 @@ import uuid
 from lambdaflow.errors import ObjectLostError
 from lambdaflow.runtime.store.base import Data, buffers
 
-
 MMAP_MIN = 256 * 1024  # whole-object reads at least this big are memory-mapped
 
 
