@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test install install-demo lint bench clean
+.PHONY: demo quickstart test install install-demo lint bench check-image clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,23 @@ $(VENV)/.all-installed: $(VENV)/bin/python setup.py
 install-demo: $(VENV)/.demo-installed
 install: $(VENV)/.all-installed
 
+# The main job: a generated 720p sample video, histogrammed on local processes.
 demo: install-demo
+	mkdir -p out
+	$(VENV)/bin/lambdaflow sample-video out/sample.mp4 --seconds 10 --width 1280 --height 720
+	$(VENV)/bin/lambdaflow histogram out/sample.mp4 --backend processes --out out/hist.npy --plot out/hist.png
+
+quickstart: install-demo
 	$(PY) examples/quickstart.py
+
+bench: install
+	$(PY) benchmarks/task_overhead.py --compare
+	$(PY) benchmarks/lambda_fanout.py
+	$(PY) benchmarks/video_histogram.py
+	$(PY) benchmarks/video_inference.py
+
+check-image: install
+	$(PY) worker_image/check_image.py
 
 test: install
 	$(PY) -m pytest -q
