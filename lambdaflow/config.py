@@ -40,6 +40,9 @@ class Config:
     s3_endpoint_url: str | None = None
     #: in-flight invocations (also the invoker pool size)
     max_concurrency: int = 64
+    #: deployed memory tiers, e.g. "1769,3008,10240": with function_name "<name>-1769",
+    #: a task's memory_mb picks the smallest tier function "<name>-<MB>" that fits
+    memory_tiers: str = ""
     #: seconds to wait for one synchronous invoke before treating the call as failed
     invoke_timeout_s: float = 905.0
     #: where run stats are written after shutdown (lambda backend; "" disables)

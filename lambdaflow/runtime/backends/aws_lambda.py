@@ -92,6 +92,10 @@ class LambdaBackend:
                              max_pool_connections=self.max_concurrency + 4)
         self.invoker = Invoker(session, self.region, config.lambda_endpoint_url,
                                self.function_name, config.invoke_timeout_s)
+        self._session, self._config = session, config
+        self._tiers = tuple(int(t) for t in str(config.memory_tiers or "").split(",") if t.strip())
+        self._invokers = {self.function_name: self.invoker}
+        self._invokers_lock = threading.Lock()
         self.job_id = job_id
         self.throttles = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -224,12 +228,33 @@ class LambdaBackend:
             )
         return data
 
+    def _invoker_for(self, msg: TaskMessage) -> Invoker:
+        """The deployed memory tier for a task's ``memory_mb`` (``lambdaflow deploy``
+        makes one function per tier, ``<name>-<MB>``); else the configured function."""
+        memory = msg.options.get("memory_mb")
+        if not memory or not self._tiers:
+            return self.invoker
+        from lambdaflow.deploy.settings import split_function_name, tier_function_name
+
+        base, _, tier = self.function_name.rpartition("-")
+        if not base or split_function_name(base, self.function_name) is None:
+            return self.invoker
+        name = tier_function_name(base, int(memory), self._tiers)
+        with self._invokers_lock:
+            inv = self._invokers.get(name)
+            if inv is None:
+                inv = self._invokers[name] = Invoker(
+                    self._session, self.region, self._config.lambda_endpoint_url, name,
+                    self._config.invoke_timeout_s)
+        return inv
+
     def _run(self, msg: TaskMessage) -> TaskResult:
         payload = self._payload(msg)
+        invoker = self._invoker_for(msg)
         throttles = retries = 0
         while True:
             try:
-                reply = self.invoker.invoke(payload)
+                reply = invoker.invoke(payload)
             except InvokeConnectionError as exc:
                 retries += 1
                 if retries > CONNECTION_RETRIES:

@@ -138,3 +138,28 @@ def test_no_credentials_is_one_clear_line(small_aws, fresh, monkeypatch, tmp_pat
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(lf.ConfigError, match="no AWS credentials"):
         lf.init(backend="lambda", **small_aws.config)
+
+
+@lf.remote
+def memory_size():
+    return int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
+
+
+def test_memory_mb_routes_to_the_smallest_fitting_tier(small_aws, fresh):
+    from lambdaflow.testing.aws_local import LOCAL_IMAGE_URI, LOCAL_ROLE
+
+    lam = small_aws.client("lambda")
+    for mb in (1769, 3008):
+        lam.create_function(
+            FunctionName=f"tiered-{mb}", Role=LOCAL_ROLE, PackageType="Image",
+            Code={"ImageUri": LOCAL_IMAGE_URI},
+            ImageConfig={"Command": ["lambdaflow.runtime.lambda_entry.lambda_handler"]},
+            Timeout=30, MemorySize=mb,
+            Environment={"Variables": {**small_aws.function_env(), "PYTHONPATH": ROOT}},
+        )
+    cfg = dict(small_aws.config, function_name="tiered-1769", memory_tiers="1769,3008")
+    with lf.init(backend="lambda", **cfg):
+        assert lf.get(memory_size.remote()) == 1769
+        assert lf.get(memory_size.options(memory_mb=2000).remote()) == 3008
+        with pytest.raises(lf.ConfigError, match="largest deployed tier"):
+            lf.get(memory_size.options(memory_mb=9000).remote())
