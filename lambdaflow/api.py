@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from lambdaflow import config as config_mod
 from lambdaflow import serialization
-from lambdaflow.errors import ConfigError, LambdaflowError
+from lambdaflow.errors import BackendError, ConfigError, LambdaflowError
 from lambdaflow.runtime import keys, refs
 from lambdaflow.runtime.backends import make_backend
 from lambdaflow.runtime.refs import ObjectRef
@@ -82,7 +82,13 @@ class Runtime:
             inline, args_key = (chunks[0] if len(chunks) == 1 else b"".join(chunks)), None
         else:
             inline, args_key = None, keys.args_key(self.job_id, task_id)
-            self.backend.store.put(args_key, chunks)
+            try:
+                self.backend.store.put(args_key, chunks)
+            except Exception as exc:
+                raise BackendError(
+                    f"cannot store the {size}-byte arguments of {opts['name']}.remote() "
+                    f"(task {task_id}): {exc}"
+                ) from exc
         out = self.scheduler.submit(opts["name"], fn_key, task_id, inline, args_key,
                                     dep_refs, nested_refs, opts)
         return out[0] if opts["num_returns"] == 1 else out
