@@ -125,16 +125,16 @@ def face_locations(rgb: np.ndarray, *, upsample: int = 1) -> list:
         return list(models["detector"](rgb, upsample))
 
 
-def face_encodings(
-    rgb: np.ndarray, *, upsample: int = 1, num_jitters: int = 1
-) -> list[np.ndarray]:
+def face_encodings(rgb: np.ndarray, *, upsample: int = 1, num_jitters: int = 1) -> list[np.ndarray]:
     """One 128-d encoding per face found in ``rgb`` (HxWx3 uint8), as face_recognition's
     ``face_encodings(img)`` with its defaults (5-point landmarks)."""
     models = _load_models()
     rgb = _check_image(rgb)
     with _DLIB_LOCK:
-        return [_describe_face(models, rgb, rect, num_jitters)
-                for rect in models["detector"](rgb, upsample)]
+        return [
+            _describe_face(models, rgb, rect, num_jitters)
+            for rect in models["detector"](rgb, upsample)
+        ]
 
 
 def _describe_face(models: dict[str, Any], rgb: np.ndarray, rect: Any, jitters: int) -> np.ndarray:
@@ -154,8 +154,10 @@ def face_distance(known: np.ndarray, encoding: np.ndarray) -> np.ndarray:
 def _check_image(rgb: np.ndarray) -> np.ndarray:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
         shape = getattr(rgb, "shape", type(rgb).__name__)
-        raise ValueError(f"expected an HxWx3 RGB image array, got {shape}; convert with "
-                         "frame.to_ndarray(format='rgb24') or load_image(path)")
+        raise ValueError(
+            f"expected an HxWx3 RGB image array, got {shape}; convert with "
+            "frame.to_ndarray(format='rgb24') or load_image(path)"
+        )
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
@@ -196,10 +198,22 @@ class KnownFaces:
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles builtins and numpy arrays only; anything else is refused."""
 
-    _NUMPY = frozenset({"_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer",
-                        "frombuffer"})
-    _BUILTINS = frozenset({"list", "dict", "tuple", "set", "frozenset", "str", "bytes",
-                           "float", "int", "complex", "bytearray"})
+    _NUMPY = frozenset({"_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer", "frombuffer"})
+    _BUILTINS = frozenset(
+        {
+            "list",
+            "dict",
+            "tuple",
+            "set",
+            "frozenset",
+            "str",
+            "bytes",
+            "float",
+            "int",
+            "complex",
+            "bytearray",
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if module.startswith("numpy") and name in self._NUMPY:
@@ -341,7 +355,10 @@ def _describe(source: Any) -> str:
 
 
 def sample_frames(
-    source: Source, every_s: float = 1.0, *, max_samples: int | None = None,
+    source: Source,
+    every_s: float = 1.0,
+    *,
+    max_samples: int | None = None,
     name: str | None = None,
 ) -> Iterator[SampledFrame]:
     """Yield one decoded RGB frame per ``every_s`` seconds (the first frame at or after
@@ -365,8 +382,9 @@ def sample_frames(
     try:
         container = av.open(_as_file(source), mode="r")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise VideoDecodeError(f"{name}: not a readable video ({exc}); upload an MP4/H.264 "
-                               "file") from exc
+        raise VideoDecodeError(
+            f"{name}: not a readable video ({exc}); upload an MP4/H.264 file"
+        ) from exc
     with container:
         if not container.streams.video:
             raise VideoDecodeError(f"{name}: has no video stream; upload a video file")
@@ -461,7 +479,10 @@ def recognize_video(
                     frame_best.name,
                     f"matched {frame_best.name} at t={sample.time_s:.1f}s "
                     f"(distance {frame_best.distance:.3f} <= {tolerance})",
-                    examined, frame_best.distance, "matched")
+                    examined,
+                    frame_best.distance,
+                    "matched",
+                )
     except VideoDecodeError as exc:
         if examined == 0:
             raise
@@ -472,12 +493,23 @@ def recognize_video(
     if votes:
         winner = max(votes, key=lambda n: (votes[n], -best[n]))
         return Recognition(
-            winner, f"matched {winner} in {votes[winner]} of {with_faces} frames with faces "
-            f"(best distance {best[winner]:.3f}){note}", examined, best[winner], "matched")
+            winner,
+            f"matched {winner} in {votes[winner]} of {with_faces} frames with faces "
+            f"(best distance {best[winner]:.3f}){note}",
+            examined,
+            best[winner],
+            "matched",
+        )
     if nearest is not None:
         return Recognition(
-            None, f"unknown face: {with_faces} of {examined} sampled frames had faces, none "
+            None,
+            f"unknown face: {with_faces} of {examined} sampled frames had faces, none "
             f"within tolerance {tolerance} (nearest {nearest.nearest} at "
-            f"{nearest.distance:.3f}){note}", examined, nearest.distance, "unknown_face")
-    return Recognition(None, f"no face found in {examined} sampled frames{note}",
-                       examined, None, "no_face")
+            f"{nearest.distance:.3f}){note}",
+            examined,
+            nearest.distance,
+            "unknown_face",
+        )
+    return Recognition(
+        None, f"no face found in {examined} sampled frames{note}", examined, None, "no_face"
+    )

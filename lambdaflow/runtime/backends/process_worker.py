@@ -7,7 +7,8 @@ message with ``worker.run_task`` and writes ``[[seq, result-list], ...]`` frames
 Before running task ``seq`` it writes (seq, start time) into the shared-memory file
 SHM_PATH, so the driver knows exactly which task was running if this process dies or
 overruns its timeout, with no message on the pipe. Results of fast tasks are batched
-(flushed after 2 ms or when no work is left) so no-op tasks are not a write each.
+(written after at most 2 ms, or when no work is left) so no-op tasks are not a write
+each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import mmap
 import os
 import struct
 import sys
+import threading
 import time
 
 import msgpack
@@ -43,6 +45,45 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+class _Results:
+    """Results waiting to be written. Fast tasks' results are batched; a flusher thread
+    writes any result older than FLUSH_AFTER_S, so a result never waits behind a long
+    (or blocked) next task: a task that ``get``s a ref computed just before it on the
+    same worker must see that value arrive at the driver."""
+
+    def __init__(self, wfd: int) -> None:
+        self.wfd = wfd
+        self.items: list = []
+        self.first = 0.0
+        self.cond = threading.Condition()
+        threading.Thread(target=self._flusher, daemon=True, name="flusher").start()
+
+    def add(self, item: list) -> None:
+        with self.cond:
+            if not self.items:
+                self.first = time.monotonic()
+                self.cond.notify()
+            self.items.append(item)
+
+    def flush(self) -> None:
+        with self.cond:
+            if self.items:
+                write_all(self.wfd, _frame(self.items))
+                self.items = []
+
+    def _flusher(self) -> None:
+        with self.cond:
+            while True:
+                while not self.items:
+                    self.cond.wait()
+                left = self.first + FLUSH_AFTER_S - time.monotonic()
+                if left > 0:
+                    self.cond.wait(left)
+                    continue
+                write_all(self.wfd, _frame(self.items))
+                self.items = []
+
+
 def main(rfd: int, wfd: int, shm_path: str) -> None:
     from lambdaflow.runtime.task import TaskMessage
     from lambdaflow.runtime.worker import run_task
@@ -50,13 +91,10 @@ def main(rfd: int, wfd: int, shm_path: str) -> None:
     with open(shm_path, "r+b") as f:
         shm = mmap.mmap(f.fileno(), SHM.size)
     pending: collections.deque = collections.deque()
-    out: list = []
-    first_out = 0.0
+    results = _Results(wfd)
     while True:
         if not pending:
-            if out:
-                write_all(wfd, _frame(out))
-                out = []
+            results.flush()
             head = read_exact(rfd, LEN.size)
             if head is None:
                 return  # the driver closed the pipe: shut down
@@ -69,12 +107,7 @@ def main(rfd: int, wfd: int, shm_path: str) -> None:
         SHM.pack_into(shm, 0, seq, time.time())
         result = run_task(msg)
         result.stats["backend"] = "processes"
-        if not out:
-            first_out = time.monotonic()
-        out.append([seq, result.to_list()])
-        if time.monotonic() - first_out > FLUSH_AFTER_S:
-            write_all(wfd, _frame(out))
-            out = []
+        results.add([seq, result.to_list()])
 
 
 def _frame(items: list) -> bytes:

@@ -103,3 +103,17 @@ def test_shutdown_leaves_no_processes(fresh):
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
     assert not os.path.exists(root)
+
+
+@lf.remote
+def total(box):
+    return sum(lf.get(box))
+
+
+def test_nested_get_of_a_task_just_before_it_on_the_same_worker(fresh):
+    # One worker: the quick task and the task that waits for it share a queue; the
+    # quick task's (batched) result must still reach the driver while the next blocks.
+    with lf.init(backend="processes", num_workers=1):
+        for _ in range(5):
+            quick = nap.remote(0.01)
+            assert lf.get(total.remote([quick]), timeout=30) == 0.01
