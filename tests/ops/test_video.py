@@ -1,0 +1,286 @@
+"""lambdaflow.ops.video: probe, chunk plans, exact-range decode, sources, bad input."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from lambdaflow.ops.samplevideo import write_sample_video
+from lambdaflow.ops.video import (
+    S3File,
+    VideoError,
+    decode,
+    iter_frames,
+    plan_chunks,
+    probe,
+)
+
+W, H = 160, 120
+
+
+def full_decode(path: Path, fmt: str = "rgb24") -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format=fmt) for f in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "bframes": write_sample_video(d / "b.mp4", seconds=4, width=W, height=H, gop=30),
+        "plain": write_sample_video(
+            d / "p.mp4", seconds=4, width=W, height=H, gop=30, bframes=False
+        ),
+        "gop120": write_sample_video(d / "g.mp4", seconds=4, width=W, height=H, gop=120),
+        "faststart": write_sample_video(d / "f.mp4", seconds=4, width=W, height=H, faststart=True),
+        # Bigger (high quality), so that one chunk is a small part of the file.
+        "big": write_sample_video(d / "big.mp4", seconds=4, width=320, height=240, crf=4),
+    }
+
+
+@pytest.fixture(scope="module")
+def full(videos: dict[str, Path]) -> dict[str, list[np.ndarray]]:
+    return {name: full_decode(path) for name, path in videos.items()}
+
+
+# ------------------------------------------------------------------------------ probe
+
+
+@pytest.mark.parametrize("name", ["bframes", "plain"])
+def test_probe_reads_layout_without_decoding(videos, name):
+    index = probe(videos[name])
+    assert (index.frame_count, index.width, index.height) == (120, W, H)
+    assert index.fps == 30 and index.codec == "h264"
+    assert [k.frame for k in index.keyframes] == [0, 30, 60, 90]
+    assert all(k.pos > 0 for k in index.keyframes)
+    assert list(index.frame_pts) == sorted(index.frame_pts)
+    assert index.keyframes[1].pts == index.frame_pts[30]
+
+
+def test_probe_numbers_frames_in_presentation_order(videos):
+    with av.open(str(videos["bframes"])) as c:
+        packet_pts = [p.pts for p in c.demux(video=0) if p.pts is not None]
+    assert packet_pts != sorted(packet_pts)  # B-frames: decode order differs
+    assert probe(videos["bframes"]).frame_pts == tuple(sorted(packet_pts))
+
+
+# ------------------------------------------------------------------------------ plans
+
+
+@pytest.mark.parametrize("batch", [1, 10, 30, 45, 50, 100, 1000])
+@pytest.mark.parametrize("name", ["bframes", "gop120"])
+def test_plan_covers_every_frame_once_starting_on_keyframes(videos, name, batch):
+    index = probe(videos[name])
+    plan = plan_chunks(index, batch)
+    covered = [n for c in plan for n in range(c.start, c.stop)]
+    assert covered == list(range(index.frame_count))
+    keys = {k.frame for k in index.keyframes}
+    assert all(c.start in keys and c.keyframe == c.start for c in plan)
+    assert plan.decode_amplification == 1.0
+
+
+def test_plan_gop30_batch50_takes_whole_gops(videos):
+    plan = plan_chunks(probe(videos["bframes"]), 50)
+    assert [(c.start, c.stop) for c in plan] == [(0, 60), (60, 120)]
+
+
+def test_plan_split_long_gops_reports_amplification(videos):
+    index = probe(videos["gop120"])
+    plan = plan_chunks(index, 20, split_long_gops=True)
+    assert [(c.start, c.stop) for c in plan] == [(i, i + 20) for i in range(0, 120, 20)]
+    assert all(c.keyframe == 0 for c in plan)
+    assert plan.decode_amplification == pytest.approx(sum(range(20, 121, 20)) / 120)
+
+
+def test_plan_rejects_bad_batch(videos):
+    with pytest.raises(ValueError, match="batch"):
+        plan_chunks(probe(videos["plain"]), 0)
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+@pytest.mark.parametrize("name", ["bframes", "plain", "gop120"])
+@pytest.mark.parametrize(
+    "start,stop", [(0, 5), (37, 45), (30, 60), (59, 61), (95, 120), (119, 120)]
+)
+def test_decode_equals_slice_of_sequential_decode(videos, full, name, start, stop):
+    got = decode(videos[name], start, stop)
+    assert len(got) == stop - start
+    for n, (a, b) in enumerate(zip(got, full[name][start:stop]), start):
+        assert a.shape == (H, W, 3) and a.dtype == np.uint8
+        assert np.array_equal(a, b), f"frame {n} differs"
+
+
+def test_decode_yuv420p_equals_sequential(videos):
+    ref = full_decode(videos["bframes"], "yuv420p")
+    got = decode(videos["bframes"], 41, 70, format="yuv420p")
+    assert got[0].shape == (H * 3 // 2, W)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref[41:70]))
+
+
+def test_decode_every_chunk_of_a_plan_rebuilds_the_video(videos, full):
+    index = probe(videos["bframes"])
+    frames = [
+        f
+        for c in plan_chunks(index, 25)
+        for f in decode(videos["bframes"], c.start, c.stop, index=index)
+    ]
+    assert len(frames) == 120
+    assert all(np.array_equal(a, b) for a, b in zip(frames, full["bframes"]))
+
+
+def test_decode_rejects_bad_range_and_format(videos):
+    with pytest.raises(ValueError, match=r"\[100, 130\)"):
+        decode(videos["plain"], 100, 130)
+    with pytest.raises(ValueError, match="format"):
+        decode(videos["plain"], 0, 1, format="bgr48")
+
+
+def test_decode_threads_give_the_same_frames(videos, full):
+    got = decode(videos["bframes"], 10, 50, threads=2)
+    assert all(np.array_equal(a, b) for a, b in zip(got, full["bframes"][10:50]))
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def test_file_like_source(videos, full):
+    data = videos["bframes"].read_bytes()
+    index = probe(io.BytesIO(data))
+    assert index.frame_count == 120
+    got = decode(io.BytesIO(data), 33, 40, index=index)
+    assert all(np.array_equal(a, b) for a, b in zip(got, full["bframes"][33:40]))
+
+
+def test_failed_frames_are_reported_by_number(videos, full, tmp_path):
+    # The index of the whole file, frames read from a copy cut after ~2/3 of its frames.
+    index = probe(videos["faststart"])
+    data = videos["faststart"].read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    failed: list[int] = []
+    got = decode(cut, 60, 120, index=index, failed=failed)
+    assert failed and failed == sorted(failed) and failed[-1] == 119
+    assert len(got) + len(failed) == 60
+    good = [n for n in range(60, 120) if n not in failed]
+    assert all(np.array_equal(a, full["faststart"][n]) for a, n in zip(got, good))
+    with pytest.raises(VideoError, match=r"cut\.mp4.*failed to decode"):
+        decode(cut, 60, 120, index=index)
+
+
+# -------------------------------------------------------------------------- bad input
+
+
+def audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=8000)
+        for i in range(5):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 8000, i * 1024
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_bad_inputs_raise_video_error_naming_the_source(videos, tmp_path):
+    junk = tmp_path / "notes.mp4"
+    junk.write_bytes(b"this is not a video\n" * 200)
+    trunc = tmp_path / "trunc.mp4"
+    trunc.write_bytes(videos["bframes"].read_bytes()[:10_000])  # index (moov) at the end
+    fs_trunc = tmp_path / "fs_trunc.mp4"
+    data = videos["faststart"].read_bytes()
+    fs_trunc.write_bytes(data[: len(data) // 2])  # index first, frames cut
+    cases = {
+        junk: "not a readable video",
+        trunc: "not a readable video",
+        fs_trunc: "truncated",
+        audio_only(tmp_path / "audio.mp4"): "no video stream",
+        tmp_path / "missing.mp4": "no such file",
+        tmp_path: "directory",
+    }
+    for path, problem in cases.items():
+        with pytest.raises(VideoError, match=problem) as err:
+            probe(path)
+        assert str(path) in str(err.value)
+        assert isinstance(err.value, ValueError)
+    with pytest.raises(VideoError, match="no such file"):
+        decode(tmp_path / "missing.mp4", 0, 1)
+
+
+# ------------------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="module")
+def s3(videos):
+    boto3 = pytest.importorskip("boto3")
+    from lambdaflow.testing.moto_server import MotoServer
+
+    with MotoServer() as moto:
+        client = boto3.client("s3", **moto.client_kwargs)
+        client.create_bucket(Bucket="videos")
+        for name, path in videos.items():
+            client.upload_file(str(path), "videos", f"{name}.mp4")
+        yield client
+
+
+def test_s3_source_decodes_like_local(s3, full):
+    index = probe("s3://videos/bframes.mp4", client=s3)
+    assert index.frame_count == 120 and index.source == "s3://videos/bframes.mp4"
+    got = decode("s3://videos/bframes.mp4", 45, 75, index=index, client=s3)
+    assert all(np.array_equal(a, b) for a, b in zip(got, full["bframes"][45:75]))
+
+
+def test_s3_file_reads_ranges_not_the_whole_object(s3, videos):
+    data = videos["big"].read_bytes()
+    f = S3File("s3://videos/big.mp4", client=s3, readahead=64 * 1024)
+    assert f.size == len(data)
+    f.seek(-100, io.SEEK_END)
+    assert f.read() == data[-100:]
+    f.seek(1000)
+    assert f.read(10) == data[1000:1010]
+    index = probe(videos["big"])
+    frames = list(iter_frames(f, index.chunk(90, 100)))
+    assert [n for n, _ in frames] == list(range(90, 100))
+    # The GOPs between the header and frame 90 are skipped by seeking, never fetched.
+    gap = (index.keyframes[1].pos + 16 * 1024, index.keyframes[3].pos)
+    assert gap[0] < gap[1]
+    assert not [r for r in f.ranges if r[0] < gap[1] and r[0] + r[1] > gap[0]], f.ranges
+
+
+def test_s3_missing_key_and_bucket(s3):
+    with pytest.raises(VideoError, match=r"s3://videos/nope\.mp4: no such S3 object"):
+        probe("s3://videos/nope.mp4", client=s3)
+    with pytest.raises(VideoError, match=r"s3://no-bucket/x\.mp4: no such S3 object"):
+        probe("s3://no-bucket/x.mp4", client=s3)
+    with pytest.raises(VideoError, match="s3://bucket/key"):
+        probe("s3://just-a-bucket", client=s3)
+
+
+def test_s3_client_from_environment(s3, monkeypatch, full):
+    """Without client=, the source uses boto3 from the environment (AWS_ENDPOINT_URL_S3)."""
+    from lambdaflow.ops import videosource
+
+    endpoint = s3.meta.endpoint_url
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(videosource, "_clients", {})
+    got = decode("s3://videos/plain.mp4", 0, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(got, full["plain"][:3]))
+
+
+def test_copying_a_video_keeps_its_index(videos, tmp_path):
+    copy = Path(shutil.copy(videos["plain"], tmp_path / "copy.mp4"))
+    a, b = probe(videos["plain"]), probe(copy)
+    assert (a.frame_pts, a.keyframes) == (b.frame_pts, b.keyframes)

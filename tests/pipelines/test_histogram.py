@@ -1,0 +1,159 @@
+"""lambdaflow.pipelines.histogram on the threads and processes backends."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lambdaflow as lf
+from lambdaflow.ops.histogram import rgb_histograms
+from lambdaflow.ops.samplevideo import write_sample_video
+from lambdaflow.ops.video import VideoError, decode, probe
+from lambdaflow.pipelines.histogram import (
+    HistogramResult,
+    plot_histograms,
+    prepare_histogram,
+    read_this_file,
+    run_histogram,
+    scene_changes,
+    video_histogram,
+    write_this_files,
+)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    path = write_sample_video(
+        tmp_path_factory.mktemp("hist") / "v.mp4", seconds=4, width=160, height=120
+    )
+    return path, rgb_histograms(decode(path, 0, 120))
+
+
+def corrupt_keyframe(src: Path, dst: Path, which: int) -> Path:
+    """A copy whose ``which``-th keyframe packet is zeroed: that frame cannot be decoded
+    (the index stays intact, so probing still succeeds)."""
+    key = probe(src).keyframes[which]
+    data = bytearray(src.read_bytes())
+    import av
+
+    with av.open(str(src)) as c:
+        size = next(p.size for p in c.demux(video=0) if p.pts == key.pts)
+    data[key.pos : key.pos + size] = bytes(size)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="module", params=["threads", "processes"])
+def runtime(request):
+    lf.shutdown()
+    with lf.init(backend=request.param, num_workers=2) as rt:
+        yield rt
+
+
+def test_whole_video_equals_sequential_decode(runtime, sample):
+    path, expected = sample
+    calls: list[tuple[int, int]] = []
+    result = video_histogram(path, batch=20, progress=lambda d, t: calls.append((d, t)))
+    assert isinstance(result, HistogramResult) and result.ok
+    assert result.hist.shape == (120, 3, 16) and result.hist.dtype == np.int64
+    assert np.array_equal(result.hist, expected)
+    assert np.asarray(result) is result.hist
+    assert result.chunks == 4 and result.bounds == [
+        (0, 30),
+        (30, 60),
+        (60, 90),
+        (90, 120),
+    ]
+    assert result.decode_amplification == 1.0 and result.seconds > 0
+    assert calls[0] == (0, 120) and calls[-1] == (120, 120)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 5
+    text = result.summary()
+    assert "120 frames, 4 chunks" in text and "decode amplification 1.00" in text
+
+
+def test_other_bins_and_batch(runtime, sample):
+    path, _ = sample
+    result = video_histogram(path, batch=50, bins=4)
+    assert result.chunks == 2 and result.hist.shape == (120, 3, 4)
+    assert np.array_equal(result.hist, rgb_histograms(decode(path, 0, 120), 4))
+
+
+def test_undecodable_frame_is_reported_and_the_rest_kept(runtime, sample, tmp_path):
+    bad = corrupt_keyframe(sample[0], tmp_path / "bad.mp4", which=1)  # frame 30
+    result = video_histogram(bad, batch=20)
+    assert result.failed_frames == [30] and not result.ok and not result.chunk_failures
+    assert not result.hist[30].any()
+    failed: list[int] = []
+    frames = decode(bad, 0, 120, failed=failed)
+    rows = [n for n in range(120) if n != 30]
+    assert np.array_equal(result.hist[rows], rgb_histograms(frames))
+    assert "1 frames failed" in result.summary()
+
+
+def test_failed_chunks_are_reported_not_raised(runtime, sample, tmp_path):
+    path = tmp_path / "v.mp4"
+    path.write_bytes(sample[0].read_bytes())
+    job = prepare_histogram(path, batch=50)
+    path.write_bytes(b"replaced by something else" * 100)  # after planning
+    result = run_histogram(job)
+    assert [(f.start, f.stop) for f in result.chunk_failures] == [(0, 60), (60, 120)]
+    assert all(str(path) in f.error for f in result.chunk_failures)
+    assert result.failed_frames == list(range(120)) and not result.hist.any()
+
+
+def test_bad_input_fails_before_any_task(tmp_path):
+    with pytest.raises(VideoError, match="no such file"):
+        prepare_histogram(tmp_path / "missing.mp4")
+    with pytest.raises(ValueError, match="bins"):
+        prepare_histogram(tmp_path / "missing.mp4", bins=0)
+    with pytest.raises(ValueError, match="batch"):
+        prepare_histogram(tmp_path / "missing.mp4", batch=0)
+
+
+def test_scene_changes_this_files_and_plot(sample, tmp_path):
+    path, expected = sample
+    assert scene_changes(expected) == [90]  # the sample cuts every 3 s
+    result = HistogramResult(
+        str(path),
+        expected,
+        chunks=2,
+        seconds=1.0,
+        decode_amplification=1.0,
+        fps=30.0,
+        bounds=[(0, 60), (60, 120)],
+    )
+    files = write_this_files(result, tmp_path / "this")
+    assert [f.name for f in files] == ["hist0-60.out", "hist60-60.out"]
+    assert files[1].stat().st_size == 60 * 3 * 16 * 4
+    assert np.array_equal(read_this_file(files[1]), expected[60:].astype(np.int32))
+    png = plot_histograms(result, tmp_path / "plot" / "h.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _lambda_available() -> bool:
+    if os.environ.get("LAMBDAFLOW_TEST_LAMBDA", "1") == "0":
+        return False
+    return importlib.util.find_spec("lambdaflow.testing.aws_local") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _lambda_available(), reason="Lambda stand-ins not available")
+def test_lambda_backend_reads_the_video_from_s3(local_aws_env, sample, monkeypatch):
+    """The driver probes and the Lambda workers decode ``s3://`` with ranged GETs."""
+    from lambdaflow.ops import videosource
+
+    path, expected = sample
+    s3 = local_aws_env.client("s3")
+    bucket = local_aws_env.config["bucket"]
+    s3.upload_file(str(path), bucket, "inputs/v.mp4")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", local_aws_env.moto.endpoint_url)
+    monkeypatch.setattr(videosource, "_clients", {})
+    lf.shutdown()
+    with lf.init(backend="lambda", **local_aws_env.config):
+        result = video_histogram(f"s3://{bucket}/inputs/v.mp4", batch=50)
+    assert result.ok and result.chunks == 2
+    assert np.array_equal(result.hist, expected)
