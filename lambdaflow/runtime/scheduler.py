@@ -37,22 +37,16 @@ from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
-import cloudpickle
-
 from lambdaflow import serialization
 from lambdaflow.errors import (
-    BackendError,
     GetTimeoutError,
     LambdaflowError,
     ObjectLostError,
     TaskCancelledError,
-    TaskError,
-    TaskTimeoutError,
-    WorkerCrashedError,
 )
-from lambdaflow.runtime import keys
+from lambdaflow.runtime import failures, keys
 from lambdaflow.runtime.refs import ObjectRef
-from lambdaflow.runtime.task import CANCELLED, CRASH, ERROR, OK, TIMEOUT, TaskMessage, TaskResult
+from lambdaflow.runtime.task import OK, TaskMessage, TaskResult
 from lambdaflow.runtime.worker import stored_error_frame
 
 log = logging.getLogger(__name__)
@@ -266,8 +260,8 @@ class Scheduler:
                         o.dependents = None
                 self._finish(t)
             else:
-                error = self._error_for(t, result)
-                if self._should_retry(t, result, error):
+                error = failures.error_for(f"{t.name}[{t.id}]", result)
+                if failures.should_retry(t.attempt, t.opts, result, error):
                     log.info("job=%s task=%s retrying after %s (attempt %d)",
                              self.job_id, t.id, type(error).__name__, attempt + 1)
                     t.attempt += 1
@@ -278,48 +272,6 @@ class Scheduler:
             self._drain_released()
         self._write_escaped(to_write)
         self._dispatch([t] if retry else ready)
-
-    def _error_for(self, t: _Task, r: TaskResult) -> BaseException:
-        err = r.error or {}
-        label = f"{t.name}[{t.id}]"
-        if r.status == ERROR:
-            cause = None
-            if err.get("exc") is not None:
-                try:
-                    cause = cloudpickle.loads(err["exc"])
-                except Exception:
-                    cause = None
-            tb = err.get("traceback", "")
-            if cause is None or not isinstance(cause, BaseException):
-                return TaskError(f"{err.get('type', 'Exception')}: {err.get('message', '')}",
-                                 traceback_text=tb, task=label)
-            return TaskError.as_instanceof_cause(cause, tb, label)
-        if r.status == CRASH:
-            return WorkerCrashedError(_with_log(f"task {label} (attempt {r.attempt}): "
-                                                f"{err.get('message', 'worker crashed')}", err),
-                                      task=label)
-        if r.status == TIMEOUT:
-            return TaskTimeoutError(_with_log(f"task {label}: {err.get('message', 'timed out')}",
-                                              err), task=label)
-        if r.status == CANCELLED:
-            return TaskCancelledError(f"task {label} was cancelled", task=label)
-        exc = err.get("exc")
-        if isinstance(exc, LambdaflowError):
-            return exc
-        return BackendError(f"task {label}: the backend failed: {exc}")
-
-    def _should_retry(self, t: _Task, r: TaskResult, error: BaseException) -> bool:
-        if t.attempt >= t.opts["max_retries"]:
-            return False
-        if r.status == CRASH:
-            return True
-        if r.status == ERROR:
-            retry_on = t.opts["retry_exceptions"]
-            if retry_on is True:
-                return True
-            if retry_on:
-                return isinstance(error, tuple(retry_on))
-        return False
 
     # ------------------------------------------------------------- state changes
     def _wake(self, o: _Obj) -> None:
@@ -515,8 +467,3 @@ class Scheduler:
             if o.waiters:
                 for w in o.waiters:
                     w.event.set()
-
-
-def _with_log(message: str, err: dict) -> str:
-    tail = err.get("log")
-    return f"{message}\n--- log tail ---\n{tail}" if tail else message
