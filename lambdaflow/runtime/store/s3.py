@@ -37,7 +37,6 @@ lock; read them with :meth:`S3Store.counters`.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import random
@@ -49,6 +48,7 @@ from urllib.parse import urlparse
 
 from lambdaflow.errors import BackendError, ConfigError, ObjectLostError
 from lambdaflow.runtime.store.base import Data, buffers
+from lambdaflow.runtime.store.s3_io import _BodyError, _BuffersReader, _read_body
 
 try:
     from botocore import exceptions as bx
@@ -472,10 +472,6 @@ def make_client(
     )
 
 
-class _BodyError(Exception):
-    """A response body shorter or longer than its Content-Length (retried)."""
-
-
 #: Errors below the HTTP status line, all retried: connection refused / reset / closed,
 #: connect and read timeouts, a body cut short or failing its checksum.
 _TRANSIENT: tuple[type[Exception], ...] = (_BodyError,) + tuple(
@@ -484,84 +480,6 @@ _TRANSIENT: tuple[type[Exception], ...] = (_BodyError,) + tuple(
                  "FlexibleChecksumError")
     if bx is not None and hasattr(bx, name)
 )  # fmt: skip
-
-
-def _read_body(body: Any, length: int) -> bytearray:
-    """Read exactly ``length`` bytes of a streaming body into one new bytearray."""
-    out = bytearray(length)
-    view = memoryview(out)
-    got = 0
-    try:
-        while got < length:
-            n = body.readinto(view[got:])
-            if not n:
-                raise _BodyError(f"response body ended after {got} of {length} bytes")
-            got += n
-        # One more read lets botocore verify length and checksum at the end of stream.
-        if body.readinto(bytearray(1)):
-            raise _BodyError(
-                f"response body is longer than its Content-Length {length}"
-            )
-    finally:
-        body.close()
-    return out
-
-
-class _BuffersReader(io.RawIOBase):
-    """A seekable read-only file over bytes ``[start, end)`` of a list of buffers, so a
-    request body is sent from the caller's buffers without joining them."""
-
-    def __init__(self, views: list[memoryview], start: int, end: int) -> None:
-        super().__init__()
-        self._views, self._start, self._end, self._pos = views, start, end, 0
-
-    def __len__(self) -> int:
-        return self._end - self._start
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = (0, self._pos, len(self))[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, b: Any) -> int:
-        out = memoryview(b).cast("B")
-        want = max(0, min(len(out), len(self) - self._pos))
-        at, written, base = self._start + self._pos, 0, 0
-        for view in self._views:
-            if written >= want:
-                break
-            if at < base + view.nbytes:
-                lo = at - base
-                take = min(view.nbytes - lo, want - written)
-                out[written : written + take] = view[lo : lo + take]
-                written += take
-                at += take
-            base += view.nbytes
-        self._pos += written
-        return written
-
-    def read(self, size: int | None = -1) -> bytes:
-        remaining = max(0, len(self) - self._pos)
-        size = remaining if size is None or size < 0 else min(size, remaining)
-        at, base = self._start + self._pos, 0
-        for view in self._views:  # the common case: one copy out of a single buffer
-            if at < base + view.nbytes:
-                if at + size <= base + view.nbytes:
-                    self._pos += size
-                    return view[at - base : at - base + size].tobytes()
-                break
-            base += view.nbytes
-        buf = bytearray(size)
-        return bytes(buf[: self.readinto(buf)])
 
 
 def _code(exc: Any) -> str:
