@@ -60,11 +60,19 @@ def _simple(value: Any, depth: int = 0) -> bool:
     if depth > 3:
         return False
     if t is tuple or t is list:
-        return len(value) <= 64 and all(_simple(v, depth + 1) for v in value)
+        if len(value) > 64:
+            return False
+        for v in value:
+            if type(v) not in _SIMPLE and not _simple(v, depth + 1):
+                return False
+        return True
     if t is dict:
-        return len(value) <= 64 and all(
-            type(k) in _SIMPLE and _simple(v, depth + 1) for k, v in value.items()
-        )
+        if len(value) > 64:
+            return False
+        for k, v in value.items():
+            if type(k) not in _SIMPLE or (type(v) not in _SIMPLE and not _simple(v, depth + 1)):
+                return False
+        return True
     return False
 
 

@@ -179,9 +179,11 @@ def peak_memory_mb() -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / (1024 * 1024)
 
 
-def run_task(message: TaskMessage, store: Store | None = None) -> TaskResult:
-    """Run one task. Never raises (but lets KeyboardInterrupt/SystemExit of the worker
-    process itself through when they do not come from the task)."""
+def run_task(message: TaskMessage, store: Store | None = None, *,
+             measure_memory: bool = True) -> TaskResult:
+    """Run one task. Never raises (but lets a KeyboardInterrupt of the worker process
+    itself through). ``measure_memory=False`` skips the peak-memory reading (the
+    threads backend: it would be the driver's)."""
     start = time.time()
     t0 = time.perf_counter()
     bytes_in = bytes_out = 0
@@ -214,7 +216,7 @@ def run_task(message: TaskMessage, store: Store | None = None) -> TaskResult:
         "duration_s": time.perf_counter() - t0,
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
-        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1) if measure_memory else None,
         "env_id": ENV_ID,
     }
     return TaskResult(message.task_id, message.attempt, status, values, error, stats)
