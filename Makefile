@@ -42,7 +42,7 @@ check-image: install
 	$(PY) worker_image/check_image.py
 
 test: install
-	$(PY) -m pytest -q
+	LAMBDAFLOW_REQUIRE_MXNET=1 $(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check lambdaflow tests benchmarks examples
