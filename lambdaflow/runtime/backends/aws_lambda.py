@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import queue
 import random
 import threading
 import time
@@ -33,6 +32,7 @@ from lambdaflow.config import Config
 from lambdaflow.errors import BackendError, ConfigError
 from lambdaflow.runtime import keys
 from lambdaflow.runtime.backends.lambda_invoke import InvokeConnectionError, Invoker, InvokeReply
+from lambdaflow.runtime.backends.pool import TaskThreads
 from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,7 @@ class LambdaBackend:
         self._invokers_lock = threading.Lock()
         self.job_id = job_id
         self.throttles = 0
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._closed = False
+        self._pool = TaskThreads(self.max_concurrency, self._run, "lambdaflow-invoke")
         self._check()
 
     # ----------------------------------------------------------------- checks
@@ -159,46 +156,12 @@ class LambdaBackend:
 
     # ----------------------------------------------------------------- submit
     def submit(self, msg: TaskMessage) -> Future:
-        if self._closed:
+        if self._pool.closed:
             raise BackendError("the lambda backend is shut down")
-        fut: Future = Future()
-        self._queue.put((msg, fut))
-        if self._idle == 0 and len(self._threads) < self.max_concurrency:
-            t = threading.Thread(target=self._invoker, daemon=True,
-                                 name=f"lambdaflow-invoke-{len(self._threads)}")
-            self._threads.append(t)
-            t.start()
-        return fut
+        return self._pool.submit(msg)
 
     def shutdown(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].cancel()
-        for _ in self._threads:
-            self._queue.put(None)
-
-    # ---------------------------------------------------------------- invoking
-    def _invoker(self) -> None:
-        while True:
-            self._idle += 1
-            item = self._queue.get()
-            self._idle -= 1
-            if item is None:
-                return
-            msg, fut = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(self._run(msg))
-            except BaseException as exc:  # a backend failure, not the task's
-                fut.set_exception(exc)
+        self._pool.shutdown()
 
     def _payload(self, msg: TaskMessage) -> bytes:
         packed = msg.pack()

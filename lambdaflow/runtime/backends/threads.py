@@ -10,10 +10,10 @@ deadline; the thread itself cannot be killed and runs on, its late result discar
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from concurrent.futures import Future
 
+from lambdaflow.runtime.backends.pool import TaskThreads
 from lambdaflow.runtime.store.memory import MemoryStore
 from lambdaflow.runtime.task import TIMEOUT, TaskMessage, TaskResult, failure
 from lambdaflow.runtime.worker import run_task
@@ -26,36 +26,16 @@ class ThreadsBackend:
     def __init__(self, num_workers: int | None = None) -> None:
         self.num_workers = num_workers or max(8, 2 * (os.cpu_count() or 1))
         self.store = MemoryStore()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads blocked on the queue (approximate; GIL-atomic updates)
-        self._closed = False
+        self._pool = TaskThreads(self.num_workers, self._run, "lambdaflow")
 
-    def _work(self) -> None:
-        name = threading.current_thread().name
-        q = self._queue
-        while True:
-            self._idle += 1
-            item = q.get()
-            self._idle -= 1
-            if item is None:
-                return
-            msg, fut = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            result = run_task(msg, self.store, measure_memory=False)
-            result.stats["env_id"] = name
-            result.stats["backend"] = self.name
-            fut.set_result(result)
+    def _run(self, msg: TaskMessage) -> TaskResult:
+        result = run_task(msg, self.store, measure_memory=False)
+        result.stats["env_id"] = threading.current_thread().name
+        result.stats["backend"] = self.name
+        return result
 
     def submit(self, msg: TaskMessage) -> Future:
-        inner: Future = Future()
-        self._queue.put((msg, inner))
-        if self._idle == 0 and len(self._threads) < self.num_workers:
-            t = threading.Thread(target=self._work, name=f"lambdaflow-{len(self._threads)}",
-                                 daemon=True)
-            self._threads.append(t)
-            t.start()
+        inner = self._pool.submit(msg)
         timeout = msg.options.get("timeout_s")
         if not timeout:
             return inner
@@ -92,15 +72,4 @@ class ThreadsBackend:
         return outer
 
     def shutdown(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        while True:  # cancel what has not started
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].cancel()
-        for _ in self._threads:
-            self._queue.put(None)
+        self._pool.shutdown()
