@@ -175,6 +175,15 @@ def _rebuild_exception(cls: type, args: tuple, state: dict) -> BaseException:
 
 
 def peak_memory_mb() -> float:
+    """This process's peak RSS in MB: VmHWM on Linux (ru_maxrss would include the
+    parent's memory at fork time), else ru_maxrss."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024 if sys.platform != "darwin" else rss / (1024 * 1024)
 
