@@ -175,12 +175,15 @@ class ProcessesBackend:
                 timeout = self._next_deadline()
                 r, w, _ = select.select(rlist, wlist, [], timeout)
                 if self._wake_r in r:
-                    with self._lock:
-                        self._woken = False
+                    # Drain first, then clear the flag: a submit in between sees the flag
+                    # still set and skips its write, but _assign at the top of the loop
+                    # picks its task up; clearing first could swallow its wake-up byte.
                     try:
                         os.read(self._wake_r, 4096)
                     except BlockingIOError:
                         pass
+                    with self._lock:
+                        self._woken = False
                 for p in list(self._procs):
                     if p.wfd in w and not p.dead:
                         self._flush(p)

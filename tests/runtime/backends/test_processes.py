@@ -117,3 +117,18 @@ def test_nested_get_of_a_task_just_before_it_on_the_same_worker(fresh):
         for _ in range(5):
             quick = nap.remote(0.01)
             assert lf.get(total.remote([quick]), timeout=30) == 0.01
+
+
+@lf.remote
+def noop(i):
+    return i
+
+
+@pytest.mark.slow
+def test_many_submission_bursts_never_lose_a_wakeup(fresh):
+    # Regression: the IO thread once cleared its wake flag before draining the wake
+    # pipe, so a submit racing with it could leave tasks queued with nobody to send them.
+    with lf.init(backend="processes", num_workers=2):
+        for _ in range(12):
+            refs = [noop.remote(i) for i in range(5000)]
+            assert lf.get(refs, timeout=120)[-1] == 4999
