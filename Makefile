@@ -35,7 +35,8 @@ quickstart: install-demo
 bench: install
 	$(PY) benchmarks/task_overhead.py --compare
 	$(PY) benchmarks/lambda_fanout.py
-	$(PY) benchmarks/video_histogram.py
+	$(PY) benchmarks/video_histogram.py --end-to-end --repeat 3
+	$(PY) benchmarks/video_histogram.py --end-to-end --repeat 3 --seconds 40 --sizes 720p
 	$(PY) benchmarks/video_inference.py
 
 check-image: install
