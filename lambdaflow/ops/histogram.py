@@ -171,9 +171,23 @@ class ChunkHistogram:
         return iter((self.hist, self.failed))
 
 
+_REFORMAT_THREADS = True  # PyAV >= 16 takes threads=; older releases (the Lambda image's) do not
+
+
+def _reformat_gbrp(reformatter, frame):
+    """Planar RGB of ``frame`` (one swscale thread where PyAV lets us choose)."""
+    global _REFORMAT_THREADS
+    if _REFORMAT_THREADS:
+        try:
+            return reformatter.reformat(frame, format="gbrp", threads=1, interpolation="POINT")
+        except TypeError:
+            _REFORMAT_THREADS = False
+    return reformatter.reformat(frame, format="gbrp", interpolation="POINT")
+
+
 def _frame_rgb_hist(frame: Any, reformatter: Any, bins: int, fast: bool, out: np.ndarray) -> None:
     """Histogram one decoded av.VideoFrame into ``out`` (3, bins) without keeping it."""
-    rgb = reformatter.reformat(frame, format="gbrp", threads=1, interpolation="POINT")
+    rgb = _reformat_gbrp(reformatter, frame)
     g, b, r = rgb.planes  # gbrp plane order
     if fast:
         h, w = rgb.height, rgb.width
