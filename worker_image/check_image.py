@@ -242,7 +242,40 @@ class Context:
         return 900000
 
 reply = handler({"lambdaflow": "ping"}, Context())
-print(json.dumps({"reply": reply, "module": lambdaflow.__file__}))
+
+# A real task through the handler: a histogram of a generated video's first chunk, with
+# the image's own PyAV (it differs from CI's: see requirements.txt).
+import base64, tempfile
+from lambdaflow import serialization
+from lambdaflow.ops import video
+from lambdaflow.ops.histogram import histogram_chunk
+from lambdaflow.ops.samplevideo import write_sample_video
+from lambdaflow.runtime import keys
+from lambdaflow.runtime.store.localdir import LocalDirStore
+from lambdaflow.runtime.task import TaskMessage, TaskResult
+
+work = tempfile.mkdtemp(prefix="lambdaflow-check-")
+path = work + "/sample.mp4"
+write_sample_video(path, seconds=2, width=160, height=120, fps=30, gop=30)
+chunk = video.plan_chunks(video.probe(path), 50).chunks[0]
+
+def pixels_counted(p, start, stop):
+    return int(histogram_chunk(p, start, stop, 16).hist.sum())
+
+store = LocalDirStore(work + "/store")
+digest, fn = serialization.dumps_function(pixels_counted)
+fn_key = keys.function_key("check", digest)
+store.put(fn_key, fn)
+msg = TaskMessage(job_id="check", task_id="t0", name="pixels_counted", fn_key=fn_key,
+                  args=serialization.dumps_bytes(((path, chunk.start, chunk.stop), {})),
+                  store_uri=store.uri)
+out = handler({"lf": 1, "task": base64.b64encode(msg.pack()).decode()}, Context())
+res = TaskResult.unpack(base64.b64decode(out["result"]))
+counted = serialization.loads(res.values[0]["inline"]) if res.status == "ok" else None
+expected = (chunk.stop - chunk.start) * 160 * 120 * 3
+task = {"status": res.status, "counted": counted, "expected": expected,
+        "error": (res.error or {}).get("message"), "av": __import__("av").__version__}
+print(json.dumps({"reply": reply, "module": lambdaflow.__file__, "task": task}))
 """
 
 
@@ -335,10 +368,15 @@ def _check_reply(result: dict, python_version: str, venv: Path) -> int:
                 f"python_version {reply.get('python_version')!r} is not "
                 f"{python_version}.x"
             )
+    task = result.get("task") or {}
+    if task.get("status") != "ok" or task.get("counted") != task.get("expected"):
+        failures.append(f"a histogram task through the handler gave {task!r}")
     for failure in failures:
         print(f"FAIL handler: {failure}")
     if not failures:
         print(f"ok   handler: ping -> {json.dumps(reply)}")
+        print(f"ok   handler: histogram task on PyAV {task.get('av')} -> "
+              f"{task.get('counted')} pixels counted")
     return 1 if failures else 0
 
 
