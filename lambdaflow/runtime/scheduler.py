@@ -81,6 +81,35 @@ class _Task:
                  "submit_time")
 
 
+class _Guard:
+    """``with self._guard``: the scheduler lock. On the outermost release it applies the
+    completions that arrived while it was held (worker threads only queue them when the
+    lock is taken, see ``Scheduler._on_done``)."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
+        self._local = threading.local()
+
+    def held(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    def enter_held(self) -> None:
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+
+    def exit_held(self) -> None:
+        self._local.depth -= 1
+
+    def __enter__(self) -> None:
+        self._sched._lock.acquire()
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.depth -= 1
+        self._sched._lock.release()
+        if self._local.depth == 0 and self._sched._completions:
+            self._sched._apply_completions()
+
+
 class _Waiter:
     __slots__ = ("remaining", "event")
 
@@ -102,6 +131,8 @@ class Scheduler:
         self.records: list[tuple] = []
         self.closed = False
         self._lock = threading.RLock()
+        self._guard = _Guard(self)
+        self._completions: collections.deque = collections.deque()
         self._objs: dict[str, _Obj] = {}
         self._ids = itertools.count()
         self._stored_fns: set[str] = set()
@@ -125,7 +156,7 @@ class Scheduler:
         t.state, t.future, t.submit_time, t.n_waiting = WAITING, None, time.time(), 0
         n = opts["num_returns"]
         to_write: list[_Obj] = []
-        with self._lock:
+        with self._guard:
             self._check_open()
             self._drain_released()
             t.dep_objs = [self._lookup(r) for r in dep_refs]
@@ -170,7 +201,7 @@ class Scheduler:
             key = keys.object_key(self.job_id, oid)
             self.store.put(key, chunks)
             loc = {"key": key, "size": size}
-        with self._lock:
+        with self._guard:
             self._check_open()
             o = _Obj(oid, None)
             o.state, o.loc, o.refcount, o.holds = READY, loc, 1, nested.refs or None
@@ -182,7 +213,7 @@ class Scheduler:
 
     def counted_ref(self, oid: str) -> ObjectRef:
         """A new counted ref to a known object (used when unpickling refs)."""
-        with self._lock:
+        with self._guard:
             o = self._objs.get(oid)
             if o is None:
                 return ObjectRef(oid, self.job_id, None)
@@ -201,7 +232,7 @@ class Scheduler:
         try:
             while queue:
                 t = queue.popleft()
-                with self._lock:
+                with self._guard:
                     msg = self._start(t)
                 if msg is not None:
                     self._send(t, msg)
@@ -231,47 +262,69 @@ class Scheduler:
         fut.add_done_callback(functools.partial(self._on_done, t, msg.attempt))
 
     def _on_done(self, t: _Task, attempt: int, fut: Future) -> None:
+        """A backend future finished (any thread). Queue it; apply now if the lock is
+        free, else the thread holding the lock applies it when it lets go. Worker
+        threads never block on the lock, so they do not convoy behind the submitter."""
+        self._completions.append((t, attempt, fut))
+        self._apply_completions()
+
+    def _apply_completions(self) -> None:
+        while self._completions:
+            if self._guard.held() or not self._lock.acquire(blocking=False):
+                return  # the holder applies them on release (_Guard.__exit__)
+            ready: list[_Task] = []
+            to_write: list[_Obj] = []
+            self._guard.enter_held()
+            try:
+                while self._completions:
+                    t, attempt, fut = self._completions.popleft()
+                    self._complete(t, attempt, fut, ready, to_write)
+                self._drain_released()
+            finally:
+                self._guard.exit_held()
+                self._lock.release()
+            if to_write:
+                self._write_escaped(to_write)
+            self._dispatch(ready)
+
+    def _complete(self, t: _Task, attempt: int, fut: Future, ready: list,
+                  to_write: list) -> None:
+        """Apply one finished future (under the lock): objects, waiters, dependents,
+        retries, failures."""
         try:
             result: TaskResult = fut.result()
         except CancelledError:
             return
         except BaseException as exc:  # the backend itself failed
             result = TaskResult(t.id, attempt, "backend", error={"exc": exc})
-        ready: list[_Task] = []
-        to_write: list[_Obj] = []
-        retry = False
-        with self._lock:
-            if t.state != RUNNING or t.attempt != attempt:
-                return  # cancelled meanwhile, or a stale duplicate
-            self._record(t, result)
-            if result.status == OK:
-                t.state = FINISHED
-                t.future = None  # breaks the task <-> future <-> callback cycle
-                for o, loc in zip(t.outs, result.values):
-                    o.state, o.loc = READY, loc
-                    self._wake(o)
-                    if o.escaped:
-                        to_write.append(o)
-                    if o.dependents:
-                        for d in o.dependents:
-                            d.n_waiting -= 1
-                            if d.n_waiting == 0 and d.state == WAITING:
-                                ready.append(d)
-                        o.dependents = None
-                self._finish(t)
+        if t.state != RUNNING or t.attempt != attempt:
+            return  # cancelled meanwhile, or a stale duplicate
+        self._record(t, result)
+        if result.status == OK:
+            t.state = FINISHED
+            t.future = None  # breaks the task <-> future <-> callback cycle
+            for o, loc in zip(t.outs, result.values):
+                o.state, o.loc = READY, loc
+                self._wake(o)
+                if o.escaped:
+                    to_write.append(o)
+                if o.dependents:
+                    for d in o.dependents:
+                        d.n_waiting -= 1
+                        if d.n_waiting == 0 and d.state == WAITING:
+                            ready.append(d)
+                    o.dependents = None
+            self._finish(t)
+        else:
+            error = failures.error_for(f"{t.name}[{t.id}]", result)
+            if failures.should_retry(t.attempt, t.opts, result, error):
+                log.info("job=%s task=%s retrying after %s (attempt %d)",
+                         self.job_id, t.id, type(error).__name__, attempt + 1)
+                t.attempt += 1
+                t.state = WAITING
+                ready.append(t)
             else:
-                error = failures.error_for(f"{t.name}[{t.id}]", result)
-                if failures.should_retry(t.attempt, t.opts, result, error):
-                    log.info("job=%s task=%s retrying after %s (attempt %d)",
-                             self.job_id, t.id, type(error).__name__, attempt + 1)
-                    t.attempt += 1
-                    t.state = WAITING
-                    retry = True
-                else:
-                    self._fail(t, error, to_write)
-            self._drain_released()
-        self._write_escaped(to_write)
-        self._dispatch([t] if retry else ready)
+                self._fail(t, error, to_write)
 
     # ------------------------------------------------------------- state changes
     def _wake(self, o: _Obj) -> None:
@@ -385,7 +438,7 @@ class Scheduler:
                      timeout: float | None) -> list[bool]:
         """Block until ``need`` of ``refs`` are finished (READY or FAILED) or the timeout
         passes; return a done-flag per ref."""
-        with self._lock:
+        with self._guard:
             self._check_open()
             objs = [self._lookup(r) for r in refs]
             pending = [o for o in objs if o.state == PENDING]
@@ -398,11 +451,11 @@ class Scheduler:
                         o.waiters = []
                     o.waiters.append(w)
         if w is not None and not self._block(w, len(objs), need, timeout):
-            with self._lock:
+            with self._guard:
                 for o in pending:
                     if o.waiters and w in o.waiters:
                         o.waiters.remove(w)
-        with self._lock:
+        with self._guard:
             self._check_open()
             return [o.state != PENDING for o in objs]
 
@@ -429,7 +482,7 @@ class Scheduler:
             raise GetTimeoutError(
                 f"get() timed out after {timeout}s: {left} of {len(refs)} objects not ready"
             )
-        with self._lock:
+        with self._guard:
             objs = [self._lookup(r) for r in refs]
         values = []
         for o in objs:
@@ -443,7 +496,7 @@ class Scheduler:
         return values
 
     def cancel(self, ref: ObjectRef) -> bool:
-        with self._lock:
+        with self._guard:
             o = self._lookup(ref)
             t = o.task
             if t is None or t.state == FINISHED:
@@ -459,7 +512,7 @@ class Scheduler:
         return [dict(zip(RECORD_FIELDS, r)) for r in list(self.records)]
 
     def close(self) -> None:
-        with self._lock:
+        with self._guard:
             self.closed = True
             objs = list(self._objs.values())
             self._objs.clear()
