@@ -45,78 +45,32 @@ from lambdaflow.errors import (
     TaskCancelledError,
 )
 from lambdaflow.runtime import failures, keys
+from lambdaflow.runtime.dagstate import (
+    FAILED,
+    FINISHED,
+    PENDING,
+    READY,
+    RECORD_FIELDS,
+    RUNNING,
+    WAITING,
+)
+from lambdaflow.runtime.dagstate import (
+    Guard as _Guard,
+)
+from lambdaflow.runtime.dagstate import (
+    Obj as _Obj,
+)
+from lambdaflow.runtime.dagstate import (
+    Task as _Task,
+)
+from lambdaflow.runtime.dagstate import (
+    Waiter as _Waiter,
+)
 from lambdaflow.runtime.refs import ObjectRef
 from lambdaflow.runtime.task import OK, TaskMessage, TaskResult
 from lambdaflow.runtime.worker import stored_error_frame
 
 log = logging.getLogger(__name__)
-
-PENDING, READY, FAILED = 0, 1, 2
-WAITING, RUNNING, FINISHED = 0, 1, 2
-RECORD_FIELDS = (
-    "task_id", "name", "attempt", "status", "submit_time", "start", "end", "duration_s",
-    "cold_start", "env_id", "memory_mb", "bytes_in", "bytes_out", "peak_memory_mb",
-    "throttles", "backend",
-)
-
-
-class _Obj:
-    __slots__ = ("id", "task", "state", "loc", "error", "refcount", "waiters",
-                 "dependents", "escaped", "holds")
-
-    def __init__(self, oid: str, task: _Task | None) -> None:
-        self.id, self.task, self.state = oid, task, PENDING
-        self.loc: dict | None = None
-        self.error: BaseException | None = None
-        self.refcount = 0
-        self.waiters: list | None = None
-        self.dependents: list | None = None
-        self.escaped = False
-        self.holds: list | None = None  # refs nested in a put() value
-
-
-class _Task:
-    __slots__ = ("id", "name", "fn_key", "args", "args_key", "dep_objs", "dep_refs",
-                 "nested", "n_waiting", "opts", "attempt", "state", "future", "outs",
-                 "submit_time")
-
-
-class _Guard:
-    """``with self._guard``: the scheduler lock. On the outermost release it applies the
-    completions that arrived while it was held (worker threads only queue them when the
-    lock is taken, see ``Scheduler._on_done``)."""
-
-    def __init__(self, sched: Scheduler) -> None:
-        self._sched = sched
-        self._local = threading.local()
-
-    def held(self) -> bool:
-        return getattr(self._local, "depth", 0) > 0
-
-    def enter_held(self) -> None:
-        self._local.depth = getattr(self._local, "depth", 0) + 1
-
-    def exit_held(self) -> None:
-        self._local.depth -= 1
-
-    def __enter__(self) -> None:
-        self._sched._lock.acquire()
-        self._local.depth = getattr(self._local, "depth", 0) + 1
-
-    def __exit__(self, *exc: object) -> None:
-        self._local.depth -= 1
-        self._sched._lock.release()
-        if self._local.depth == 0 and self._sched._completions:
-            self._sched._apply_completions()
-
-
-class _Waiter:
-    __slots__ = ("remaining", "event")
-
-    def __init__(self, remaining: int) -> None:
-        self.remaining = remaining
-        self.event = threading.Event()
-
 
 class Scheduler:
     def __init__(self, backend: Any, job_id: str, *, inline_limit: int,
