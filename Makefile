@@ -46,7 +46,7 @@ test: install
 	LAMBDAFLOW_REQUIRE_MXNET=1 $(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check lambdaflow tests benchmarks examples
+	$(VENV)/bin/ruff check lambdaflow tests benchmarks examples worker_image
 
 clean:
 	rm -rf $(VENV) build *.egg-info lambdaflow/*.so
