@@ -152,12 +152,14 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.out in (None, "-")
     with nullcontext(sys.stdout) if to_stdout else open(args.out, "w") as out:
         write_jsonl(result.predictions, out)
+    for start, stop, error in result.failures:
+        print(f"infer: frames {start}-{stop - 1} failed: {error}", file=sys.stderr)
     print(
         f"infer: {result.summary()}, backend {args.backend}"
         + ("" if to_stdout else f" -> {args.out}"),
         file=sys.stderr,
     )
-    return 0
+    return 0 if result.ok else 1
 
 
 def _progress_bar(

@@ -58,6 +58,17 @@ class InferenceResult:
     chunks: int = 0  #: decode chunks (= tasks in fuse mode)
     tasks: int = 0  #: tasks launched
     seconds: float = 0.0  #: wall time from the first task to the last result
+    #: tasks that failed, as (first frame, stop frame, error line); their frames have no
+    #: predictions, every other task's predictions are kept
+    failures: list[tuple[int, int, str]] = field(default_factory=list)
+
+    @property
+    def failed_frames(self) -> list[int]:
+        return [n for start, stop, _ in self.failures for n in range(start, stop)]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
 
     @property
     def frames(self) -> int:
@@ -69,9 +80,11 @@ class InferenceResult:
 
     def summary(self) -> str:
         """One line: frames, chunks, tasks, seconds, frames/s, mode."""
+        failed = f", {len(self.failed_frames)} frames failed" if self.failures else ""
         return (
             f"{self.frames} frames, {self.chunks} chunks, {self.tasks} tasks, "
             f"{self.seconds:.2f} s, {self.frames_per_second:.1f} frames/s, mode {self.mode}"
+            f"{failed}"
         )
 
 
@@ -176,8 +189,9 @@ def run_inference(
     job: InferenceJob, progress: Callable[[int, int], None] | None = None
 ) -> InferenceResult:
     """Launch the job's tasks on the current runtime and gather per-frame predictions;
-    ``progress(frames_done, frames_total)`` is called as results arrive. A failed task
-    fails the job (its error re-raised, as ``lf.get`` does)."""
+    ``progress(frames_done, frames_total)`` is called as results arrive. A task that
+    fails (say, frames that do not decode) is reported in ``result.failures`` with its
+    frame range; the other tasks' predictions are kept."""
     plan, opts, source = job.plan, job.opts, job.source
     log.info(
         "video_inference %s: %d frames, %d chunks, mode %s, model %r",
@@ -188,29 +202,43 @@ def run_inference(
         job.model,
     )
     started = time.perf_counter()
+    span: dict[lf.ObjectRef, tuple[int, int]] = {}  # the frames each task covers
     if job.mode == "fuse":
         refs = [fuse_chunk.remote(source, chunk, opts) for chunk in plan]
+        span.update((r, (c.start, c.stop)) for r, c in zip(refs, plan))
     else:
         decoded = [decode_chunk.remote(source, chunk) for chunk in plan]
         refs = []
         k = job.refs_per_task
         for i in range(0, len(plan), k):
-            starts = [c.start for c in plan.chunks[i : i + k]]
-            refs.append(infer_frames.remote(opts, starts, *decoded[i : i + k]))
+            group = plan.chunks[i : i + k]
+            ref = infer_frames.remote(opts, [c.start for c in group], *decoded[i : i + k])
+            refs.append(ref)
+            span[ref] = (group[0].start, group[-1].stop)
     predictions: list[dict] = []
+    failures: list[tuple[int, int, str]] = []
+    done = 0
     pending = list(refs)
     if progress:
         progress(0, plan.frame_count)
     while pending:
         ready, pending = lf.wait(pending, num_returns=1)
-        for part in lf.get(ready):
-            predictions.extend(part)
+        for ref in ready:
+            start, stop = span[ref]
+            try:
+                predictions.extend(lf.get(ref))
+            except lf.LambdaflowError as exc:  # keep the other tasks' predictions
+                line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("%s: frames %d-%d failed: %s", source, start, stop - 1, line)
+                failures.append((start, stop, line))
+            done += stop - start
         if progress:
-            progress(len(predictions), plan.frame_count)
+            progress(done, plan.frame_count)
     seconds = time.perf_counter() - started
     predictions.sort(key=lambda p: p["frame"])
     tasks = len(refs) + (len(plan) if job.mode == "split" else 0)
-    return InferenceResult(source, opts.model, job.mode, predictions, len(plan), tasks, seconds)
+    return InferenceResult(source, opts.model, job.mode, predictions, len(plan), tasks, seconds,
+                           sorted(failures))
 
 
 def decode_frames(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,18 @@ def test_fuse_and_split_on_the_lambda_emulator_through_s3(assets, direct, reques
         split = video_inference(s3_source, s3_model, "split", batch=20, refs_per_task=2)
     _check_against_direct(fuse, classes, probs)
     assert fuse.predictions == split.predictions
+
+
+@pytest.mark.parametrize("mode", ["fuse", "split"])
+def test_a_failed_chunk_is_reported_and_the_rest_kept(assets, mode, tmp_path):
+    from tests.pipelines.test_histogram import corrupt_keyframe
+
+    source, model, _ = assets
+    bad = corrupt_keyframe(Path(source), tmp_path / "bad.mp4", which=1)  # frame 10
+    with lf.init(backend="threads", num_workers=2):
+        result = video_inference(str(bad), model, mode, batch=10)
+    assert not result.ok and 10 in result.failed_frames
+    kept = [p["frame"] for p in result.predictions]
+    assert kept and sorted(kept + result.failed_frames) == list(range(FRAMES))
+    assert f"{len(result.failed_frames)} frames failed" in result.summary()
+    assert "first: 10" in result.failures[0][2]  # the error names the frame
