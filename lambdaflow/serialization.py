@@ -10,7 +10,9 @@ Every buffer starts on a 64-byte boundary so arrays unpickled in place are align
 ``loads`` slices the frame with memoryviews (no copy); given a ``bytearray`` the arrays it
 returns are writable.
 
-Functions: cloudpickle. Functions defined in modules that are not installed (the user's
+Functions: cloudpickle, with code objects pickled by ``marshal`` so that they keep their
+file name, and their source lines shipped beside them (remote tracebacks show the
+user's file, line and source line, also where that file does not exist). Functions defined in modules that are not installed (the user's
 own scripts and modules: not under site-packages nor the standard library) are pickled
 by value, so a worker needs only the installed packages. An unpicklable closure raises a
 ``TypeError`` naming the function and the offending object.
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import linecache
+import marshal
 import os
 import pickle
 import struct
@@ -27,6 +31,8 @@ import sys
 import sysconfig
 import threading
 import types
+from collections import ChainMap
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import cloudpickle
@@ -45,8 +51,66 @@ def _pad(n: int) -> int:
     return (-n) % ALIGN
 
 
+def _code_reduce(code: types.CodeType) -> tuple:
+    """Pickle a code object with its real ``co_filename`` and its source lines.
+
+    cloudpickle (3.1.3 and later) writes ``co_filename = "<dynamic-code>"``, which would
+    make a remote traceback read ``File "<dynamic-code>"``. ``marshal`` keeps every field
+    of the code object (nested code objects included); driver and worker run the same
+    Python minor version (the lambda backend's version ping checks it), as bytecode
+    needs anyway. The source lines the code spans travel with it, so a worker where the
+    file does not exist (Lambda) still prints them (see :func:`_load_code`).
+    """
+    return _load_code, (marshal.dumps(code), code.co_filename, *_source_span(code))
+
+
+def _source_span(code: types.CodeType) -> tuple[int, tuple[str, ...]]:
+    """(first line number, the source lines of ``code`` and its nested code objects)."""
+    numbers = [n for c in _walk_code(code) for _, _, n in c.co_lines() if n]
+    first = min(numbers, default=code.co_firstlineno)
+    last = max(numbers, default=first)
+    lines = linecache.getlines(code.co_filename)
+    return first, tuple(lines[first - 1 : last])
+
+
+def _walk_code(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _walk_code(const)
+
+
+def _load_code(data: bytes, filename: str, first: int, lines: tuple[str, ...]) -> types.CodeType:
+    """Rebuild a code object; where its file does not exist here, register the shipped
+    source lines with ``linecache`` so tracebacks show them (files that do exist are
+    read by ``linecache`` as usual, so the driver's own tracebacks are untouched)."""
+    code = marshal.loads(data)
+    if lines and not os.path.exists(filename):
+        with _linecache_lock:
+            entry = linecache.cache.get(filename)
+            known = list(entry[2]) if entry and entry[1] is None else []
+            if len(known) < first - 1 + len(lines):
+                known.extend("\n" for _ in range(first - 1 + len(lines) - len(known)))
+            known[first - 1 : first - 1 + len(lines)] = lines
+            # mtime None: linecache.checkcache keeps the entry (no file to compare with).
+            linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+    return code
+
+
+_linecache_lock = threading.Lock()
+
+
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle (handles lambdas and closures in values too) with OOB buffers."""
+    """cloudpickle (handles lambdas and closures in values too) with OOB buffers, and
+    code objects that keep their file name and source lines (:func:`_code_reduce`)."""
+
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+
+def _pickle_function(fn: Callable) -> bytes:
+    f = io.BytesIO()
+    _Pickler(f, protocol=5).dump(fn)
+    return f.getvalue()
 
 
 _SIMPLE = (int, float, str, bytes, bool, type(None), complex)
@@ -207,7 +271,7 @@ def dumps_function(fn: Callable) -> tuple[str, bytes]:
     """
     register_by_value(fn)
     try:
-        data = cloudpickle.dumps(fn, protocol=5)
+        data = _pickle_function(fn)
     except Exception as exc:
         culprit = find_unpicklable(fn)
         name = getattr(fn, "__qualname__", repr(fn))

@@ -69,3 +69,58 @@ def test_collect_refs():
     with s.collect_refs() as c:
         s.dumps([r, {"k": r}])
     assert c.refs == [r]  # pickle memoizes the second occurrence
+
+
+USER_MODULE = '''\
+def helper(x):
+    return 1 / x
+
+
+def fail(x):
+    y = x + 1
+    return helper(y - y)
+'''
+
+LOAD_AND_CALL = '''\
+import sys, traceback, cloudpickle
+fn = cloudpickle.loads(open(sys.argv[1], "rb").read())
+try:
+    fn(1)
+except ZeroDivisionError:
+    traceback.print_exc()
+'''
+
+
+def test_remote_traceback_keeps_file_line_and_source_where_the_file_is_gone(tmp_path):
+    """A by-value function loaded where its file does not exist (as on Lambda) still
+    shows the user's file name, line numbers and source lines, whatever cloudpickle
+    release writes into co_filename."""
+    import subprocess
+    import sys
+
+    mod_dir = tmp_path / "src"
+    mod_dir.mkdir()
+    (mod_dir / "lf_user_tb_mod.py").write_text(USER_MODULE)
+    sys.path.insert(0, str(mod_dir))
+    try:
+        import lf_user_tb_mod
+    finally:
+        sys.path.remove(str(mod_dir))
+    _, blob = s.dumps_function(lf_user_tb_mod.fail)
+    sys.modules.pop("lf_user_tb_mod", None)
+    (tmp_path / "fn.pkl").write_bytes(blob)
+    source = mod_dir / "lf_user_tb_mod.py"
+    source.unlink()  # the worker has no such file
+    import os
+
+    import lambdaflow
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lambdaflow.__file__)))
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_CALL, str(tmp_path / "fn.pkl")],
+                         capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env=env).stderr
+    assert f'File "{source}", line 7, in fail' in out
+    assert "    return helper(y - y)" in out
+    assert f'File "{source}", line 2, in helper' in out
+    assert "    return 1 / x" in out
+    assert "dynamic-code" not in out

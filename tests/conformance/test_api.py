@@ -3,6 +3,7 @@ backend (the ``rt`` fixture is parametrized over them in conftest.py)."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 import numpy as np
@@ -89,7 +90,12 @@ def test_task_exception_is_taskerror_and_original_class(rt):
     assert isinstance(err, lf.TaskError)
     assert isinstance(err.cause, h.CustomError)
     text = str(err)
-    assert "kaput" in text and "Traceback" in text and "helpers.py" in text
+    assert "kaput" in text and "Traceback" in text
+    # The user's file, line and source line, on every backend (Lambda has no such file).
+    src, first = inspect.getsourcelines(h.fail._fn)
+    line = first + next(i for i, s in enumerate(src) if "raise CustomError" in s)
+    assert f'helpers.py", line {line}, in fail' in text
+    assert "raise CustomError(message)" in text
     with pytest.raises(ValueError, match="bad value"):
         lf.get(h.raise_value_error.remote())
 
