@@ -28,6 +28,7 @@ from lambdaflow.api import (
 )
 from lambdaflow.errors import (
     BackendError,
+    ConcurrencyLimitError,
     ConfigError,
     GetTimeoutError,
     LambdaflowError,
@@ -62,5 +63,6 @@ __all__ = [
     "GetTimeoutError",
     "ObjectLostError",
     "BackendError",
+    "ConcurrencyLimitError",
     "ConfigError",
 ]

@@ -31,6 +31,8 @@ class Config:
     store_dir: str | None = None
     #: defaults for tasks that do not set them
     max_retries: int = 3
+    #: bytes of finished tasks' specs kept to rebuild lost objects (oldest dropped first)
+    max_lineage_bytes: int = 256 * 1024 * 1024
     # ---- lambda backend
     function_name: str | None = None
     bucket: str | None = None
@@ -45,6 +47,9 @@ class Config:
     memory_tiers: str = ""
     #: seconds to wait for one synchronous invoke before treating the call as failed
     invoke_timeout_s: float = 905.0
+    #: a task that waits for subtasks whose invocations stay throttled (429) this long
+    #: while none finishes raises ConcurrencyLimitError (tasks that submit tasks)
+    nested_patience_s: float = 10.0
     #: where run stats are written after shutdown (lambda backend; "" disables)
     stats_path: str = ".lambdaflow/last-run.json"
     #: anything backend-specific that has no field yet

@@ -10,6 +10,8 @@
     ├── GetTimeoutError           get()/wait() ran out of time (also a ``TimeoutError``)
     ├── ObjectLostError           an object's bytes are gone from the store
     ├── BackendError              the backend itself failed (not the task)
+    │   └── ConcurrencyLimitError nested tasks need more Lambda environments than
+    │                             max_concurrency allows (blocked parents hold theirs)
     └── ConfigError               a setting is missing or wrong
 
 A task's own exception is re-raised by ``get`` as an instance of both ``TaskError`` and
@@ -84,10 +86,10 @@ class TaskError(LambdaflowError):
             return TaskError(message, cause=cause, traceback_text=traceback_text, task=task)
 
 
-_DERIVED: dict[type, type] = {}
+_DERIVED: dict[type, type[TaskError]] = {}
 
 
-def _derived_class(cause_cls: type) -> type:
+def _derived_class(cause_cls: type) -> type[TaskError]:
     derived = _DERIVED.get(cause_cls)
     if derived is None:
 
@@ -154,6 +156,12 @@ class BackendError(LambdaflowError):
     exhausted retry budget talking to AWS, a worker pool that cannot start)."""
 
 
+class ConcurrencyLimitError(BackendError):
+    """Tasks submitted by tasks on Lambda cannot start: every blocked parent holds an
+    execution environment, and the chain or tree of them would exceed
+    ``max_concurrency`` (raised instead of waiting forever on throttled invocations)."""
+
+
 class ConfigError(LambdaflowError):
     """A setting is missing or wrong; the message names it and how to fix it."""
 
@@ -167,5 +175,6 @@ __all__ = [
     "GetTimeoutError",
     "ObjectLostError",
     "BackendError",
+    "ConcurrencyLimitError",
     "ConfigError",
 ]

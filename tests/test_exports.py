@@ -7,7 +7,7 @@ PUBLIC = {
     "ObjectRef", "RemoteFunction", "Runtime", "stats", "on_upload",
     "LambdaflowError", "TaskError", "WorkerCrashedError", "TaskTimeoutError",
     "TaskCancelledError", "GetTimeoutError", "ObjectLostError", "BackendError",
-    "ConfigError",
+    "ConcurrencyLimitError", "ConfigError",
 }
 
 
@@ -32,3 +32,4 @@ def test_error_hierarchy():
     for sub in (e.TaskError, e.GetTimeoutError, e.ObjectLostError, e.BackendError, e.ConfigError):
         assert issubclass(sub, e.LambdaflowError)
     assert issubclass(e.GetTimeoutError, TimeoutError)
+    assert issubclass(e.ConcurrencyLimitError, e.BackendError)
