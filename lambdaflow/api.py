@@ -179,9 +179,15 @@ def _current() -> Runtime:
 
 
 def _client() -> Client:
-    """Inside a task: its backend's client; in the driver: the runtime (started on
+    """Inside a task: its backend's client; in the driver: the runtime's (started on
     first use)."""
-    return current_client() or _current()
+    client = current_client()
+    if client is not None:
+        return client
+    rt = _runtime
+    if rt is None or rt.scheduler.closed:
+        rt = _current()
+    return rt.client
 
 
 def _ref_client(items: Sequence[ObjectRef]) -> Client:

@@ -192,7 +192,16 @@ def _pickle_function(fn: Callable) -> bytes:
     return f.getvalue()
 
 
-_SIMPLE = (int, float, str, bytes, bool, type(None), complex)
+_SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
+#: more types the C pickler may write (importable by reference wherever lambdaflow is)
+_PLAIN: set[type] = set()
+
+
+def register_plain(cls: type) -> type:
+    """Let ``cls`` (a lambdaflow type, importable on every worker) take the C pickler's
+    fast path in ``dumps``. Used as a class decorator."""
+    _PLAIN.add(cls)
+    return cls
 
 
 def _simple(value: Any, depth: int = 0) -> bool:
@@ -219,6 +228,57 @@ def _simple(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def simple_call_frame(args: tuple, kwargs: dict) -> list | None:
+    """``simple_frame((args, kwargs))`` with the common case (a few plain positional
+    arguments, no keywords) checked without recursion."""
+    if not kwargs and len(args) <= 16:
+        simple = _SIMPLE
+        for a in args:
+            if type(a) not in simple:
+                break
+        else:
+            return [SIMPLE_MAGIC + pickle.dumps((args, kwargs), protocol=5)]
+    return simple_frame((args, kwargs))
+
+
+def simple_frame(value: Any) -> list | None:
+    """The frame of ``value`` when it is plain data (no refs, no buffers, no functions
+    inside: nothing to collect), else None. The fast path for small arguments and
+    results."""
+    if type(value) in _SIMPLE or _simple(value):
+        return [SIMPLE_MAGIC + pickle.dumps(value, protocol=5)]
+    return None
+
+
+def _plain_arrays(value: Any, arrays: list, depth: int = 0) -> bool:
+    """Whether ``value`` is plain data and plain numpy arrays (no object dtype, no
+    subclass): what the C pickler writes exactly as cloudpickle would (numpy's own
+    reconstructors go by reference either way), many times faster. Collects the arrays."""
+    t = type(value)
+    if t in _SIMPLE or t in _PLAIN:
+        return True
+    if t.__name__ == "ndarray" and t.__module__ == "numpy":
+        if value.dtype.hasobject:
+            return False
+        arrays.append(value)
+        return True
+    if depth > 3:
+        return False
+    if t is tuple or t is list:
+        return len(value) <= 256 and all(_plain_arrays(v, arrays, depth + 1) for v in value)
+    if t is dict:
+        return len(value) <= 256 and all(
+            type(k) in _SIMPLE and _plain_arrays(v, arrays, depth + 1) for k, v in value.items())
+    return False
+
+
+def _movable(arrays: list) -> bool:
+    """``share="move"`` can take these arrays as they are (freezing the task's own):
+    each owns its memory, or is read-only over read-only memory."""
+    return all(a.base is None or (not a.flags.writeable and not _writable_base(a))
+               for a in arrays)
+
+
 def dumps(value: Any, *, share: str | None = None) -> list:
     """Serialize ``value`` to a frame: a list of bytes-like chunks to write in order.
     ``share`` ("move" | "copy"): a frame to keep in memory (see the module docstring)."""
@@ -226,7 +286,13 @@ def dumps(value: Any, *, share: str | None = None) -> list:
         return [SIMPLE_MAGIC + pickle.dumps(value, protocol=5)]
     oob: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
-    if share is None:
+    arrays: list = []
+    if _plain_arrays(value, arrays) and (share is None or (share == "move" and _movable(arrays))):
+        for a in arrays:
+            if share is not None and a.flags.writeable:
+                a.flags.writeable = False  # the task gave it up: share, never copy
+        pickle.Pickler(f, protocol=5, buffer_callback=oob.append).dump(value)
+    elif share is None:
         _Pickler(f, protocol=5, buffer_callback=oob.append).dump(value)
     else:
         _SharePickler(f, share == "move", oob.append).dump(value)
@@ -247,6 +313,8 @@ def dumps(value: Any, *, share: str | None = None) -> list:
 
 
 def chunks_len(chunks: Sequence) -> int:
+    if len(chunks) == 1 and type(chunks[0]) is bytes:
+        return len(chunks[0])
     return sum(memoryview(c).nbytes for c in chunks)
 
 

@@ -38,6 +38,7 @@ class FunctionHandle:
         self._lock = threading.Lock()
         self._fast = _fast_arity(fn)
         self._signature: inspect.Signature | None = None
+        self._key: tuple[str, str] = ("", "")  # (job, function key) last stored
 
     def pickled(self) -> tuple[str, bytes]:
         """(sha256 digest, cloudpickled bytes), computed once."""
@@ -46,6 +47,16 @@ class FunctionHandle:
                 if self._pickled is None:
                     self._pickled = serialization.dumps_function(self.fn)
         return self._pickled
+
+    def key_for(self, job_id: str, store_once: Callable[[str, bytes], None]) -> str:
+        """The function's key in ``job_id``, storing it (``store_once``) the first time."""
+        job, key = self._key
+        if job != job_id:
+            digest, data = self.pickled()
+            key = keys.function_key(job_id, digest)
+            store_once(key, data)
+            self._key = (job_id, key)
+        return key
 
     def check_call(self, args: tuple, kwargs: dict) -> None:
         """TypeError when the arguments do not fit the function's signature, as calling
@@ -88,6 +99,9 @@ def encode_call(name: str, args: tuple, kwargs: dict
     """(frame chunks, dependency refs in DepSlot order, refs nested in the arguments)."""
     if not args and not kwargs:
         return [_EMPTY_ARGS], [], []
+    simple = serialization.simple_call_frame(args, kwargs)  # plain data: no refs inside
+    if simple is not None:
+        return simple, [], []
     deps: list[ObjectRef] = []
     if any(type(a) is ObjectRef for a in args):
         args = tuple(_slot(a, deps) if type(a) is ObjectRef else a for a in args)

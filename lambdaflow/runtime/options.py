@@ -10,9 +10,8 @@ from worker processes; only ``timeout_s`` and ``memory_mb`` reach the worker its
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import cloudpickle
@@ -32,16 +31,16 @@ class TaskOptions:
     num_returns: int = 1
     timeout_s: float | None = None
     memory_mb: int | None = None
+    #: what the worker and the backend need to know (the message's ``options``)
+    worker_options: dict = field(init=False, repr=False, compare=False, hash=False)
 
-    @functools.cached_property
-    def worker_options(self) -> dict:
-        """What the worker and the backend need to know (the message's ``options``)."""
+    def __post_init__(self) -> None:
         out: dict = {}
         if self.timeout_s:
             out["timeout_s"] = self.timeout_s
         if self.memory_mb:
             out["memory_mb"] = self.memory_mb
-        return out
+        object.__setattr__(self, "worker_options", out)  # frozen: set once, here
 
     def to_wire(self) -> list:
         retry = self.retry_exceptions

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from lambdaflow.errors import LambdaflowError, ObjectLostError
-from lambdaflow.runtime import calls, keys, values
+from lambdaflow.runtime import calls, values
 from lambdaflow.runtime.calls import FunctionHandle
 from lambdaflow.runtime.context import Remote
 from lambdaflow.runtime.dagstate import Reply
@@ -54,8 +54,9 @@ class OwnerClient:
         task_id = self.scheduler.new_id(self._task_prefix)
         inline, args_key = calls.place_args(chunks, self.store, self.job_id, task_id,
                                             self.inline_limit, opts.name)
-        spec = TaskSpec(task_id, fn_key, opts, inline, args_key, [r.id for r in deps],
-                        [r.id for r in nested if r.job == self.job_id])
+        spec = TaskSpec(task_id, fn_key, opts, inline, args_key,
+                        [r.id for r in deps] if deps else [],
+                        [r.id for r in nested if r.job == self.job_id] if nested else [])
         return self.scheduler.submit(spec)
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list:
@@ -104,7 +105,4 @@ class OwnerClient:
                 "runtime); resubmit its task in the current runtime")
 
     def function_key(self, handle: FunctionHandle) -> str:
-        digest, data = handle.pickled()
-        key = keys.function_key(self.job_id, digest)
-        self.scheduler.ensure_function(key, data)
-        return key
+        return handle.key_for(self.job_id, self.scheduler.ensure_function)

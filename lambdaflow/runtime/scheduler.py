@@ -116,6 +116,7 @@ class Scheduler:
         self._later: collections.deque[tuple[Callable, Any]] = collections.deque()
         self._drainers: list[Reply] = []
         self._release_cmd = self._on_release_ref
+        self._done_cmd = self._on_done
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -131,11 +132,14 @@ class Scheduler:
 
     def submit(self, spec: TaskSpec) -> list[ObjectRef]:
         """Submit a task of this process: one counted ref per return value."""
-        self._check_open()
-        self._post(self._on_submit, spec, None)
+        if self.closed:
+            self._check_open()
+        self._inbox.put((self._on_submit, (spec, None)))
         n = spec.options.num_returns
-        return [ObjectRef(keys.result_object_id(spec.task_id, None if n == 1 else i),
-                          self.job_id, self) for i in range(n)]
+        if n == 1:
+            return [ObjectRef(spec.task_id, self.job_id, self)]
+        return [ObjectRef(keys.result_object_id(spec.task_id, i), self.job_id, self)
+                for i in range(n)]
 
     def put(self, oid: str, loc: dict, holds: list[str]) -> ObjectRef:
         self._check_open()
@@ -201,7 +205,17 @@ class Scheduler:
             pass
 
     def stats_records(self) -> list[dict]:
-        return [dict(zip(RECORD_FIELDS, r)) for r in list(self.records)]
+        """One dict per attempt (``RECORD_FIELDS``; runtime/stats.py reads them)."""
+        out = []
+        for task_id, name, attempt, status, submitted, s in list(self.records):
+            s = s or {}
+            out.append(dict(zip(RECORD_FIELDS, (
+                task_id, name, attempt, status, submitted, s.get("start"), s.get("end"),
+                s.get("duration_s"), s.get("cold_start", False), s.get("env_id"),
+                s.get("memory_mb"), s.get("bytes_in", 0), s.get("bytes_out", 0),
+                s.get("peak_memory_mb"), s.get("throttles", 0), s.get("backend"),
+                s.get("blocked_s", 0.0)))))
+        return out
 
     def close(self) -> None:
         """Stop: blocked callers get a LambdaflowError; late results are dropped."""
@@ -349,25 +363,30 @@ class Scheduler:
 
     # ---------------------------------------------------------- submission
     def _on_submit(self, spec: TaskSpec, owner: Hashable | None) -> None:
-        deps = [self._objs.get(oid) for oid in spec.deps]
-        nested = [o for o in map(self._objs.get, spec.nested) if o is not None]
+        objs = self._objs
+        nested = [o for o in map(objs.get, spec.nested) if o is not None] if spec.nested else []
         t = Task(spec, [], nested, time.time(), owner)
         n = spec.options.num_returns
-        t.outs = [Obj(keys.result_object_id(t.id, None if n == 1 else i), t, refs=1)
-                  for i in range(n)]
+        if n == 1:
+            t.outs = [Obj(t.id, t, refs=1)]
+        else:
+            t.outs = [Obj(keys.result_object_id(t.id, i), t, refs=1) for i in range(n)]
         for o in t.outs:
-            self._objs[o.id] = o
+            objs[o.id] = o
         if owner is not None:
             self._borrows.setdefault(owner, set()).update(o.id for o in t.outs)
-        missing = [oid for oid, d in zip(spec.deps, deps) if d is None]
-        if missing:
-            self._fail_task(t, ObjectLostError(
-                f"task {t.name}[{t.id}] depends on object {missing[0]}, which this runtime "
-                "does not have (it was freed, or belongs to another runtime or job)",
-                key=missing[0]))
-            return
-        t.deps = deps  # type: ignore[assignment]
-        self._hold(t)
+        if spec.deps:
+            deps = [objs.get(oid) for oid in spec.deps]
+            missing = [oid for oid, d in zip(spec.deps, deps) if d is None]
+            if missing:
+                self._fail_task(t, ObjectLostError(
+                    f"task {t.name}[{t.id}] depends on object {missing[0]}, which this "
+                    "runtime does not have (it was freed, or belongs to another runtime or "
+                    "job)", key=missing[0]))
+                return
+            t.deps = deps  # type: ignore[assignment]
+        if t.deps or nested:
+            self._hold(t)
         if self.exporting:
             for o in nested:
                 self._escape(o)
@@ -389,7 +408,7 @@ class Scheduler:
         t.held = True
 
     def _unhold(self, t: Task) -> None:
-        if t.held:
+        if t.held and (t.deps or t.nested):
             t.held = False
             for o in t.deps:
                 self._unref(o)
@@ -441,7 +460,7 @@ class Scheduler:
         )
 
     def _post_done(self, t: Task, attempt: int, fut: Future) -> None:
-        self._inbox.put((self._on_done, (t, attempt, fut)))
+        self._inbox.put((self._done_cmd, (t, attempt, fut)))
 
     # ---------------------------------------------------------- completion
     def _on_done(self, t: Task, attempt: int, fut: Future) -> None:
@@ -480,11 +499,14 @@ class Scheduler:
                 o.resolve(loc, self._take_holds(holds))
                 self._settle(o)
         result.keepalive = None  # its refs may die now: they are counted
-        self._keep_lineage(t)
+        if any("key" in o.loc for o in t.outs if o.loc is not None):
+            self._keep_lineage(t)  # a stored object can be lost: keep how to rebuild it
+        else:
+            self._drop_spec(t)  # in memory: never lost (a pinned one keeps its value)
         self._unhold(t)
         for o in t.outs:
             if o.refs <= 0:
-                self._later.append((self._free, o))
+                self._free(o)
 
     def _settle(self, o: Obj) -> None:
         """``o`` just became READY or FAILED: answer its waiters and dependents."""
@@ -536,14 +558,7 @@ class Scheduler:
                     self._io.delete(loc["key"])
 
     def _record(self, t: Task, r: TaskResult) -> None:
-        s = r.stats or {}
-        self.records.append((
-            t.id, t.name, r.attempt, r.status, t.submit_time, s.get("start"), s.get("end"),
-            s.get("duration_s"), s.get("cold_start", False), s.get("env_id"),
-            s.get("memory_mb"), s.get("bytes_in", 0), s.get("bytes_out", 0),
-            s.get("peak_memory_mb"), s.get("throttles", 0), s.get("backend"),
-            s.get("blocked_s", 0.0),
-        ))
+        self.records.append((t.id, t.name, r.attempt, r.status, t.submit_time, r.stats))
 
     # ---------------------------------------------------------- references
     def _take_holds(self, oids: list[str]) -> list[str] | None:
@@ -565,7 +580,10 @@ class Scheduler:
     def _unref(self, o: Obj) -> None:
         o.refs -= 1
         if o.refs <= 0:
-            self._later.append((self._free, o))
+            if o.holds is None:
+                self._free(o)
+            else:  # freeing it releases what it holds: a cascade, one step at a time
+                self._later.append((self._free, o))
 
     def _on_add_ref(self, oid: str) -> None:
         o = self._objs.get(oid)
@@ -601,11 +619,14 @@ class Scheduler:
                 self._unref(o)
 
     def _free(self, o: Obj) -> None:
-        """(Follow-up) No refs left: delete the value, release what it holds, keep the
-        record only while lineage pins it. A PENDING object is freed once it settles."""
+        """No refs left: delete the value, release what it holds, keep the record only
+        while lineage pins it (a pinned value kept in memory stays: it stands in for the
+        lineage of its task). A PENDING object is freed once it settles."""
         if o.refs > 0 or (o.state is not READY and o.state is not FAILED):
             return
         loc = o.loc
+        if o.pins > 0 and loc is not None and "key" not in loc:
+            return
         if loc is not None and self.eager_delete:
             key = loc.get("key")
             if key:
@@ -619,7 +640,7 @@ class Scheduler:
             if h is not None:
                 self._unref(h)
         if o.pins <= 0:
-            self._later.append((self._forget, o))
+            self._forget(o)
 
     def _forget(self, o: Obj) -> None:
         """(Follow-up) Drop a RELEASED record nothing pins; with its task's last object,
@@ -666,6 +687,8 @@ class Scheduler:
                 o.pins -= 1
                 if o.pins <= 0 and o.state is RELEASED:
                     self._later.append((self._forget, o))
+                elif o.pins <= 0 and o.refs <= 0:
+                    self._later.append((self._free, o))  # a value kept only for lineage
         if spec.args_key and self.eager_delete:
             self._io.delete(spec.args_key)
 

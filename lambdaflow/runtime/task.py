@@ -28,11 +28,13 @@ from typing import Any
 
 import msgpack
 
+from lambdaflow import serialization
 from lambdaflow.runtime.options import TaskOptions
 
 PROTOCOL_VERSION = 2
 
 
+@serialization.register_plain
 @dataclass(frozen=True)
 class DepSlot:
     """Placeholder for the value of dependency ``index`` in a task's arguments."""

@@ -46,6 +46,14 @@ def place(store: Store, job_id: str, oid: str, value: Any, inline_limit: int, *,
     a task's result, "copy" for ``put``: the threads backend) as a frame kept in memory;
     else inline when small, or in the store under its object key. Returns (location,
     ids of the refs nested in it, in ``job_id``)."""
+    chunks = serialization.simple_frame(value)
+    if chunks is not None:  # plain data: no refs inside, small
+        first = chunks[0]
+        size = len(first)
+        if share is not None:
+            return {"frame": chunks, "size": size}, []
+        if size <= inline_limit:
+            return {"inline": first, "size": size}, []
     with serialization.collect_refs() as nested:
         chunks = serialization.dumps(value, share=share)
     size = serialization.chunks_len(chunks)

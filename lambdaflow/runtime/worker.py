@@ -106,7 +106,9 @@ def place_values(message: TaskMessage, store: Store, value: Any,
     """(locations, ids of the refs nested in each value, total bytes)."""
     n = message.num_returns
     if n == 1:
-        outputs = [value]
+        loc, refs = values.place(store, message.job_id, message.task_id, value,
+                                 message.inline_limit, share=share)
+        return [loc], [refs], loc["size"]
     else:
         if not isinstance(value, (tuple, list)) or len(value) != n:
             got = f"{len(value)} values" if isinstance(value, (tuple, list)) else type(value).__name__
@@ -200,12 +202,12 @@ def peak_memory_mb() -> float:
 
 def run_task(message: TaskMessage, store: Store | None = None, *,
              client: Client | None = None, share: str | None = None,
-             measure_memory: bool = True) -> TaskResult:
+             measure_memory: bool = True, env_id: str | None = None) -> TaskResult:
     """Run one task. Never raises, except SystemExit / KeyboardInterrupt (the worker
     ends: a crash). ``client`` serves the task's own API calls (default: a nested
     runtime on Lambda, else none); ``share`` is the threads backend's value mode;
     ``measure_memory=False`` skips the peak-memory reading (threads: it would be the
-    driver's)."""
+    driver's); ``env_id`` names where it ran (default: this process)."""
     start = time.time()
     t0 = time.perf_counter()
     bytes_in = bytes_out = 0
@@ -249,14 +251,15 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
     finally:
         if isinstance(client, OwningClient):
             client.close()
+    duration = time.perf_counter() - t0
     stats = {
         "start": start,
-        "end": time.time(),
-        "duration_s": time.perf_counter() - t0,
+        "end": start + duration,
+        "duration_s": duration,
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
         "peak_memory_mb": round(peak_memory_mb(), 1) if measure_memory else None,
-        "env_id": ENV_ID,
+        "env_id": env_id or ENV_ID,
         "blocked_s": round(ctx.blocked_s, 6) if ctx is not None else 0.0,
     }
     return TaskResult(message.task_id, message.attempt, status, placed, error, stats, nested,

@@ -232,3 +232,18 @@ def wait_for_file(path, timeout=60.0):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.02)
+
+
+@lf.remote
+def value_when(path, value):
+    """Returns ``value`` once ``path`` exists (a task that cannot finish before another
+    has started)."""
+    wait_for_file(path)
+    return value
+
+
+@lf.remote
+def mark_then_get(path, box):
+    """Writes ``path``, then waits for the ref in ``box``."""
+    open(path, "w").close()
+    return lf.get(box[0])

@@ -84,11 +84,10 @@ def test_stale_or_foreign_ref_in_an_argument_fails_fast(rt, which):
 
 
 def test_blocked_time_is_counted(rt, tmp_path):
-    path = str(tmp_path / "slow-started")
-    slow = h.mark_then_sleep.remote(path, 1.0)
-    h.wait_for_file(path)  # it runs: the waiting task will run elsewhere and block
-    assert lf.get(h.wait_on.remote([slow]), timeout=LONG) == 1.0
-    records = [r for r in lf.stats().records if r["name"].endswith("wait_on")]
+    path = str(tmp_path / "waiter-started")
+    slow = h.value_when.remote(path, "slow")  # cannot finish before the waiter starts
+    assert lf.get(h.mark_then_get.remote(path, [slow]), timeout=LONG) == "slow"
+    records = [r for r in lf.stats().records if r["name"].endswith("mark_then_get")]
     assert records[-1]["blocked_s"] > 0
     assert lf.stats().summary()["blocked_s"] > 0
 

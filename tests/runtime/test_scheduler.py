@@ -216,14 +216,40 @@ def test_object_kept_while_a_dependent_needs_it(make):
     be.release(sched)
     assert sched.get([b], timeout=5) == [5000]
     sched.quiesce()
-    key = keys.object_key(sched.job_id, a_id)
     sched._io.barrier(5)
-    assert not be.store.exists(key)  # a's value is gone...
+    # b's result is in memory (it cannot be lost), so nothing keeps a's lineage
+    assert not be.store.exists(keys.object_key(sched.job_id, a_id))
+    assert state(sched, a_id) is None
+
+
+def test_lineage_pins_the_inputs_of_a_stored_result(make):
+    sched, be = make()
+    a = submit(sched, lambda: b"a" * 5000)[0]
+    b = submit(sched, lambda x: x * 2, a)[0]  # 10 kB: in the store, so it may be lost
+    a_id = a.id
+    assert len(sched.get([b], timeout=5)[0]) == 10000
+    del a
+    sched.quiesce()
+    sched._io.barrier(5)
+    assert not be.store.exists(keys.object_key(sched.job_id, a_id))  # a's value is gone...
     assert state(sched, a_id) is ObjState.RELEASED  # ...its record stays: b's lineage
     del b
     sched.quiesce()
     sched.quiesce()
     assert state(sched, a_id) is None
+
+
+def test_a_pinned_value_in_memory_stands_in_for_its_lineage(make):
+    sched, be = make()
+    a = submit(sched, lambda: b"a" * 100)[0]  # inline: never lost, so no lineage
+    b = submit(sched, lambda x: x * 100, a)[0]  # in the store: keeps lineage, pins a
+    assert len(sched.get([b], timeout=5)[0]) == 10000
+    del a
+    sched.quiesce()
+    assert state(sched, b.id) is ObjState.READY
+    be.store.delete(keys.object_key(sched.job_id, b.id))
+    assert len(sched.get([b], timeout=5)[0]) == 10000  # rebuilt from a's kept value
+    assert be.ran.count(b.id) == 2 and len(be.ran) == 3
 
 
 def test_wait_partial_and_timeout(make):

@@ -36,6 +36,7 @@ from typing import Callable
 
 from lambdaflow.errors import BackendError
 from lambdaflow.runtime.dagstate import Reply
+from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.task import TaskMessage, TaskResult
 
 Item = tuple[TaskMessage, Future]
@@ -72,13 +73,13 @@ class TaskThreads:
                     "queued": len(self._by_task)}
 
     def submit(self, msg: TaskMessage) -> Future:
-        fut: Future = Future()
+        fut: Future = TaskFuture()
         item = (msg, fut)
         tid = msg.task_id
         with self._lock:
             if self.closed:
                 raise BackendError("the task pool is shut down")
-            inbox = self._routes.get(tid)
+            inbox = self._routes.get(tid) if self._routes else None
             if inbox is not None and (self._idle or self._threads - self._blocked < self.size):
                 inbox = None  # a free thread will take it (or the waiter, if first)
             if inbox is None:

@@ -51,6 +51,7 @@ from lambdaflow.errors import BackendError, LambdaflowError
 from lambdaflow.runtime import keys
 from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.backends.base import TaskHost
+from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.store.localdir import LocalDirStore, default_root
 from lambdaflow.runtime.task import (
     CANCELLED,
@@ -175,7 +176,7 @@ class ProcessesBackend:
         self._host = host
 
     def submit(self, msg: TaskMessage) -> Future:
-        fut: Future = Future()
+        fut: Future = TaskFuture()
         if self._closing:
             raise BackendError("the processes backend is shut down")
         entry = _Entry(msg, fut)

@@ -55,14 +55,13 @@ class ThreadsBackend:
     def _run(self, msg: TaskMessage) -> TaskResult:
         try:
             result = run_task(msg, self.store, client=self._client, share="move",
-                              measure_memory=False)
+                              measure_memory=False, env_id=threading.current_thread().name)
         except SystemExit as exc:
             raise WorkerExit(failure(
                 msg.task_id, msg.attempt, CRASH,
                 f"the task called exit({exc.code!r}) (SystemExit): its worker thread ended"
             )) from None
-        result.stats["env_id"] = threading.current_thread().name
-        result.stats["backend"] = self.name
+        result.stats["backend"] = "threads"
         return result
 
     def submit(self, msg: TaskMessage) -> Future:
