@@ -7,7 +7,9 @@ worker's pipe to the driver, which owns every object (process_wire.py has the fr
     get / wait     GET, then wait on a per-request inbox for: the REPLY (where each value
                    is), BLOCKED (the wait is real: the main thread gives back its queued
                    tasks, and the time counts as blocked), INLINE tasks (what it waits
-                   for, sent here to run on this thread)
+                   for, sent here to run on this thread). A get of results this process
+                   made itself (subtasks come back to the worker that submitted them,
+                   and a getter runs the queued ones first) needs no request at all.
     refs           a ref made in this process (unpickled, or returned by submit / put)
                    is counted here; the ref thread tells the driver when the first one
                    to an object appears (BORROW) and when the last one dies (RELEASE).
@@ -17,6 +19,7 @@ worker's pipe to the driver, which owns every object (process_wire.py has the fr
 
 from __future__ import annotations
 
+import collections
 import itertools
 import pickle
 import queue
@@ -32,13 +35,14 @@ from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.context import Remote, current_context
 from lambdaflow.runtime.refs import ObjectRef
 from lambdaflow.runtime.store.base import Store
-from lambdaflow.runtime.task import TaskMessage, TaskSpec
+from lambdaflow.runtime.task import OK, TaskMessage, TaskResult, TaskSpec
 
 if TYPE_CHECKING:
     from lambdaflow.runtime.backends.process_worker import Worker
 
 _OWN, _SYNC, _TASK_END = "own", "sync", "end"
 _MAX_REBUILD_WAITS = 8
+_MADE_KEPT = 1024  # results of this process remembered for local gets
 
 
 class PipeClient:
@@ -51,6 +55,8 @@ class PipeClient:
         self._refq: queue.SimpleQueue = queue.SimpleQueue()
         self.dirty = False  # refs made or dropped since the last sync
         self.message: TaskMessage | None = None  # the latest task's (settings, store)
+        #: where the values of the tasks this process ran lately are (task id -> locs)
+        self._made: collections.OrderedDict[str, list[dict]] = collections.OrderedDict()
         self.store: Store | None = None
         threading.Thread(target=self._ref_loop, name="lambdaflow-refs", daemon=True).start()
 
@@ -133,12 +139,34 @@ class PipeClient:
             self._reqs.pop(req, None)
 
     # ------------------------------------------------------------- requests
+    def ran(self, result: TaskResult) -> None:
+        """(Main thread) a task of this process finished: remember where its values are,
+        so a get of them right after needs no round trip."""
+        if result.status == OK:
+            self._made[result.task_id] = result.values
+            if len(self._made) > _MADE_KEPT:
+                self._made.popitem(last=False)
+
+    def _made_here(self, oids: list[str]) -> list | None:
+        found = []
+        for oid in oids:
+            head, dot, tail = oid.rpartition(".")
+            tid, index = (head, int(tail)) if dot and tail.isdigit() else (oid, 0)
+            locs = self._made.get(tid)
+            if locs is None or index >= len(locs):
+                return None
+            found.append(("ok", locs[index]))
+        return found
+
     def _request(self, oids: list[str], need: int, deadline: float | None) -> list:
         """GET and wait for the answer (see the module docstring)."""
         main = self._worker.is_main_thread()
         inline = main and need >= len(oids)  # a get: it may run what it waits for itself
         if inline:
             self._worker.run_own_producers({keys.task_of(oid) for oid in oids})
+            here = self._made_here(oids)
+            if here is not None:
+                return here
         req, inbox = self._new_request()
         ctx = current_context()
         blocked_at = None
@@ -162,6 +190,10 @@ class PipeClient:
                     self._worker.give_back_queue()
                 elif kind == wire.INLINE:
                     self._worker.run_inline(payload)
+                    here = self._made_here(oids) if inline else None
+                    if here is not None:  # what we ran was all we waited for
+                        self._worker.send(wire.frame(wire.UNWATCH, req))
+                        return here
         finally:
             self._reqs.pop(req, None)
             if blocked_at is not None and ctx is not None:

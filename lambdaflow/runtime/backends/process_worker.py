@@ -83,6 +83,7 @@ class Worker:
         self.client.sync()
         self._log(msgpack.packb([seq, result.to_list()], use_bin_type=True))
         self.stack.pop()
+        self.client.ran(result)
         self.client.task_end()
 
     def run_inline(self, items: list) -> None:
@@ -100,13 +101,14 @@ class Worker:
         for seq, fields in mine:
             self.run(seq, fields)
 
-    def give_back_queue(self) -> None:
+    def give_back_queue(self, answer: bool = False) -> None:
         """Hand the tasks queued here back to the driver, for other workers: the main
-        thread's wait is real, or the driver asked (REVOKE: ours is a long task). An
-        empty YIELD still answers a REVOKE."""
+        thread's wait is real, or the driver asked (REVOKE: ours is a long task; an
+        empty YIELD still ``answer``s it)."""
         with self._cond:
             items, self.pending = list(self.pending), collections.deque()
-        self.send(wire.frame(wire.YIELD, [seq for seq, _ in items]))
+        if items or answer:
+            self.send(wire.frame(wire.YIELD, [seq for seq, _ in items]))
 
     # ------------------------------------------------------------------ sending
     def _log(self, entry: bytes) -> None:
@@ -168,7 +170,7 @@ class Worker:
                         self.pending.extend(fields[1])
                         self._cond.notify()
                 elif kind == wire.REVOKE:
-                    self.give_back_queue()
+                    self.give_back_queue(answer=True)
                 elif kind == wire.INLINE:
                     if not self.client.deliver(fields[1], kind, fields[2]):
                         with self._cond:  # nobody waits any more: run them normally

@@ -111,6 +111,7 @@ class _Proc:
         self.routes: dict[int, set[str]] = {}  # request -> task ids it waits for
         self.idle_since = time.monotonic()
         self.revoking = False  # a REVOKE is unanswered
+        self.revoked_at = 0.0
 
     def __hash__(self) -> int:  # the borrower token of this process
         return id(self)
@@ -155,6 +156,7 @@ class ProcessesBackend:
         self._queued: dict[str, _Entry] = {}
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
         self._routes: dict[str, tuple[_Proc, int]] = {}  # task id -> a request waiting
+        self._origin: dict[str, _Proc] = {}  # task id -> the worker that submitted it
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -287,6 +289,13 @@ class ProcessesBackend:
                 if self._take(entry):
                     inline.append((p, req, entry))
             depth = self._depth()
+            if self._origin:  # a task's subtasks go back to its worker, which will
+                for entry in list(self._queue):  # likely wait for them (work-stealing
+                    if entry.taken:  # spreads them when others have room)
+                        continue
+                    p = self._origin.pop(entry.msg.task_id, None)
+                    if p is not None and not p.dead and not p.blocked and self._take(entry):
+                        sends.setdefault(p, []).append(entry)
             ready = sorted((p for p in self._procs if not p.dead and not p.blocked),
                            key=lambda p: len(p.inflight))
             for p in ready:
@@ -349,11 +358,11 @@ class ProcessesBackend:
         now = time.time()
         patience = max(0.05, 8 * self._avg_s)
         for p in self._procs:
-            if p.dead or p.revoking or len(p.inflight) < 2:
+            if p.dead or p.revoking or len(p.inflight) < 2 or now - p.revoked_at < patience:
                 continue
             running = p.stack.entries()
-            if running and len(p.inflight) > len(running) and now - running[-1][1] > patience:
-                p.revoking = True
+            if running and len(p.inflight) > len(running) and now - running[0][1] > patience:
+                p.revoking, p.revoked_at = True, now
                 self._send(p, wire.frame(wire.REVOKE))
 
     def _retire_idle(self) -> None:
@@ -412,7 +421,9 @@ class ProcessesBackend:
             raise BackendError("the processes backend got a task request before attach()")
         kind = fields[0]
         if kind == wire.SUBMIT:
-            host.submit_spec(TaskSpec.from_list(fields[1]), p)
+            spec = TaskSpec.from_list(fields[1])
+            self._origin[spec.task_id] = p
+            host.submit_spec(spec, p)
         elif kind == wire.PUT:
             host.put_located(fields[1], fields[2], fields[3], p)
         elif kind == wire.BORROW:
@@ -483,7 +494,7 @@ class ProcessesBackend:
 
     # ---------------------------------------------------------- process faults
     def _replace(self, p: _Proc, why: str, special: dict[int, tuple[str, str]] | None = None
-                 ) -> None:
+                 ) -> None:  # noqa: C901
         """``p`` is dead or being killed. Results in its log complete their tasks; the
         tasks on its running stack fail (``special`` seq -> (status, message), else
         CRASH); the others are requeued; its borrows end; a replacement starts."""
