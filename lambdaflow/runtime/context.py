@@ -69,7 +69,8 @@ class OwningClient:
     def export(self, oids: list[str]) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
+        """``abandon``: the task failed; do not wait for what it submitted."""
         raise NotImplementedError
 
 

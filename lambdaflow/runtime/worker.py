@@ -250,7 +250,7 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
         status, error = ERROR, capture_error(exc, tb_skip=0)
     finally:
         if isinstance(client, OwningClient):
-            client.close()
+            client.close(abandon=status != OK)
     duration = time.perf_counter() - t0
     stats = {
         "start": start,

@@ -29,6 +29,7 @@ for ``nested_patience_s`` while nothing finishes, instead of waiting forever.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -56,6 +57,7 @@ from lambdaflow.runtime.task import TaskMessage, TaskResult
 if TYPE_CHECKING:
     from lambdaflow.runtime.backends.aws_lambda import LambdaBackend
 
+log = logging.getLogger(__name__)
 DEFAULT_PATIENCE_S = 10.0
 _BACKENDS: dict[tuple, LambdaBackend] = {}  # one per warm environment and settings
 _BACKENDS_LOCK = threading.Lock()
@@ -97,6 +99,14 @@ class NestedBackend:
 
     def _invoke(self, msg: TaskMessage) -> TaskResult:
         return self.inner.submit(msg).result()
+
+    def run_here(self, msg: TaskMessage) -> TaskResult:
+        """Run a claimed child in this environment (its parent waits for it)."""
+        from lambdaflow.runtime.worker import run_task
+
+        result = run_task(msg, self.store)
+        result.stats["backend"] = "lambda"
+        return result
 
     def submit(self, msg: TaskMessage) -> Future:
         return self.pool.submit(msg)
@@ -152,7 +162,7 @@ class _NestedOwner(OwnerClient):
                     left = None if deadline is None else deadline - time.monotonic()
                     step = 1.0 if left is None else max(0.0, min(1.0, left))
                     if pool.serve(task_ids, reply, inbox, step, lambda s: None,
-                                  pool_thread=False):
+                                  pool_thread=False, run=self.backend.run_here):
                         return True
                     now = time.monotonic()
                     if deadline is not None and now >= deadline:
@@ -291,17 +301,34 @@ class NestedClient(OwningClient):
         if ctx is not None and seconds > 0.001:
             ctx.blocked_s += seconds
 
+    def _drain(self, owner: _NestedOwner) -> None:
+        sched, inner = owner.scheduler, owner.backend.inner
+        throttles, seen, progress_at = inner.throttles, len(sched.records), time.monotonic()
+        while not sched.drain(timeout=1.0):
+            now = time.monotonic()
+            if len(sched.records) != seen:
+                seen, progress_at = len(sched.records), now
+            elif inner.throttles > throttles and now - progress_at > owner.patience_s:
+                log.warning("task %s[%s] returns while tasks it submitted are still "
+                            "throttled (max_concurrency=%s); they are abandoned",
+                            self.message.name, self.message.task_id, owner.max_concurrency)
+                return
+
     # -------------------------------------------------------------- ownership
     def export(self, oids: list[str]) -> None:
         owner = self._owner
         if owner is not None:
             owner.scheduler.export([oid for oid in oids if owner.mine(oid)])
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
+        """The task ended: wait for its children (unless it failed: ``abandon``), then
+        stop its nested runtime. Children that stay throttled for ``nested_patience_s``
+        with nothing finishing are abandoned with a warning instead of waited for."""
         owner, self._owner = self._owner, None
         try:
             if owner is not None:
-                owner.scheduler.drain()
+                if not abandon:
+                    self._drain(owner)
                 owner.scheduler.close()
                 owner.backend.shutdown()
         finally:

@@ -133,13 +133,14 @@ class TaskThreads:
                     self._start_thread()
                 return
 
-    def _execute(self, item: Item) -> bool:
+    def _execute(self, item: Item,
+                 run: Callable[[TaskMessage], TaskResult] | None = None) -> bool:
         """Run one item; False when its task ended the worker (the thread exits)."""
         msg, fut = item
         if not fut.set_running_or_notify_cancel():
             return True
         try:
-            fut.set_result(self._run(msg))
+            fut.set_result((run or self._run)(msg))
         except WorkerExit as exc:
             fut.set_result(exc.result)
             return False
@@ -150,12 +151,15 @@ class TaskThreads:
     # ------------------------------------------------------------------ waiting
     def serve(self, task_ids: Iterable[str], reply: Reply, inbox: queue.SimpleQueue,
               timeout: float | None, on_blocked: Callable[[float], None],
-              pool_thread: bool = True) -> bool:
+              pool_thread: bool = True,
+              run: Callable[[TaskMessage], TaskResult] | None = None) -> bool:
         """Wait for ``reply`` on a task thread, running inline the queued tasks
         ``task_ids`` (see the module docstring); ``inbox`` gets ``PENDING_MARK`` when the
         wait is real. Returns False on timeout; ``on_blocked`` gets the seconds blocked.
         ``pool_thread``: the caller is one of this pool's threads (its slot is given back
-        while it is blocked); else (a Lambda task's own thread) it only runs inline."""
+        while it is blocked); else (a Lambda task's own thread) it only runs inline.
+        ``run`` runs a claimed item here when the pool's own ``run`` would not (the
+        nested Lambda pool invokes; inline means in this environment)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         ids = list(task_ids)
         reply.on_set = lambda: inbox.put(None)
@@ -184,7 +188,7 @@ class TaskThreads:
                         continue
                 if blocked_at is not None and pool_thread:  # running inline: active again
                     self._set_blocked(-1)
-                self._execute(item)
+                self._execute(item, run)
                 if blocked_at is not None and pool_thread:
                     self._set_blocked(+1)
             return True
