@@ -87,19 +87,23 @@ def _template(out: av.container.OutputContainer, stream: av.stream.Stream):
 
 
 def remux(src: Path, dst: Path, fmt: str, *, options: dict | None = None,
-          first_packet: int = 0, shift_s: float = 0.0, audio: bool = False) -> Path:
+          first_packet: int = 0, shift_s: float = 0.0, audio: bool = False,
+          seconds: float | None = None) -> Path:
     """Copy ``src``'s packets (video, and audio if asked) into container ``fmt``.
 
     ``first_packet`` drops the video packets before it (decode order), which makes a
     file that starts mid-GOP; ``shift_s`` moves every timestamp that much earlier, so
     packets before the new zero get negative times (what ``ffmpeg -ss T -c copy`` writes:
-    the mp4 muxer then hides them with an edit list)."""
+    the mp4 muxer then hides them with an edit list); ``seconds`` keeps only the packets
+    of the first seconds."""
     with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt, options=options or {}) as o:
         streams = [i.streams.video[0]] + (list(i.streams.audio[:1]) if audio else [])
         outs = {s.index: _template(o, s) for s in streams}
         seen = 0
         for p in i.demux(streams):
             if p.size == 0:
+                continue
+            if seconds is not None and p.pts is not None and p.pts * p.time_base > seconds:
                 continue
             if p.stream.type == "video":
                 seen += 1
@@ -249,6 +253,10 @@ def _truncated(inner: Callable[[Path], Path], ext: str, fraction: float = 0.6):
     return build
 
 
+def _sized(width: int, height: int) -> Callable[[Path], Path]:
+    return lambda dst: x264(dst, "mp4", "yuv420p", width, height, n=10 if width > 1000 else 16)
+
+
 _VFR_PTS = [0, 1, 2, 4, 5, 9, 10, 11, 15, 16, 17, 18, 25, 26, 30, 31, 32, 36, 40, 41, 42, 47, 48,
             50]
 
@@ -258,8 +266,9 @@ CASES: dict[str, Case] = {
         # Real clips as they ship (h264 in mp4).
         Case("bikes.mp4", lambda d: clip("bikes.mp4"), note="640x272 h264, B-frames, 6 GOPs",
              real=True),
-        Case("bigbuckbunny.mp4", lambda d: clip("bigbuckbunny.mp4"),
-             note="1280x720 h264 + audio, a single keyframe", real=True),
+        Case("bbb-head.mp4", _clip_remux("bigbuckbunny.mp4", "mp4", audio=True, seconds=1.6),
+             note="bigbuckbunny.mp4's first 1.6 s: 1280x720 h264 + audio, one keyframe",
+             real=True),
         Case("carphone.mp4", lambda d: clip("carphone_distorted.mp4"),
              note="176x144 h264, a single keyframe", real=True),
         # Real clips re-wrapped.
@@ -276,13 +285,12 @@ CASES: dict[str, Case] = {
              note="mkv starting mid-GOP", real=True),
         Case("bikes-trim.mp4", _clip_remux("bikes.mp4", "mp4", shift_s=1.5),
              note="mp4 edit list as `ffmpeg -ss 1.5 -c copy` writes it", real=True),
-        Case("bbb-trim.mp4", _clip_remux("bigbuckbunny.mp4", "mp4", shift_s=1.0, audio=True),
+        Case("bbb-trim.mp4", lambda d: remux(corpus_file("bbb-head.mp4"), d, "mp4", shift_s=0.6,
+                                             audio=True),
              note="edit list on a single-GOP clip with audio", real=True),
         # Sizes where swscale picks width-dependent code paths.
-        *[Case(f"x264-{w}x{h}.mp4", (lambda w, h: lambda d: x264(d, "mp4", "yuv420p", w, h,
-                                                               n=10 if w > 1000 else 16))(w, h),
-               note=f"{w}x{h} yuv420p") for w, h in [(854, 480), (852, 480), (856, 480),
-                                                     (1366, 768), (848, 480), (640, 360)]],
+        *[Case(f"x264-{w}x{h}.mp4", _sized(w, h), note=f"{w}x{h} yuv420p")
+          for w, h in [(854, 480), (852, 480), (856, 480), (1366, 768), (848, 480), (640, 360)]],
         Case("x264-10bit.mkv", lambda d: x264(d, "matroska", "yuv420p10le", 320, 240),
              note="10-bit 4:2:0 H.264"),
         Case("x265-10bit.mkv", lambda d: encode(
