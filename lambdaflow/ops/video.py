@@ -260,16 +260,21 @@ def iter_frames(
 class RGB24:
     """The RGB conversion of every pipeline: exactly ``frame.to_ndarray(format="rgb24")``.
 
-    It is the same call PyAV's ``to_ndarray`` makes (``VideoReformatter.reformat(frame,
-    format="rgb24")`` with PyAV's defaults), with one reformatter (one swscale context)
-    kept for all frames instead of one per frame. What that conversion is: swscale with
-    ``SWS_BILINEAR``; the matrix from the frame's colorspace tag (BT.601 when untagged);
-    the range from the frame's tag (limited when untagged, full for yuvj* and
-    ``color_range=pc``); chroma upsampled by swscale from the chroma siting it assumes
-    for the pixel format (the frame's ``chroma_location`` is not consulted); 10-bit
-    sources are scaled to 8 bits with swscale's dither. Tests hold it equal to
-    ``to_ndarray(format="rgb24")`` frame by frame on the whole corpus.
+    It is the call PyAV's ``to_ndarray`` makes (``VideoReformatter.reformat(frame,
+    format="rgb24")`` with PyAV's defaults) with two differences that do not change a
+    pixel: one reformatter (one swscale context) serves every frame instead of one per
+    frame, and swscale gets one slice thread where PyAV lets us say so (its slices give
+    the same output; the worker's core is not shared with a thread pool). What the
+    conversion is: swscale with ``SWS_BILINEAR``; the matrix from the frame's colorspace
+    tag (BT.601 when untagged); the range from the frame's tag (limited when untagged,
+    full for yuvj* and ``color_range=pc``); chroma upsampled by swscale's unscaled
+    converters as they site it for the pixel format; 10-bit sources reduced to 8 bits by
+    swscale (with its dither). The code path swscale takes depends on the width, which is
+    why only this one call is used: the corpus tests hold it equal to ``to_ndarray`` on
+    every frame, at 854x480, odd sizes, 10-bit, 4:2:2, 4:4:4, gray and full range.
     """
+
+    _threads_kw = True  # PyAV >= 17 takes threads=; older releases do not
 
     def __init__(self) -> None:
         from av.video.reformatter import VideoReformatter
@@ -278,6 +283,11 @@ class RGB24:
 
     def frame(self, frame: Any) -> Any:
         """The rgb24 ``av.VideoFrame`` (its one plane may have row padding)."""
+        if RGB24._threads_kw:
+            try:
+                return self._reformatter.reformat(frame, format="rgb24", threads=1)
+            except TypeError:
+                RGB24._threads_kw = False
         return self._reformatter.reformat(frame, format="rgb24")
 
     def array(self, frame: Any) -> np.ndarray:
