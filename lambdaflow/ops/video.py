@@ -217,10 +217,21 @@ def iter_frames(
             log.warning("%s: the entry packet (pts %s) was not found", where, chunk.seek_pts)
             return
 
+        last = [-1]  # number of the frame before, to place frames without a pts
+
         def ready(frames: Any) -> Iterator[tuple[int, Any]]:
             for frame in frames:
-                number = wanted.get(frame.pts)
-                if number is None or number in got or number in damaged:
+                if frame.pts is None:  # shown in order: the one after the previous frame
+                    number = last[0] + 1 if last[0] >= chunk.start - 1 else None
+                else:
+                    number = wanted.get(frame.pts)
+                    if number is None and frame.pts < chunk.frame_pts[0]:
+                        last[0] = chunk.start - 1  # a frame before the chunk
+                    if chunk.stop_pts is not None and frame.pts >= chunk.stop_pts:
+                        passed[0] = True
+                if number is not None:
+                    last[0] = number
+                if number is None or number >= chunk.stop or number in got or number in damaged:
                     continue
                 if frame.is_corrupt or frame.pts in damaged_pts:
                     damaged.add(number)
@@ -229,9 +240,10 @@ def iter_frames(
                 yield number, frame
 
         damaged_pts: set[int] = set()
+        passed = [False]  # a frame at or past ``stop`` came out
         try:
             for packet in packets:
-                if not unsent:
+                if not unsent or passed[0]:
                     break
                 if packet.size == 0 and packet.pts is None:
                     continue

@@ -121,6 +121,7 @@ class _Packets:
     last_duration: int = 0
     ends: dict[int, float] = field(default_factory=dict)  #: stream -> end of its data (s)
     cut: str | None = None  #: how the data ended early, if it did
+    untimed: int = 0  #: packets without a pts (MPEG-PS packs small frames into one PES)
 
 
 class _Head:
@@ -176,14 +177,13 @@ def _demux(container: Any, stream: Any, name: str) -> _Packets:
                 continue
             if packet.size == 0 and packet.pts is None:
                 continue  # the flush packet at the end
-            if packet.pts is None:
-                raise VideoError(
-                    f"{name}: video packets without timestamps (a raw "
-                    "elementary stream?); remux it into mp4 or mkv"
-                )
             if packet.is_corrupt:
                 out.cut = "inside"
                 break
+            if packet.pts is None:
+                out.untimed += 1
+                head.feed(packet, False)
+                continue
             is_key = bool(packet.is_keyframe)
             if not out.pts:
                 out.first_pos = packet.pos if packet.pos is not None else -1
@@ -196,8 +196,40 @@ def _demux(container: Any, stream: Any, name: str) -> _Packets:
             head.feed(packet, is_key)
     except av.FFmpegError as exc:
         out.cut = f"error: {exc.strerror or exc}"
+    if out.untimed and not out.pts:
+        raise VideoError(
+            f"{name}: video packets without timestamps (a raw "
+            "elementary stream?); remux it into mp4 or mkv"
+        )
     out.hidden |= _dropped_at_head(out, head)
     return out
+
+
+def _fill_untimed(shown: list[int], untimed: int, name: str) -> list[int]:
+    """The pts of frames whose packets carry none: the gaps in the frame grid.
+
+    MPEG-PS puts several small frames in one PES packet and only the first gets a
+    timestamp; the decoder still shows the others, in order. At a constant frame rate
+    they are the missing steps of the grid (or follow the last timed frame); if the gaps
+    number more than the untimed packets, the frames cannot be numbered.
+    """
+    steps = [b - a for a, b in zip(shown, shown[1:])]
+    step = min(steps) if steps else 0
+    gaps = [
+        a + k * step
+        for a, b in zip(shown, shown[1:])
+        if step
+        for k in range(1, (b - a) // step)
+        if (b - a) % step == 0
+    ]
+    # Untimed packets after the last timed one are the frames after it.
+    gaps += [shown[-1] + k * step for k in range(1, untimed - len(gaps) + 1)] if step else []
+    if step <= 0 or len(gaps) != untimed:
+        raise VideoError(
+            f"{name}: {untimed} video packets without timestamps that cannot be placed; "
+            "remux it into mp4 or mkv"
+        )
+    return sorted(shown + gaps)
 
 
 def _dropped_at_head(packets: _Packets, head: _Head) -> set[int]:
@@ -221,6 +253,8 @@ def probe(source: Source, *, client: Any = None, strict: bool = True) -> VideoIn
         stream = video_stream(container, name)
         packets = _demux(container, stream, name)
         shown = sorted(p for p in packets.pts if p not in packets.hidden)
+        if packets.untimed:
+            shown = _fill_untimed(shown, packets.untimed, name)
         if not shown:
             raise VideoError(f"{name}: the video stream has no frames")
         if len(set(shown)) != len(shown):

@@ -470,6 +470,11 @@ CASES: dict[str, Case] = {
             note="MPEG-TS, MPEG-2 with B-frames",
         ),
         Case(
+            "x264-packed.mpg",
+            lambda d: x264(d, "mpeg", "yuv420p", 160, 120, n=40),
+            note="MPEG-PS packing small frames into one PES: packets without pts",
+        ),
+        Case(
             "x264.mpg",
             lambda d: x264(d, "mpeg", "yuv420p", 320, 240, n=32),
             note="MPEG-PS, H.264 with B-frames",
