@@ -35,7 +35,7 @@ from lambdaflow.ops.video import RGB24, Chunk, DecodeStats, Source, iter_frames,
 log = logging.getLogger(__name__)
 
 try:
-    from lambdaflow import _native
+    from lambdaflow import _native  # type: ignore[attr-defined]
 except ImportError as _exc:  # not built: `python setup.py build_ext --inplace`
     _native = None
     _NATIVE_IMPORT_ERROR: Exception | None = _exc
@@ -80,7 +80,7 @@ def _as_uint8(frame: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _frames_list(frames: Any, ndim: int) -> Sequence[Any]:
+def _frames_list(frames: Any, ndim: int) -> Sequence[Any] | np.ndarray:
     """One frame (ndim dims) or a batch (ndim + 1 dims, or a sequence) → a sequence."""
     if isinstance(frames, np.ndarray):
         if frames.ndim == ndim:
@@ -119,7 +119,8 @@ def _yuv_planes(frame: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if isinstance(frame, (tuple, list)):
         if len(frame) != 3:
             raise ValueError(f"frame {i}: expected (Y, U, V) planes, got {len(frame)} items")
-        return tuple(_as_uint8(p, f"frame {i} plane {k}") for k, p in enumerate(frame))
+        y, u, v = (_as_uint8(p, f"frame {i} plane {k}") for k, p in enumerate(frame))
+        return y, u, v
     arr = _as_uint8(frame, f"frame {i}")
     if arr.ndim != 2 or arr.shape[0] % 3 or arr.shape[1] % 2:
         raise ValueError(

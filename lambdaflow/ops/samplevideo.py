@@ -22,6 +22,7 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def write_sample_video(
 
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(tmp), mode="w", format="mp4", options=options) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream: Any = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = 2 if bframes else 0

@@ -128,8 +128,9 @@ def open_container(source: Source, *, client: Any = None) -> Any:
     import av
 
     name = source_name(source)
+    opened: Any = source
     if isinstance(source, (str, os.PathLike)) and name.startswith("s3://"):
-        source = S3File(name, client=client)
+        opened = S3File(name, client=client)
     elif isinstance(source, (str, os.PathLike)):
         if not os.path.exists(name):
             raise VideoError(f"{name}: no such file; check the path")
@@ -138,7 +139,7 @@ def open_container(source: Source, *, client: Any = None) -> Any:
     elif hasattr(source, "seek"):
         source.seek(0)
     try:
-        container = av.open(source if not isinstance(source, os.PathLike) else name, "r")
+        container = av.open(opened if not isinstance(opened, os.PathLike) else name, "r")
     except av.FFmpegError as exc:
         raise VideoError(
             f"{name}: not a readable video (unknown format, corrupt or "

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class HistogramResult:
     def ok(self) -> bool:
         return not self.failed_frames and self.problem is None
 
-    def __array__(self, dtype: object = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None) -> np.ndarray:
         return self.hist if dtype is None else self.hist.astype(dtype)
 
     def summary(self) -> str:
