@@ -157,6 +157,12 @@ def open_container(source: Source, *, client: Any = None) -> Any:
 ATTACHED_PIC = 0x0400
 
 
+def _disposition(stream: Any) -> int:
+    """The stream's disposition bits (an IntFlag in PyAV >= 15, an enum flag before)."""
+    value = getattr(stream, "disposition", 0)
+    return int(getattr(value, "value", value) or 0)
+
+
 def video_stream(container: Any, name: str) -> Any:
     """The stream a job decodes: the first video stream that is not an attached picture.
 
@@ -164,7 +170,7 @@ def video_stream(container: Any, name: str) -> Any:
     disposition (an ID3 APIC frame, a Matroska image attachment); it is not video.
     """
     videos = list(container.streams.video)
-    moving = [s for s in videos if not int(getattr(s, "disposition", 0) or 0) & ATTACHED_PIC]
+    moving = [s for s in videos if not _disposition(s) & ATTACHED_PIC]
     if moving:
         return moving[0]
     if videos:
