@@ -119,6 +119,7 @@ class _Packets:
     hidden: set[int] = field(default_factory=set)  #: pts of edit-list discarded packets
     first_pos: int = -1
     last_duration: int = 0
+    end_pts: int | None = None  #: max over video packets of pts + duration
     ends: dict[int, float] = field(default_factory=dict)  #: stream -> end of its data (s)
     cut: str | None = None  #: how the data ended early, if it did
     untimed: int = 0  #: packets without a pts (MPEG-PS packs small frames into one PES)
@@ -193,6 +194,8 @@ def _demux(container: Any, stream: Any, name: str) -> _Packets:
             if packet.is_discard:
                 out.hidden.add(packet.pts)
             out.last_duration = packet.duration or out.last_duration
+            end = packet.pts + (packet.duration or 0)
+            out.end_pts = end if out.end_pts is None else max(out.end_pts, end)
             head.feed(packet, is_key)
     except av.FFmpegError as exc:
         out.cut = f"error: {exc.strerror or exc}"
@@ -309,7 +312,10 @@ def _truncation(
     expected_s = None
     if stream.duration:
         expected_s = float(stream.duration * tb)
-        data_s = float((max(packets.pts) - start_pts) * tb) + frame_s
+        last_end = packets.end_pts if packets.end_pts is not None else max(packets.pts)
+        data_s = float((max(last_end, max(packets.pts) + 1) - start_pts) * tb)
+        if not packets.last_duration:
+            data_s += frame_s  # no packet durations: count the last frame's
     elif container.duration:
         # Containers disagree on whether the duration counts from the start time (TS) or
         # from zero (Matroska writes the end timestamp): take the data end from zero, so
