@@ -166,6 +166,51 @@ def _enter(container: Any, stream: Any, chunk: Chunk, method: str) -> Iterator[A
     return None
 
 
+class _Collector:
+    """Which decoded frames are the chunk's, as they come out of the decoder.
+
+    A frame is numbered by its pts; one without a pts (its packet carried none) takes the
+    number after the frame before it, since frames come out in presentation order. A
+    frame from a packet cut short, or flagged corrupt by the decoder, is set aside as
+    damaged. Once a frame at or past ``stop`` came out, no further packet is needed.
+    """
+
+    def __init__(self, chunk: Chunk, got: set[int]) -> None:
+        self.chunk = chunk
+        self.wanted = {p: chunk.start + i for i, p in enumerate(chunk.frame_pts)}
+        self.got = got  #: numbers yielded (the caller's set: read after an early close)
+        self.damaged: set[int] = set()
+        self.damaged_pts: set[int] = set()  #: pts of packets cut short
+        self.last = -1  #: number of the previous frame out (chunk.start - 1: before it)
+        self.passed = False
+
+    def complete(self, unsent: set[int]) -> bool:
+        """No more packets needed: every wanted packet sent, or a later frame came out."""
+        return not unsent or self.passed
+
+    def frames(self, frames: Any) -> Iterator[tuple[int, Any]]:
+        chunk = self.chunk
+        for frame in frames:
+            if frame.pts is None:
+                number = self.last + 1 if self.last >= chunk.start - 1 else None
+            else:
+                number = self.wanted.get(frame.pts)
+                if number is None and frame.pts < chunk.frame_pts[0]:
+                    self.last = chunk.start - 1
+                if chunk.stop_pts is not None and frame.pts >= chunk.stop_pts:
+                    self.passed = True
+            if number is None or number >= chunk.stop:
+                continue
+            self.last = number
+            if number in self.got or number in self.damaged:
+                continue
+            if frame.is_corrupt or frame.pts in self.damaged_pts:
+                self.damaged.add(number)
+                continue
+            self.got.add(number)
+            yield number, frame
+
+
 def iter_frames(
     source: Source,
     chunk: Chunk,
@@ -191,10 +236,8 @@ def iter_frames(
     import av
 
     name = source_name(source)
-    wanted = {p: chunk.start + i for i, p in enumerate(chunk.frame_pts)}
-    unsent = set(chunk.frame_pts)
+    unsent = set(chunk.frame_pts)  # pts of the chunk's packets not sent to the decoder yet
     got: set[int] = set()
-    damaged: set[int] = set()
     where = f"{name}: frames {chunk.start}-{chunk.stop - 1}"
     local = DecodeStats()
     container, key = acquire(source, client=client, threads=threads, keep=keep_open)
@@ -217,47 +260,24 @@ def iter_frames(
             log.warning("%s: the entry packet (pts %s) was not found", where, chunk.seek_pts)
             return
 
-        last = [-1]  # number of the frame before, to place frames without a pts
-
-        def ready(frames: Any) -> Iterator[tuple[int, Any]]:
-            for frame in frames:
-                if frame.pts is None:  # shown in order: the one after the previous frame
-                    number = last[0] + 1 if last[0] >= chunk.start - 1 else None
-                else:
-                    number = wanted.get(frame.pts)
-                    if number is None and frame.pts < chunk.frame_pts[0]:
-                        last[0] = chunk.start - 1  # a frame before the chunk
-                    if chunk.stop_pts is not None and frame.pts >= chunk.stop_pts:
-                        passed[0] = True
-                if number is not None:
-                    last[0] = number
-                if number is None or number >= chunk.stop or number in got or number in damaged:
-                    continue
-                if frame.is_corrupt or frame.pts in damaged_pts:
-                    damaged.add(number)
-                    continue
-                got.add(number)
-                yield number, frame
-
-        damaged_pts: set[int] = set()
-        passed = [False]  # a frame at or past ``stop`` came out
+        take = _Collector(chunk, got)
         try:
             for packet in packets:
-                if not unsent or passed[0]:
+                if take.complete(unsent):
                     break
                 if packet.size == 0 and packet.pts is None:
                     continue
                 local.packets += 1
                 unsent.discard(packet.pts)
                 if packet.is_corrupt:
-                    damaged_pts.add(packet.pts)
+                    take.damaged_pts.add(packet.pts)
                 try:
                     frames = packet.decode()
                 except av.FFmpegError as exc:
                     log.warning("%s: decoder rejected packet pts %s: %s", where, packet.pts, exc)
                     continue
-                yield from ready(frames)
-            yield from ready(stream.codec_context.decode(None))
+                yield from take.frames(frames)
+            yield from take.frames(stream.codec_context.decode(None))
             clean = True
         except av.FFmpegError as exc:
             log.warning("%s: demuxing stopped: %s", where, exc)

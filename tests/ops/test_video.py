@@ -143,6 +143,25 @@ def test_decode_rejects_bad_range_and_format(videos):
         decode(videos["plain"], 0, 1, format="bgr48")
 
 
+def test_rgb24_is_to_ndarray_for_every_colour_tag(videos):
+    """The one conversion follows the frame's matrix and range tags as to_ndarray does
+    (untagged: BT.601, limited range)."""
+    from lambdaflow.ops.video import RGB24
+
+    with av.open(str(videos["plain"])) as c:
+        frame = next(c.decode(video=0))
+    rgb24 = RGB24()
+    seen = []
+    for colorspace, color_range in [(2, 0), (1, 0), (6, 0), (1, 2), (2, 1)]:
+        frame.colorspace, frame.color_range = colorspace, color_range
+        want = frame.to_ndarray(format="rgb24")
+        assert np.array_equal(rgb24.array(frame), want), (colorspace, color_range)
+        seen.append(want)
+    assert not np.array_equal(seen[0], seen[1])  # BT.709 differs from untagged
+    assert np.array_equal(seen[0], seen[2])  # untagged is BT.601
+    assert not np.array_equal(seen[1], seen[3])  # full range differs
+
+
 def test_decode_threads_give_the_same_frames(videos, full):
     got = decode(videos["bframes"], 10, 50, threads=2)
     assert all(np.array_equal(a, b) for a, b in zip(got, full["bframes"][10:50]))
