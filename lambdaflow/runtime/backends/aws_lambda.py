@@ -46,7 +46,12 @@ from lambdaflow.errors import BackendError, ConfigError, LambdaThrottledError
 from lambdaflow.runtime import keys
 from lambdaflow.runtime.backends import lambda_retry as retry
 from lambdaflow.runtime.backends import tiers
-from lambdaflow.runtime.backends.lambda_invoke import Invoker, InvokeReply, InvokeTransportError
+from lambdaflow.runtime.backends.lambda_invoke import (
+    KEEPALIVE_IDLE_S,
+    Invoker,
+    InvokeReply,
+    InvokeTransportError,
+)
 from lambdaflow.runtime.backends.pool import TaskThreads
 from lambdaflow.runtime.lambda_deadline import HARD_STOP_GRACE_S
 from lambdaflow.runtime.task import CRASH, ERROR, TIMEOUT, TaskMessage, TaskResult, failure
@@ -173,6 +178,31 @@ class LambdaBackend:
         if reply.function_error:
             raise BackendError(f"{fn.name!r} failed a version ping: {reply.body[:500]!r}")
         return json.loads(reply.body)
+
+    def describe(self) -> dict[str, Any]:
+        """What this backend talks to and how, for ``lambdaflow doctor`` and bug reports
+        (no credentials; a proxy's user and password are left out)."""
+        from urllib.parse import urlsplit
+
+        fn = self._function(self.function_name)
+        account, unreserved, _ = self._account()
+        proxy = urlsplit(self.route.proxy_url) if self.route.proxy_url else None
+        return {
+            "function": fn.name,
+            "region": self.region,
+            "lambda_endpoint": self.route.url,
+            "s3_endpoint": self.store.endpoint_url,
+            "proxy": f"{proxy.scheme}://{proxy.hostname}:{proxy.port}" if proxy else None,
+            "ca_bundle": self.route.verify,
+            "keepalive_idle_s": KEEPALIVE_IDLE_S,
+            "function_timeout_s": fn.timeout_s,
+            "read_timeout_s": self.read_timeout(fn),
+            "reserved_concurrency": self._reserved(fn),
+            "account_concurrency": account,
+            "unreserved_concurrency": unreserved,
+            "max_concurrency": self.max_concurrency,
+            "retry_budget_s": self.retry_budget_s,
+        }
 
     # ----------------------------------------------------------------- submit
     def submit(self, msg: TaskMessage) -> Future:

@@ -482,3 +482,17 @@ def test_inline_dependencies_over_the_request_limit_run_end_to_end(small_aws, fr
     with lf.init(backend="lambda", **dict(small_aws.config, function_name=name)):
         parts = [lf.put(np.full(7_000, i, dtype=np.int64)) for i in range(120)]  # 56 kB each
         assert lf.get(total.remote(*parts)) == sum(7_000 * i for i in range(120))
+
+
+def test_describe_says_where_and_how_without_secrets(small_aws, fresh, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    cfg = dict(small_aws.config, aws_access_key_id="AKIDDESCRIBE",
+               aws_secret_access_key="describe-secret-value")
+    with lf.init(backend="lambda", **cfg) as rt:
+        info = rt.backend.describe()
+    assert info["function"] == small_aws.config["function_name"]
+    assert info["lambda_endpoint"] == small_aws.emulator.endpoint_url
+    assert info["s3_endpoint"] == small_aws.moto.endpoint_url
+    assert info["function_timeout_s"] == 3 and info["reserved_concurrency"] == 2
+    assert info["account_concurrency"] == 1000 and info["keepalive_idle_s"] < 60
+    assert "describe-secret-value" not in repr(info) and "AKIDDESCRIBE" not in repr(info)
