@@ -41,13 +41,14 @@ def crash():
 
 @pytest.fixture(scope="module")
 def small_aws():
-    """A function with reserved concurrency 2 and a 3 s timeout."""
+    """A function with reserved concurrency 2 and a 6 s timeout (short, but above a cold
+    first task on a loaded machine)."""
     from lambdaflow.testing.aws_local import local_aws
 
     saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
     os.environ.update(FAKE_CREDENTIALS)
     try:
-        with local_aws(concurrency=2, timeout_s=3, python_path=[ROOT]) as aws:
+        with local_aws(concurrency=2, timeout_s=6, python_path=[ROOT]) as aws:
             yield aws
     finally:
         for k, v in saved.items():
@@ -493,6 +494,31 @@ def test_describe_says_where_and_how_without_secrets(small_aws, fresh, monkeypat
     assert info["function"] == small_aws.config["function_name"]
     assert info["lambda_endpoint"] == small_aws.emulator.endpoint_url
     assert info["s3_endpoint"] == small_aws.moto.endpoint_url
-    assert info["function_timeout_s"] == 3 and info["reserved_concurrency"] == 2
+    assert info["function_timeout_s"] == 6 and info["reserved_concurrency"] == 2
     assert info["account_concurrency"] == 1000 and info["keepalive_idle_s"] < 60
     assert "describe-secret-value" not in repr(info) and "AKIDDESCRIBE" not in repr(info)
+
+
+def test_credentials_in_the_config_are_enough_and_stay_out_of_messages(small_aws, fresh,
+                                                                        monkeypatch, tmp_path):
+    """Credentials can travel with the config (issue 10.3): with none in the
+    environment or ~/.aws, the config's own reach the backend and its store; no task
+    payload carries them."""
+    for k in list(os.environ):
+        if k.startswith("AWS_") and k != "AWS_DEFAULT_REGION":
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    secret = "config-only-secret-0123456789"
+    cfg = dict(small_aws.config, aws_access_key_id="AKIDCONFIGONLY",
+               aws_secret_access_key=secret)
+    with lf.init(backend="lambda", **cfg) as rt:
+        assert lf.get(echo.remote(np.arange(3))).tolist() == [0, 1, 2]
+        from lambdaflow.runtime.task import TaskMessage
+
+        msg = TaskMessage(job_id=rt.job_id, task_id="c", name="t", fn_key="fn/x", args=b"a",
+                          store_uri=rt.backend.store.uri)
+        payload = rt.backend._payload(msg)
+        assert secret.encode() not in payload and b"AKIDCONFIGONLY" not in payload
+        assert secret not in repr(rt.config)
