@@ -21,10 +21,9 @@ GetFunctionConfiguration, once per function) + Lambda's init allowance + a margi
 the worker's hard-stop grace + the same allowances. A read timeout is a TaskTimeoutError
 and is never re-sent: only a request that provably never left is sent again.
 
-**Payloads** stay under Lambda's synchronous request limit (``limits``): when the packed
-message would be too big, its largest inline dependencies (then its arguments) move to
-S3 under keys derived from (job, task), so a retried invocation rewrites the same keys.
-The worker spills large results and error texts the same way (``lambda_entry``).
+**Payloads** stay under Lambda's synchronous request limit (``lambda_payload``): the
+largest inline dependencies, then the arguments, move to S3 under keys derived from (job,
+task). The worker fits results and error texts the same way (``lambda_entry``).
 
 Credentials come from the config (``aws_access_key_id`` & co.) or boto3's chain and are
 used only here and in the S3 store; they never enter a task message.
@@ -36,16 +35,15 @@ import base64
 import json
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from lambdaflow import aws, limits, variants
 from lambdaflow.config import Config
 from lambdaflow.errors import BackendError, ConfigError, LambdaThrottledError
-from lambdaflow.runtime import keys
+from lambdaflow.runtime.backends import lambda_payload, tiers
 from lambdaflow.runtime.backends import lambda_retry as retry
-from lambdaflow.runtime.backends import tiers
 from lambdaflow.runtime.backends.lambda_invoke import (
     KEEPALIVE_IDLE_S,
     Invoker,
@@ -58,11 +56,10 @@ from lambdaflow.runtime.task import CRASH, ERROR, TIMEOUT, TaskMessage, TaskResu
 
 log = logging.getLogger(__name__)
 
-#: The packed task message may be this big before base64 + JSON fill the request limit.
-PAYLOAD_BUDGET = limits.base64_budget(limits.SYNC_REQUEST_BYTES)
 #: Added to the function's timeout + init allowance: network, queueing, the reply itself.
 READ_MARGIN_S = 20.0
-_SPILL_THREADS = 16
+#: Threads that move one task's values to S3 (at most the store's connection pool).
+SPILL_THREADS = 16
 
 
 def _require(value: Any, name: str, hint: str) -> Any:
@@ -218,7 +215,7 @@ class LambdaBackend:
 
     # ----------------------------------------------------------------- one task
     def _run(self, msg: TaskMessage) -> TaskResult:
-        payload = self._payload(msg)
+        payload = self.payload(msg)
         fn = self._function(self._function_name_for(msg))
         read_timeout = self.read_timeout(fn, msg.options.get("timeout_s"))
         stats: dict[str, int] = {}
@@ -266,7 +263,7 @@ class LambdaBackend:
                 decision = attempts.after_error(exc)
             if stats is not None:
                 stats["throttles"] = attempts.throttles
-            if reply is not None and decision.reason == "throttled":
+            if reply is not None and retry.is_throttle(reply):
                 self.throttles += 1  # GIL-atomic enough for a counter
                 if self._reserved(fn) == 0:
                     raise self._throttled(fn, what, reply, attempts)
@@ -348,52 +345,10 @@ class LambdaBackend:
             f"{account_text}. To fix: {todo}.",
             function_name=fn.name, reserved=reserved, account=account)
 
-    # ----------------------------------------------------------------- payloads
-    def _payload(self, msg: TaskMessage) -> bytes:
-        packed = msg.pack()
-        if len(packed) > PAYLOAD_BUDGET:
-            packed = self._spill(msg, len(packed) - PAYLOAD_BUDGET)
-        data = json.dumps({"lf": 1, "task": base64.b64encode(packed).decode("ascii")}).encode()
-        if len(data) > limits.SYNC_REQUEST_BYTES:
-            raise BackendError(
-                f"task {msg.name}[{msg.task_id}]: its invoke payload is {len(data)} bytes even "
-                f"after moving its values to S3 (Lambda's limit: {limits.SYNC_REQUEST_BYTES} "
-                "bytes); pass fewer dependencies per task"
-            )
-        return data
-
-    def _spill(self, msg: TaskMessage, excess: int) -> bytes:
-        """Move the largest inline dependencies to S3 until ``excess`` bytes are saved
-        (a key costs ~60 bytes in the message), then the arguments if still needed."""
-        order = sorted((i for i, d in enumerate(msg.deps) if "inline" in d),
-                       key=lambda i: -len(msg.deps[i]["inline"]))
-        chosen, saved = [], 0
-        for i in order:
-            if saved >= excess:
-                break
-            chosen.append(i)
-            saved += len(msg.deps[i]["inline"]) - 64
-        moves = [(i, keys.object_key(msg.job_id, f"{msg.task_id}-dep{i}")) for i in chosen]
-
-        def put(move: tuple[int, str]) -> None:
-            self.store.put(move[1], msg.deps[move[0]]["inline"])
-
-        if len(moves) > 4:
-            threads = min(_SPILL_THREADS, self.max_concurrency + 4, len(moves))  # the S3 pool
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(put, moves))
-        else:
-            for move in moves:
-                put(move)
-        for i, key in moves:
-            msg.deps[i] = {"key": key, "size": msg.deps[i].get("size")}
-        packed = msg.pack()
-        if len(packed) > PAYLOAD_BUDGET and msg.args is not None:
-            key = keys.args_key(msg.job_id, msg.task_id)
-            self.store.put(key, msg.args)
-            msg.args, msg.args_key = None, key
-            packed = msg.pack()
-        return packed
+    def payload(self, msg: TaskMessage) -> bytes:
+        """The invoke body of ``msg``, under Lambda's request limit (``lambda_payload``)."""
+        threads = min(SPILL_THREADS, self.max_concurrency + 4)  # the store's pool size
+        return lambda_payload.payload(msg, self.store, threads)
 
     def _function_name_for(self, msg: TaskMessage) -> str:
         """The deployed memory tier for a task's ``memory_mb`` (``lambdaflow deploy``
@@ -425,4 +380,4 @@ class _TimedOut(Exception):
     """No reply within the read timeout (becomes a TIMEOUT result)."""
 
 
-__all__ = ["LambdaBackend", "PAYLOAD_BUDGET", "READ_MARGIN_S", "HARD_STOP_GRACE_S"]
+__all__ = ["LambdaBackend", "READ_MARGIN_S", "HARD_STOP_GRACE_S"]

@@ -65,6 +65,11 @@ class Decision:
     reason: str = ""
 
 
+def is_throttle(reply: InvokeReply) -> bool:
+    """Lambda refused the invocation for concurrency (429 TooManyRequestsException)."""
+    return reply.status == 429 or reply.error_type == THROTTLED
+
+
 def full_jitter(n: int, base: float, cap: float, rng: Callable[[], float]) -> float:
     return rng() * min(cap, base * 2**n)
 
@@ -112,7 +117,7 @@ class InvokeRetries:
         if reply.status < 400:
             return Decision(DONE)
         etype = reply.error_type
-        if reply.status == 429 or etype == THROTTLED:
+        if is_throttle(reply):
             delay = full_jitter(min(self.throttles, 8), THROTTLE_BASE_S, THROTTLE_CAP_S, self._rng)
             delay = max(delay, reply.retry_after or 0.0)
             self.throttles += 1
@@ -142,4 +147,5 @@ __all__ = [
     "TIMED_OUT",
     "equal_jitter",
     "full_jitter",
+    "is_throttle",
 ]

@@ -409,70 +409,6 @@ def test_timeout_s_is_enforced_in_the_worker(small_aws, fresh):
 # ------------------------------------------------------------ payload spill paths
 
 
-def _task(backend, job_id: str, task_id: str, deps=(), args: bytes = b"a"):
-    from lambdaflow.runtime.task import TaskMessage
-
-    return TaskMessage(job_id=job_id, task_id=task_id, name="t", fn_key="fn/x", args=args,
-                       deps=list(deps), store_uri=backend.store.uri)
-
-
-def _decoded(data: bytes):
-    import base64
-    import json
-
-    from lambdaflow.runtime.task import TaskMessage
-
-    return TaskMessage.unpack(base64.b64decode(json.loads(data)["task"]))
-
-
-def test_payload_spills_inline_values_that_together_exceed_the_limit(small):
-    """Issue 10: no test reached _payload (values over 64 KiB never travel inline). 100
-    inline values of 70 kB are 7 MB together: the largest move to S3 until it fits."""
-    from lambdaflow import limits
-
-    backend = small.backend
-    values = [bytes([i]) * (70_000 + i) for i in range(100)]
-    msg = _task(backend, small.job_id, "big", [{"inline": v, "size": len(v)} for v in values])
-    data = backend._payload(msg)
-    assert len(data) <= limits.SYNC_REQUEST_BYTES
-    sent = _decoded(data)
-    moved = [i for i, d in enumerate(sent.deps) if "key" in d]
-    assert moved and min(moved) > 0  # the largest ones (the highest indexes) went first
-    for i, dep in enumerate(sent.deps):
-        got = bytes(backend.store.get(dep["key"])) if "key" in dep else dep["inline"]
-        assert got == values[i]
-
-
-def test_payload_spills_many_small_dependencies(small):
-    from lambdaflow import limits
-
-    backend = small.backend
-    values = [i.to_bytes(4, "big") * 300 for i in range(6000)]  # 6000 x 1.2 kB = 7.2 MB
-    msg = _task(backend, small.job_id, "many", [{"inline": v, "size": len(v)} for v in values])
-    data = backend._payload(msg)
-    assert len(data) <= limits.SYNC_REQUEST_BYTES
-    sent = _decoded(data)
-    moved = [d for d in sent.deps if "key" in d]
-    assert 0 < len(moved) < len(values)  # only as many as needed
-    for i in (0, 2999, 5999):
-        dep = sent.deps[i]
-        got = bytes(backend.store.get(dep["key"])) if "key" in dep else dep["inline"]
-        assert got == values[i]
-
-
-def test_payload_spills_the_arguments_last(small):
-    from lambdaflow import limits
-    from lambdaflow.runtime import keys
-
-    backend = small.backend
-    args = b"z" * (7 * 1024 * 1024)
-    data = backend._payload(_task(backend, small.job_id, "args", args=args))
-    sent = _decoded(data)
-    assert len(data) <= limits.SYNC_REQUEST_BYTES and sent.args is None
-    assert sent.args_key == keys.args_key(small.job_id, "args")
-    assert bytes(backend.store.get(sent.args_key)) == args
-
-
 @lf.remote
 def total(*parts):
     return sum(int(p.sum()) for p in parts)
@@ -519,6 +455,6 @@ def test_credentials_in_the_config_are_enough_and_stay_out_of_messages(small_aws
 
         msg = TaskMessage(job_id=rt.job_id, task_id="c", name="t", fn_key="fn/x", args=b"a",
                           store_uri=rt.backend.store.uri)
-        payload = rt.backend._payload(msg)
+        payload = rt.backend.payload(msg)
         assert secret.encode() not in payload and b"AKIDCONFIGONLY" not in payload
         assert secret not in repr(rt.config)
