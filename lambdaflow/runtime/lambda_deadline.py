@@ -64,7 +64,7 @@ class Deadline:
         self._previous_timer = (0.0, 0.0)  # another SIGALRM timer, restored by cancel
         self._started = 0.0
         self._signal = False
-        self._timer: threading.Timer | None = None
+        self._done = threading.Event()
 
     @property
     def fired(self) -> bool:
@@ -79,9 +79,13 @@ class Deadline:
             self._previous_timer = signal.setitimer(signal.ITIMER_REAL, self.seconds)
         except (ValueError, AttributeError, OSError):
             self._soft_armed = self._signal = False
-        self._timer = threading.Timer(self.seconds + self.grace_s, self._on_watchdog)
-        self._timer.daemon = True
-        self._timer.start()
+        threading.Thread(target=self._watch, name="lambdaflow-deadline", daemon=True).start()
+
+    def _watch(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):  # SIGALRM is for the task's (main) thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        if not self._done.wait(self.seconds + self.grace_s):
+            self._on_watchdog()
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if not self._soft_armed:
@@ -104,9 +108,7 @@ class Deadline:
             signal.setitimer(signal.ITIMER_REAL, 0)
         with self._lock:
             self.state = FINISHED
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        self._done.set()
         if self._signal:
             signal.signal(signal.SIGALRM, self._previous)  # type: ignore[arg-type]
             self._signal = False
