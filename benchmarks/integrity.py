@@ -131,7 +131,7 @@ def bench_run_task(loops: int = 20_000) -> tuple[float, float]:
         best = {without: 1.0, with_: 1.0}
         for _ in range(5):
             for fn_ in (without, with_):
-                best[fn_] = min(best[fn_], _timed(lambda _: fn_(), None, loops))
+                best[fn_] = min(best[fn_], _timed(lambda _, f=fn_: f(), None, loops))
     return best[without] * 1e6, best[with_] * 1e6
 
 

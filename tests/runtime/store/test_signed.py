@@ -43,10 +43,12 @@ def moto():
 
 @pytest.fixture
 def s3_inner(moto):
-    from lambdaflow.runtime.store.s3 import S3Store, make_client
+    import boto3
+
+    from lambdaflow.runtime.store.s3 import S3Store
 
     return S3Store("signed", f"t-{uuid.uuid4().hex[:8]}/",
-                   client=make_client(**moto.client_kwargs))
+                   client=boto3.client("s3", **moto.client_kwargs))
 
 
 @pytest.fixture(params=["memory", "localdir", "s3"])
