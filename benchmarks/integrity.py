@@ -1,11 +1,12 @@
 """The cost of integrity checking (issue 14.1), with and without, in one run.
 
-    python benchmarks/integrity.py [--backends threads,processes] [--tasks 5000]
+    python benchmarks/integrity.py [--backends threads,processes,lambda] [--tasks 5000]
         [--sizes 1,100] [--repeat 3] [--workers 2]
 
 1. The MAC alone, one core: HMAC-SHA256 against keyed BLAKE2b (both hashlib): µs per
    small blob (64 B, 1 KiB) and MB/s on 1 MB and 100 MB.
-2. Per backend, with integrity (this tree) and without (the same tree with the checks
+2. Per backend (``lambda``: against moto and the Lambda emulator, ``--workers``
+   environments), with integrity (this tree) and without (the same tree with the checks
    replaced by pass-throughs, in driver and workers alike): no-op tasks/s, and the MB/s
    of a round trip of an N MB array (``lf.get(echo.remote(array))``: the driver stores
    the argument, the worker reads it and stores its result, the driver reads that; four
@@ -140,6 +141,25 @@ def bench_run_task(loops: int = 20_000) -> tuple[float, float]:
 
 
 def child(backend: str, tasks: int, sizes: list[int], workers: int) -> dict:
+    if backend != "lambda":
+        import lambdaflow as lf
+
+        with lf.init(backend=backend, num_workers=workers):
+            return measure(tasks, sizes)
+    from lambdaflow.testing.aws_local import local_aws
+    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS
+
+    os.environ.update(FAKE_CREDENTIALS)
+    # The environments get this interpreter's PYTHONPATH entries (the "without" switch).
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [ROOT]
+    with local_aws(concurrency=workers, python_path=path) as aws:
+        import lambdaflow as lf
+
+        with lf.init(backend="lambda", **aws.config):
+            return measure(tasks, sizes)
+
+
+def measure(tasks: int, sizes: list[int]) -> dict:
     import numpy as np
 
     import lambdaflow as lf
@@ -147,21 +167,20 @@ def child(backend: str, tasks: int, sizes: list[int], workers: int) -> dict:
     noop = lf.remote(lambda x=None: x)
     echo = lf.remote(lambda a: a)
     out: dict = {}
-    with lf.init(backend=backend, num_workers=workers):
-        lf.get([noop.remote(i) for i in range(200)])  # start and warm the workers
-        t = time.perf_counter()
-        lf.get([noop.remote(i) for i in range(tasks)])
-        out["noop_per_s"] = tasks / (time.perf_counter() - t)
-        for mb in sizes:
-            arr = np.ones(mb * 1_000_000 // 8)
-            best = float("inf")
-            for _ in range(max(3, 100 // mb)):  # best of n: 100 for 1 MB, 3 for 100 MB
-                t = time.perf_counter()
-                back = lf.get(echo.remote(arr))
-                best = min(best, time.perf_counter() - t)
-                assert back.shape == arr.shape and back[-1] == 1.0
-                del back
-            out[f"rt_{mb}"] = arr.nbytes / best / 1e6
+    lf.get([noop.remote(i) for i in range(200)])  # start and warm the workers
+    t = time.perf_counter()
+    lf.get([noop.remote(i) for i in range(tasks)])
+    out["noop_per_s"] = tasks / (time.perf_counter() - t)
+    for mb in sizes:
+        arr = np.ones(mb * 1_000_000 // 8)
+        best = float("inf")
+        for _ in range(max(3, 100 // mb)):  # best of n: 100 for 1 MB, 3 for 100 MB
+            t = time.perf_counter()
+            back = lf.get(echo.remote(arr))
+            best = min(best, time.perf_counter() - t)
+            assert back.shape == arr.shape and back[-1] == 1.0
+            del back
+        out[f"rt_{mb}"] = arr.nbytes / best / 1e6
     return out
 
 
