@@ -74,7 +74,7 @@ def shm(tmp_path, monkeypatch):
     path = tmp_path / "shm"
     path.mkdir()
     os.chmod(path, 0o1777)
-    monkeypatch.setattr(localdir, "SHM_DIR", str(path))
+    monkeypatch.setattr(localdir, "SHM_DIR", str(path), raising=False)
     return path
 
 
@@ -96,7 +96,7 @@ def test_default_root_is_per_user_and_private(shm):
 def test_temp_dir_fallback_is_private_too(tmp_path, monkeypatch):
     from lambdaflow.runtime.store import localdir
 
-    monkeypatch.setattr(localdir, "SHM_DIR", str(tmp_path / "no-shm-here"))
+    monkeypatch.setattr(localdir, "SHM_DIR", str(tmp_path / "no-shm-here"), raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     root = default_root()
     assert root == str(tmp_path / f"lambdaflow-{os.geteuid()}") and mode(root) == 0o700
