@@ -40,9 +40,8 @@ from typing import Any
 import cloudpickle
 
 from lambdaflow import limits, variants
-from lambdaflow.runtime import keys
+from lambdaflow.runtime import integrity, keys
 from lambdaflow.runtime.lambda_deadline import HARD_STOP_GRACE_S, Deadline
-from lambdaflow.runtime.store import open_store
 from lambdaflow.runtime.task import TIMEOUT, TaskMessage, TaskResult, failure
 from lambdaflow.runtime.worker import run_task
 
@@ -180,10 +179,11 @@ def _reply_bytes(message: TaskMessage, result: TaskResult, extra: dict) -> bytes
 
 def _spill(message: TaskMessage, result: TaskResult) -> bytes:
     """Make the reply fit Lambda's limit: inline return values move to the store
-    (largest first); an error's text is cut (see :func:`fit_error`)."""
+    (largest first; signed as every stored value); an error's text is cut (see
+    :func:`fit_error`)."""
     n = len(result.values)
     order = sorted(range(n), key=lambda i: -len(result.values[i].get("inline") or b""))
-    store = open_store(message.store_uri) if order else None
+    store = integrity.task_store(message) if order else None
     for i in order:
         value = result.values[i]
         if "inline" in value and store is not None:

@@ -18,7 +18,7 @@ import pytest
 
 from lambdaflow import limits, serialization
 from lambdaflow.errors import TaskError
-from lambdaflow.runtime import failures, keys, lambda_entry
+from lambdaflow.runtime import failures, integrity, keys, lambda_entry
 from lambdaflow.runtime.store.localdir import LocalDirStore
 from lambdaflow.runtime.task import ERROR, OK, TIMEOUT, TaskMessage, TaskResult
 
@@ -26,17 +26,22 @@ CONTEXT = SimpleNamespace(memory_limit_in_mb=1769, log_stream_name="2030/01/01/[
                           aws_request_id="req-1")
 
 
+JOB_KEY = integrity.new_job_key()
+
+
 @pytest.fixture
 def store(tmp_path):
-    return LocalDirStore(str(tmp_path / "store"))
+    """The job's store as the worker sees it: a local directory, values signed."""
+    return integrity.SignedStore(LocalDirStore(str(tmp_path / "store")), JOB_KEY)
 
 
 def _message(fn, *args, store, task="t1", num_returns=1, **options) -> TaskMessage:
-    fn_key, fn_bytes = serialization.dumps_function(fn)
-    return TaskMessage(job_id="job-1", task_id=task, name=fn.__name__, fn_key=fn_key,
+    digest, fn_bytes = serialization.dumps_function(fn)
+    return TaskMessage(job_id="job-1", task_id=task, name=fn.__name__,
+                       fn_key=keys.function_key("job-1", digest),
                        args=b"".join(serialization.dumps((args, {}))), fn_bytes=fn_bytes,
                        store_uri=store.uri, num_returns=num_returns, options=options,
-                       inline_limit=64 * 1024)
+                       inline_limit=64 * 1024, job_key=JOB_KEY)
 
 
 def _call(msg: TaskMessage) -> tuple[TaskResult, int]:
