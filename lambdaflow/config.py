@@ -51,8 +51,13 @@ class Config:
     #: deployed memory tiers, e.g. "1769,3008,10240": with function_name "<name>-1769",
     #: a task's memory_mb picks the smallest tier function "<name>-<MB>" that fits
     memory_tiers: str = ""
-    #: seconds to wait for one synchronous invoke before treating the call as failed
-    invoke_timeout_s: float = 905.0
+    #: seconds to wait for one invoke's reply; None: the function's configured timeout
+    #: + Lambda's init allowance + a margin (from GetFunctionConfiguration). A reply that
+    #: does not come in time fails the task with TaskTimeoutError; it is never re-sent
+    invoke_timeout_s: float | None = None
+    #: seconds one invocation keeps being retried while Lambda throttles it (429), fails
+    #: on its side (5xx) or wakes an inactive function (ResourceNotReadyException)
+    retry_budget_s: float = 300.0
     #: where run stats are written after shutdown (lambda backend; "" disables)
     stats_path: str = ".lambdaflow/last-run.json"
     #: AWS credentials for the lambda backend and its store (else boto3's own chain)

@@ -9,7 +9,9 @@
     │   └── TaskCancelledError    it was cancelled with ``lambdaflow.cancel``
     ├── GetTimeoutError           get()/wait() ran out of time (also a ``TimeoutError``)
     ├── ObjectLostError           an object's bytes are gone from the store
+    ├── IntegrityError            a stored blob failed its check; it was not unpickled
     ├── BackendError              the backend itself failed (not the task)
+    │   └── LambdaThrottledError  Lambda throttled an invocation past the retry budget
     └── ConfigError               a setting is missing or wrong
 
 A task's own exception is re-raised by ``get`` as an instance of both ``TaskError`` and
@@ -84,10 +86,10 @@ class TaskError(LambdaflowError):
             return TaskError(message, cause=cause, traceback_text=traceback_text, task=task)
 
 
-_DERIVED: dict[type, type] = {}
+_DERIVED: dict[type, type[TaskError]] = {}
 
 
-def _derived_class(cause_cls: type) -> type:
+def _derived_class(cause_cls: type) -> type[TaskError]:
     derived = _DERIVED.get(cause_cls)
     if derived is None:
 
@@ -149,9 +151,57 @@ def _rebuild_object_lost(message: str, key: str) -> ObjectLostError:
     return ObjectLostError(message, key=key)
 
 
+class IntegrityError(LambdaflowError):
+    """A blob read from the store failed its integrity check (its MAC under the job's key,
+    or a function blob's SHA-256 content address), so it was never unpickled. Someone
+    other than this job wrote it, or it is corrupt. ``.key`` names the store key."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self):
+        return (_rebuild_integrity, (str(self), self.key))
+
+
+def _rebuild_integrity(message: str, key: str) -> IntegrityError:
+    return IntegrityError(message, key=key)
+
+
 class BackendError(LambdaflowError):
     """The backend failed in a way that is not the task's fault (an API error, an
     exhausted retry budget talking to AWS, a worker pool that cannot start)."""
+
+
+class LambdaThrottledError(BackendError):
+    """Lambda kept answering 429 TooManyRequests for one invocation past the lambda
+    backend's ``retry_budget_s``. The message names the function, its reserved
+    concurrency, the account's concurrency and what to change; ``.function_name``,
+    ``.reserved`` and ``.account`` carry them (None when unknown)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function_name: str = "",
+        reserved: int | None = None,
+        account: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.function_name = function_name
+        self.reserved = reserved
+        self.account = account
+
+    def __reduce__(self):
+        return (_rebuild_throttled, (str(self), self.function_name, self.reserved, self.account))
+
+
+def _rebuild_throttled(
+    message: str, function_name: str, reserved: int | None, account: int | None
+) -> LambdaThrottledError:
+    return LambdaThrottledError(
+        message, function_name=function_name, reserved=reserved, account=account
+    )
 
 
 class ConfigError(LambdaflowError):
@@ -166,6 +216,8 @@ __all__ = [
     "TaskCancelledError",
     "GetTimeoutError",
     "ObjectLostError",
+    "IntegrityError",
     "BackendError",
+    "LambdaThrottledError",
     "ConfigError",
 ]

@@ -11,6 +11,8 @@ Routes (REST-JSON, as in botocore's ``lambda/2015-03-31`` service model):
     PUT    /2017-10-31/functions/{name}/concurrency   PutFunctionConcurrency
     DELETE /2017-10-31/functions/{name}/concurrency   DeleteFunctionConcurrency
     GET    /2019-09-30/functions/{name}/concurrency   GetFunctionConcurrency
+    GET    /2016-08-19/account-settings/              GetAccountSettings (AWS's default
+                                                      1,000 concurrent executions)
     GET    /_emulator/stats                           the emulator's counters (not AWS)
     POST   /_emulator/functions                       create_function(**json) (not AWS)
 
@@ -38,6 +40,8 @@ from lambdaflow.testing.emulator_env import (
 from lambdaflow.testing.emulator_http import HttpConnection, Request
 
 _FUNCTIONS = "/2015-03-31/functions"
+#: What GetAccountSettings reports: Lambda's default account concurrency.
+ACCOUNT_CONCURRENCY = 1000
 _CONCURRENCY = ("/2017-10-31/functions/", "/2019-09-30/functions/")
 
 
@@ -106,6 +110,17 @@ class LambdaApi:
             self.function(function_name(name), sub, req, conn)
         elif path.startswith(_CONCURRENCY) and path.endswith("/concurrency"):
             self.concurrency(function_name(path.split("/")[3]), req, conn)
+        elif path.rstrip("/") == "/2016-08-19/account-settings" and req.method == "GET":
+            reserved = sum(fs.config.concurrency or 0 for fs in self.core.functions.values())
+            limit = ACCOUNT_CONCURRENCY
+            body = {
+                "AccountLimit": {
+                    "ConcurrentExecutions": limit,
+                    "UnreservedConcurrentExecutions": max(0, limit - reserved),
+                },
+                "AccountUsage": {"FunctionCount": len(self.core.functions)},
+            }
+            conn.respond(200, json.dumps(body).encode())
         elif path == "/_emulator/stats":
             conn.respond(200, json.dumps(self.core.stats()).encode())
         elif path == "/_emulator/functions" and req.method == "POST":
