@@ -38,6 +38,11 @@ class Config:
     region: str | None = None
     lambda_endpoint_url: str | None = None
     s3_endpoint_url: str | None = None
+    #: credentials for the driver's AWS clients (default: boto3's own chain); set by
+    #: ``local_aws().config`` / ``lambdaflow local-aws`` for the local stand-ins
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
     #: in-flight invocations (also the invoker pool size)
     max_concurrency: int = 64
     #: deployed memory tiers, e.g. "1769,3008,10240": with function_name "<name>-1769",

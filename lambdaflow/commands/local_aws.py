@@ -47,9 +47,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--memory-limit",
-        choices=("rss", "rlimit"),
-        default=None,
-        help="enforce the function's memory size (default: not enforced)",
+        choices=("rss", "rlimit", "none"),
+        default="rss",
+        help="how the function's memory size is enforced (default rss: the "
+        "environment's process tree is killed over it, Runtime.OutOfMemory)",
     )
     parser.add_argument(
         "--quiet",
@@ -79,10 +80,13 @@ def run(args: argparse.Namespace) -> int:
             handler=args.handler,
             lambda_port=args.lambda_port,
             moto_port=args.moto_port,
-            memory_limit=args.memory_limit,
+            memory_limit=None if args.memory_limit == "none" else args.memory_limit,
             echo_logs=not args.quiet,
         ) as aws:
-            print("# lambdaflow local AWS is running; in another shell:")
+            print(
+                "# lambdaflow local AWS is running; in another shell (these are the "
+                "stand-ins' own per-run keys; your AWS_* settings are not touched):"
+            )
             for name, value in aws.env.items():
                 print(f"export {name}={shlex.quote(value)}")
             print(

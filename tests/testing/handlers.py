@@ -70,11 +70,24 @@ def s3_roundtrip(event, context):
     """Write an object with boto3's default endpoint resolution (AWS_ENDPOINT_URL_S3)."""
     import boto3
 
+    from botocore.exceptions import ClientError
+
     s3 = boto3.client("s3")
     s3.put_object(
         Bucket=event["bucket"], Key=event["key"], Body=b"from the environment"
     )
+    denied = None
+    if event.get("outside_key"):  # a key the role's policy does not cover
+        try:
+            s3.put_object(Bucket=event["bucket"], Key=event["outside_key"], Body=b"x")
+        except ClientError as exc:
+            denied = exc.response["Error"]["Code"]
+    identity = boto3.client("sts").get_caller_identity()["Arn"]
     return {
+        "denied": denied,
+        "identity": identity,
+        "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "lambda_endpoint": os.environ.get("AWS_ENDPOINT_URL_LAMBDA"),
         "s3_endpoint": os.environ.get("AWS_ENDPOINT_URL_S3"),
         "lambdaflow_s3_endpoint": os.environ.get("LAMBDAFLOW_S3_ENDPOINT_URL"),
         "region": os.environ.get("AWS_REGION"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from botocore.exceptions import ClientError
 
 from lambdaflow.testing.aws_local import local_aws
 
@@ -23,6 +24,7 @@ def test_local_aws_yields_a_working_config():
         memory_mb=512,
         timeout_s=30,
     ) as aws:
+        keys = aws.moto.credentials
         assert aws.config == {
             "function_name": "lf-worker",
             "bucket": "lf-test",
@@ -31,26 +33,31 @@ def test_local_aws_yields_a_working_config():
             "lambda_endpoint_url": aws.emulator.endpoint_url,
             "s3_endpoint_url": aws.moto.endpoint_url,
             "max_concurrency": 3,
+            "aws_access_key_id": keys["aws_access_key_id"],
+            "aws_secret_access_key": keys["aws_secret_access_key"],
         }
+        assert keys["aws_access_key_id"].startswith("AKIA")  # moto's IAM user, per run
         assert aws.env["LAMBDAFLOW_BACKEND"] == "lambda"
         assert aws.env["LAMBDAFLOW_LAMBDA_ENDPOINT_URL"] == aws.emulator.endpoint_url
         assert aws.env["LAMBDAFLOW_MAX_CONCURRENCY"] == "3"
-        assert (
-            aws.env["AWS_ACCESS_KEY_ID"]
-            and aws.env["AWS_DEFAULT_REGION"] == "us-east-1"
-        )
+        assert aws.env["LAMBDAFLOW_AWS_ACCESS_KEY_ID"] == keys["aws_access_key_id"]
+        assert not [k for k in aws.env if k.startswith("AWS_")]
 
         s3 = aws.client("s3")
         s3.head_bucket(Bucket="lf-test")
         lam = aws.client("lambda")
         function = lam.get_function(FunctionName="lf-worker")
         assert function["Configuration"]["MemorySize"] == 512
+        assert function["Configuration"]["Role"] == aws.role_arn
         assert function["Concurrency"]["ReservedConcurrentExecutions"] == 3
 
-        # An execution environment reaches moto with boto3's default endpoint resolution.
+        # The environment reaches moto with boto3's default endpoint resolution, as
+        # the execution role: its session may write under the job prefix only.
         resp = lam.invoke(
             FunctionName="lf-worker",
-            Payload=json.dumps({"bucket": "lf-test", "key": "hello"}).encode(),
+            Payload=json.dumps(
+                {"bucket": "lf-test", "key": "lambdaflow/hello", "outside_key": "other/x"}
+            ).encode(),
         )
         body = json.loads(resp["Payload"].read())
         assert "FunctionError" not in resp, body
@@ -60,10 +67,17 @@ def test_local_aws_yields_a_working_config():
             == body["lambdaflow_s3_endpoint"]
         )
         assert body["region"] == "us-east-1" and body["memory"] == "512"
+        assert body["identity"].startswith(
+            "arn:aws:sts::123456789012:assumed-role/lf-worker-role/"
+        )
+        assert body["access_key"] != keys["aws_access_key_id"]
+        assert body["denied"] == "AccessDenied"  # moto enforced the worker policy
+        assert body["lambda_endpoint"] == aws.emulator.endpoint_url
         assert (
-            s3.get_object(Bucket="lf-test", Key="hello")["Body"].read()
+            s3.get_object(Bucket="lf-test", Key="lambdaflow/hello")["Body"].read()
             == b"from the environment"
         )
+        assert "Contents" not in s3.list_objects_v2(Bucket="lf-test", Prefix="other/")
         assert aws.client("sqs").list_queues().get("QueueUrls", []) == []
         pids = [e["pid"] for e in aws.emulator.stats()["environments"]]
         moto_proc = aws.moto._proc
@@ -110,14 +124,24 @@ def test_local_aws_command_prints_exports_and_stops_on_sigint():
             if "Ctrl-C to stop" in line:
                 break
         assert exports["LAMBDAFLOW_MAX_CONCURRENCY"] == "2"
+        assert not [name for name in exports if name.startswith("AWS_")]
         lam = boto3.client(
+            "lambda",
+            endpoint_url=exports["LAMBDAFLOW_LAMBDA_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id=exports["LAMBDAFLOW_AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=exports["LAMBDAFLOW_AWS_SECRET_ACCESS_KEY"],
+        )
+        assert lam.get_function(FunctionName=exports["LAMBDAFLOW_FUNCTION_NAME"])
+        stranger = boto3.client(
             "lambda",
             endpoint_url=exports["LAMBDAFLOW_LAMBDA_ENDPOINT_URL"],
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        assert lam.get_function(FunctionName=exports["LAMBDAFLOW_FUNCTION_NAME"])
+        with pytest.raises(ClientError, match="UnrecognizedClientException"):
+            stranger.get_function(FunctionName=exports["LAMBDAFLOW_FUNCTION_NAME"])
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children  # moto
     finally:

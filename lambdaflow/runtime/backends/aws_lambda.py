@@ -73,7 +73,12 @@ class LambdaBackend:
         bucket = _require(config.bucket, "bucket",
                           "create it with `lambdaflow deploy` or `aws s3 mb s3://NAME`")
         self.max_concurrency = max(1, int(config.max_concurrency))
-        session = boto3.session.Session(region_name=config.region)
+        session = boto3.session.Session(
+            region_name=config.region,
+            aws_access_key_id=config.aws_access_key_id,
+            aws_secret_access_key=config.aws_secret_access_key,
+            aws_session_token=config.aws_session_token,
+        )
         self.region = session.region_name or "us-east-1"
         self.client = session.client(
             "lambda",
@@ -87,9 +92,19 @@ class LambdaBackend:
                 tcp_keepalive=True,
             ),
         )
+        from lambdaflow.runtime.store.s3 import make_client
+
+        credentials = {
+            k: v
+            for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+            if (v := getattr(config, k))
+        }
         self.store = S3Store(bucket, config.prefix, region=self.region,
                              endpoint_url=config.s3_endpoint_url,
-                             max_pool_connections=self.max_concurrency + 4)
+                             client=make_client(region=self.region,
+                                                endpoint_url=config.s3_endpoint_url,
+                                                max_pool_connections=self.max_concurrency + 4,
+                                                **credentials))
         self.invoker = Invoker(session, self.region, config.lambda_endpoint_url,
                                self.function_name, config.invoke_timeout_s)
         self._session, self._config = session, config
