@@ -17,6 +17,7 @@ by their policies (moto's "IAM-like access control", docs/iam.rst in moto). The
 ``MotoServer`` that started the process bootstraps an admin user while unarmed (only
 token holders get through), then arms it with ``POST /moto-api/reset-auth`` ``0``.
 
+With the gate on, S3 permissions are evaluated as AWS evaluates them (``moto_iam``).
 Without ``LAMBDAFLOW_MOTO_TOKEN`` the gate is off and this is plain ``moto.server``.
 """
 
@@ -61,7 +62,34 @@ class Gate:
             environ.get("QUERY_STRING", "")
         ):  # moto answers an unsigned request with a 500 (KeyError); AWS says 403
             return _denied(start_response, "Anonymous access is not allowed")
-        return self.app(environ, start_response)
+        if not self.armed():
+            return self.app(environ, start_response)
+        return self._call_armed(environ, start_response)
+
+    def _call_armed(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        """Run moto; a 404 for a key the caller could not list becomes 403 (moto_iam)."""
+        from lambdaflow.testing.moto_iam import may_list
+
+        may_list.set(None)
+        held: list[tuple] = []
+
+        def hold(status: str, headers: list, exc_info: Any = None) -> Callable:
+            held.append((status, headers, exc_info))
+            return lambda data: None
+
+        body = self.app(environ, hold)
+        if (
+            held
+            and held[0][0].startswith("404")
+            and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+            and may_list.get() is False
+        ):
+            if hasattr(body, "close"):
+                body.close()
+            return _denied(start_response, "Access Denied")
+        if held:
+            start_response(*held[0])
+        return body
 
 
 def _denied(start_response: StartResponse, message: str) -> list[bytes]:
@@ -99,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app: Any = DomainDispatcherApplication(create_backend_app)
     if token:
+        from lambdaflow.testing.moto_iam import install
+
+        install()
         app = Gate(app, token)
     run_simple(
         args.host,
