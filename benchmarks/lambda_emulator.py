@@ -57,10 +57,10 @@ def client(endpoint: str, pool: int):
 def start_emulator(args):
     """The emulator (in this process or a child) with the no-op function created."""
     if args.in_process:
-        emu = LambdaEmulator(python_path=[str(HANDLERS)], default_concurrency=args.envs)
+        emu = LambdaEmulator(python_path=[str(HANDLERS)], account_concurrency=args.envs + 100)
     else:
         emu = EmulatorProcess(
-            python_path=[str(HANDLERS)], default_concurrency=args.envs
+            python_path=[str(HANDLERS)], account_concurrency=args.envs + 100
         )
     emu.start()
     emu.create_function(
