@@ -117,12 +117,7 @@ class EnvironmentEvents:
         fs = self.state_of(env.function)
         if inv is None or reason == "timeout":
             return
-        if reason == "oom" or (
-            reason == ""
-            and env.init_error is None
-            and returncode == -9
-            and self.memory_limit is not None
-        ):
+        if reason == "oom":  # the watchdog's kill; a SIGKILL from outside is a crash
             error_type = "Runtime.OutOfMemory"
             if fs is not None:
                 fs.counters["out_of_memory"] += 1
