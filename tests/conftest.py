@@ -31,7 +31,7 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def local_aws_env():
+def local_aws_env(tmp_path_factory):
     """moto server + Lambda emulator for the whole session (started on first use).
 
     Nothing is put into ``os.environ``: the driver gets the stand-ins' credentials from
@@ -40,7 +40,8 @@ def local_aws_env():
     from lambdaflow.testing.aws_local import local_aws
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with local_aws(concurrency=8, python_path=[root]) as aws:
+    shared = [str(tmp_path_factory.getbasetemp())]  # tests' marker files, seen by workers
+    with local_aws(concurrency=8, python_path=[root], shared_paths=shared) as aws:
         yield aws
 
 

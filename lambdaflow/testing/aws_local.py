@@ -11,7 +11,7 @@ Flow of ``local_aws``:
     MotoServer(iam=True): admin user + key (per run), IAM enforcement armed
       -> IAM user "lambdaflow-lambda-service" (stands in for lambda.amazonaws.com;
          may only sts:AssumeRole the worker role)
-      -> role "<function>-role": trust = lambda.amazonaws.com + that user, inline
+      -> role "lambdaflow-local-worker" (``LOCAL_ROLE``): trust = lambda.amazonaws.com + that user, inline
          policy = the worker policy ``lambdaflow deploy`` writes (deploy/iam.py),
          scoped to bucket/prefix (or ``role_policy``)
       -> bucket
@@ -49,6 +49,9 @@ __all__ = ["LocalAws", "local_aws"]
 #: The image the function claims to run (only recorded; the emulator runs the handler).
 LOCAL_IMAGE_URI = "lambdaflow-worker:local"
 SERVICE_USER = "lambdaflow-lambda-service"
+#: The execution role every local function is created with (its policy: the worker's).
+LOCAL_ROLE_NAME = "lambdaflow-local-worker"
+LOCAL_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{LOCAL_ROLE_NAME}"
 
 
 class LocalAws:
@@ -183,6 +186,8 @@ def local_aws(
     emulator_process: bool = True,
     role_policy: dict | None = None,
     async_retry_delays_s: Sequence[float] = (60.0, 120.0),
+    shared_paths: Sequence[str] = (),
+    ephemeral_mb: int = 512,
 ) -> Iterator[LocalAws]:
     """Start moto and the Lambda emulator, create ``bucket`` and ``function_name``.
 
@@ -192,7 +197,8 @@ def local_aws(
     ``emulator_process=True`` runs the emulator in a child process (``EmulatorProcess``)
     so it does not share the driver's GIL; False runs it in a thread of this process.
     ``role_policy`` replaces the worker policy of ``lambdaflow deploy`` as the execution
-    role's inline policy."""
+    role's inline policy. Each environment has a private /tmp of ``ephemeral_mb`` and a
+    read-only code directory; ``shared_paths`` under /tmp stay visible to it."""
     if concurrency < 1:
         raise ValueError(f"local_aws(concurrency={concurrency}): must be >= 1")
     if not 1 <= timeout_s <= 900:
@@ -202,7 +208,7 @@ def local_aws(
     with contextlib.ExitStack() as stack:
         moto = stack.enter_context(MotoServer(port=moto_port, region=region, iam=True))
         policy = role_policy or worker_role_policy(bucket, prefix, function_name, region)
-        role_arn, service = _create_role(moto, f"{function_name}-role", policy)
+        role_arn, service = _create_role(moto, LOCAL_ROLE_NAME, policy)
         s3 = moto.client("s3")
         if region == "us-east-1":
             s3.create_bucket(Bucket=bucket)
@@ -225,6 +231,7 @@ def local_aws(
                 memory_limit=memory_limit,
                 echo_logs=echo_logs,
                 async_retry_delays_s=async_retry_delays_s,
+                shared_paths=shared_paths,
                 credentials=[admin],
                 sts_endpoint_url=moto.endpoint_url,
                 service_credential=service,
@@ -249,6 +256,7 @@ def local_aws(
             ImageConfig={"Command": [handler]},
             Timeout=int(timeout_s),
             MemorySize=int(memory_mb),
+            EphemeralStorage={"Size": int(ephemeral_mb)},
             Environment={"Variables": {**aws.function_env(), **(env or {})}},
         )
         lam.put_function_concurrency(

@@ -305,6 +305,7 @@ class LambdaApi:
             timeout = float(spec.get("Timeout", config.timeout_s))
             memory = int(spec.get("MemorySize", config.memory_mb))
             _check_limits(timeout, memory)
+            storage = _ephemeral(spec, config.ephemeral_mb)
         except (ValueError, TypeError, AttributeError) as exc:
             send_error(
                 conn, 400, "InvalidParameterValueException", f"UpdateFunctionConfiguration: {exc}"
@@ -313,6 +314,7 @@ class LambdaApi:
         if checked is not None:
             config.env = checked
         config.timeout_s, config.memory_mb = timeout, memory
+        config.ephemeral_mb = storage
         config.last_modified = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
         conn.respond(200, json.dumps(config.configuration(self.core.region)).encode())
 
@@ -366,7 +368,9 @@ def config_from_spec(spec: dict) -> FunctionConfig:
     timeout = spec.get("Timeout", 3)
     memory = int(spec.get("MemorySize", 128))
     _check_limits(float(timeout), memory)
+    storage = _ephemeral(spec, 512)
     return FunctionConfig(
+        ephemeral_mb=storage,
         name=name,
         handler=handler,
         timeout_s=timeout,
@@ -377,6 +381,13 @@ def config_from_spec(spec: dict) -> FunctionConfig:
         image_uri=(spec.get("Code") or {}).get("ImageUri", ""),
         last_modified=time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime()),
     )
+
+
+def _ephemeral(spec: dict, default: int) -> int:
+    size = int((spec.get("EphemeralStorage") or {}).get("Size", default))
+    if not 512 <= size <= 10240:
+        raise ValueError(f"EphemeralStorage.Size {size} is outside 512..10240 MB")
+    return size
 
 
 def _check_limits(timeout: float, memory: int) -> None:

@@ -112,6 +112,8 @@ class EmulatorCore(EnvironmentEvents):
         rlimit_headroom_mb: int,
         async_retry_delays_s: tuple[float, ...],
         idle_timeout_s: float,
+        isolate: bool,
+        shared_paths: list[str],
         echo_logs: bool,
         credentials: list[Credential],
         roles: RoleSessions | None,
@@ -121,6 +123,7 @@ class EmulatorCore(EnvironmentEvents):
         self.account_concurrency = account_concurrency
         self.min_unreserved = min_unreserved
         self.idle_timeout_s = idle_timeout_s
+        self.shared_paths = shared_paths if isolate else None
         self.verifier = SigV4Verifier(region)
         for credential in credentials:
             self.verifier.add(credential)
@@ -269,8 +272,9 @@ class EmulatorCore(EnvironmentEvents):
         if self.roles is not None and fs.config.role:
             fs.config.credential = self.roles.fresh(fs.config.credential, self.verifier)
         env.spawn(
-            port, self.region, self.python_path, self.task_root, rlimit, self.endpoint_url
-        )
+            port, self.region, self.python_path, self.task_root, rlimit,
+            self.endpoint_url, self.shared_paths,
+        )  # fmt: skip
         fs.envs.add(env)
         self.history.append(env)
         fs.counters["cold_starts"] += 1

@@ -18,6 +18,7 @@ caller keeps hitting the same warm environment instead of starting a new one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -29,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR, RLIMIT_AS_VAR
+from lambdaflow.testing.emulator_bootstrap import ISOLATE_VAR, PARENT_PID_VAR, RLIMIT_AS_VAR
 from lambdaflow.testing.sigv4 import Credential
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class FunctionConfig:
     #: PutFunctionEventInvokeConfig: async retries (0..2) and maximum event age (s)
     max_retry_attempts: int = 2
     max_event_age_s: float = 21600.0
+    #: EphemeralStorage.Size: the environment's /tmp in MB (Lambda: 512..10240)
+    ephemeral_mb: int = 512
 
     @classmethod
     def build(
@@ -162,6 +165,7 @@ class FunctionConfig:
             "State": "Active",
             "LastUpdateStatus": "Successful",
             "PackageType": self.package_type,
+            "EphemeralStorage": {"Size": self.ephemeral_mb},
             "Architectures": ["x86_64"],
         }
         if self.package_type == "Zip":
@@ -277,7 +281,10 @@ class Environment:
         task_root: str,
         rlimit_as: int | None,
         lambda_endpoint: str = "",
+        shared_paths: list[str] | None = None,
     ) -> None:
+        """``shared_paths`` not None: a private /tmp (ephemeral storage size, keeping
+        those paths visible) and a read-only task root (emulator_bootstrap)."""
         """Start the runtime process; its stdout+stderr go to a non-blocking pipe."""
         fn = self.function
         env = {
@@ -317,6 +324,16 @@ class Environment:
         env[PARENT_PID_VAR] = str(os.getpid())
         if rlimit_as:
             env[RLIMIT_AS_VAR] = str(rlimit_as)
+        if shared_paths is not None:
+            under_tmp = [
+                p for p in [task_root, *python_path]
+                if os.path.abspath(p) == "/tmp" or os.path.abspath(p).startswith("/tmp/")
+            ]  # fmt: skip
+            env[ISOLATE_VAR] = json.dumps({
+                "tmp_mb": fn.ephemeral_mb,
+                "readonly": [task_root],
+                "shared": [os.path.abspath(p) for p in [*shared_paths, *under_tmp]],
+            })  # fmt: skip
         read_fd, write_fd = os.pipe()
         try:
             self.proc = subprocess.Popen(

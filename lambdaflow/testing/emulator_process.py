@@ -84,6 +84,8 @@ class EmulatorProcess:
         memory_limit: str | None = "rss",
         async_retry_delays_s: Sequence[float] = (60.0, 120.0),
         idle_timeout_s: float = 600.0,
+        isolate: bool = True,
+        shared_paths: Sequence[str] = (),
         echo_logs: bool = False,
         credentials: Sequence[Credential] | None = None,
         sts_endpoint_url: str | None = None,
@@ -102,6 +104,10 @@ class EmulatorProcess:
             "--idle-timeout", str(idle_timeout_s),
             "--memory-limit", memory_limit or "none",
         ]  # fmt: skip
+        if not isolate:
+            self._argv.append("--no-isolate")
+        for entry in shared_paths:
+            self._argv += ["--shared-path", str(entry)]
         for delay in async_retry_delays_s:
             self._argv += ["--async-retry-delay", str(delay)]
         for entry in python_path:
@@ -254,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, default=600.0)
     parser.add_argument("--async-retry-delay", type=float, action="append", default=None)
     parser.add_argument("--python-path", action="append", default=[])
+    parser.add_argument("--shared-path", action="append", default=[])
+    parser.add_argument("--no-isolate", action="store_true")
     parser.add_argument("--task-root", default=None)
     parser.add_argument("--memory-limit", choices=("rss", "rlimit", "none"), default="rss")
     parser.add_argument("--echo-logs", action="store_true")
@@ -280,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         account_concurrency=args.account_concurrency,
         min_unreserved=args.min_unreserved,
         idle_timeout_s=args.idle_timeout,
+        isolate=not args.no_isolate,
+        shared_paths=args.shared_path,
         async_retry_delays_s=tuple(args.async_retry_delay or (60.0, 120.0)),
         python_path=args.python_path,
         task_root=args.task_root,

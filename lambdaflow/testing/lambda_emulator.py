@@ -40,6 +40,10 @@ from its environment's own processes. With ``sts_endpoint_url`` (moto), CreateFu
 assumes the function's role there (signed with ``service_credential``) and the
 environments get that session, so moto enforces the role's policy on them.
 
+Isolation (``isolate=True``, default): each environment has a private /tmp of the
+function's EphemeralStorage size and a read-only task root (``emulator_bootstrap``);
+``shared_paths`` under /tmp stay visible to it (tests pass their tmp directories).
+
 Memory limits (``memory_limit``): ``"rss"`` (default) polls the resident size of busy
 environments' whole process trees every 100 ms and SIGKILLs one over its MemorySize,
 reported as ``Runtime.OutOfMemory`` (closest to Lambda's cgroup); ``None`` enforces
@@ -97,6 +101,8 @@ class LambdaEmulator:
         rlimit_headroom_mb: int = 1024,
         async_retry_delays_s: Sequence[float] = (60.0, 120.0),
         idle_timeout_s: float = 600.0,
+        isolate: bool = True,
+        shared_paths: Sequence[str] = (),
         echo_logs: bool = False,
         credentials: Sequence[Credential] | None = None,
         sts_endpoint_url: str | None = None,
@@ -129,6 +135,8 @@ class LambdaEmulator:
             "account_concurrency": account_concurrency,
             "min_unreserved": min_unreserved,
             "idle_timeout_s": idle_timeout_s,
+            "isolate": isolate,
+            "shared_paths": [os.path.abspath(p) for p in shared_paths],
             "credentials": creds,
             "roles": roles,
             "python_path": list(python_path),

@@ -54,7 +54,7 @@ def marks(tmp_path):
 def test_s3_errors_for_one_request_each_are_absorbed(marks, fresh):
     """500, 503 SlowDown and reset connections, on worker PUTs and driver GETs."""
     with FaultProxy() as proxy, local_aws(
-        concurrency=4, python_path=[ROOT],
+        concurrency=4, python_path=[ROOT], shared_paths=[marks],
         env={"AWS_ENDPOINT_URL_S3": proxy.endpoint_url,
              "LAMBDAFLOW_S3_ENDPOINT_URL": proxy.endpoint_url},
     ) as aws:  # fmt: skip
@@ -81,7 +81,7 @@ def test_s3_errors_for_one_request_each_are_absorbed(marks, fresh):
 
 def test_environment_killed_mid_invoke_is_retried_once(marks, tmp_path, fresh):
     ready = str(tmp_path / "ready")
-    with local_aws(concurrency=4, python_path=[ROOT]) as aws:
+    with local_aws(concurrency=4, python_path=[ROOT], shared_paths=[str(tmp_path)]) as aws:
         with lf.init(backend="lambda", **aws.config):
             refs = [slow_square.remote(marks, i, ready, 2.0) for i in range(3)]
             victim_file = _wait_for(f"{ready}-1-*")[0]
@@ -103,7 +103,7 @@ def test_environment_killed_mid_invoke_is_retried_once(marks, tmp_path, fresh):
 
 def test_moto_stopped_mid_run_is_a_typed_error_not_a_hang(marks, tmp_path, fresh):
     ready = str(tmp_path / "ready")
-    with local_aws(concurrency=2, python_path=[ROOT]) as aws:
+    with local_aws(concurrency=2, python_path=[ROOT], shared_paths=[str(tmp_path)]) as aws:
         rt = lf.init(backend="lambda", **aws.config)
         try:
             done = big_square.remote(marks, 0)

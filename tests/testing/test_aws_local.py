@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import psutil
@@ -68,7 +69,7 @@ def test_local_aws_yields_a_working_config():
         )
         assert body["region"] == "us-east-1" and body["memory"] == "512"
         assert body["identity"].startswith(
-            "arn:aws:sts::123456789012:assumed-role/lf-worker-role/"
+            "arn:aws:sts::123456789012:assumed-role/lambdaflow-local-worker/"
         )
         assert body["access_key"] != keys["aws_access_key_id"]
         assert body["denied"] == "AccessDenied"  # moto enforced the worker policy
@@ -151,3 +152,81 @@ def test_local_aws_command_prints_exports_and_stops_on_sigint():
     assert not [
         c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
     ]
+
+
+def _scrubbed_env(home) -> dict[str, str]:
+    """A new user's environment: no AWS_* or LAMBDAFLOW_* variables, an empty HOME.
+    (AWS_EC2_METADATA_DISABLED only stops botocore from probing the instance
+    metadata address should anything regress to the default credential chain.)"""
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR")}
+    return {**keep, "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+README_SNIPPET = """
+import lambdaflow as lf
+from lambdaflow.testing.aws_local import local_aws
+
+@lf.remote
+def square(x):
+    return x * x
+
+with local_aws(concurrency=4) as aws:
+    lf.init(backend="lambda", **aws.config)
+    print(lf.get([square.remote(i) for i in range(5)]))
+    lf.shutdown()
+"""
+
+
+def test_readme_snippet_runs_with_no_aws_credentials_anywhere(tmp_path):
+    """issue 10 item 3: the README's local_aws snippet on a fresh machine."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", README_SNIPPET],
+        env=_scrubbed_env(home),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 1, 4, 9, 16]"
+    assert not (home / ".aws").exists()
+
+
+def test_local_aws_exports_are_self_sufficient(tmp_path):
+    """What `lambdaflow local-aws` prints is all another shell needs."""
+    import signal
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lambdaflow", "local-aws", "--concurrency", "2", "--quiet"],
+        env=_scrubbed_env(home), cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        exports = {}
+        for line in server.stdout:
+            if line.startswith("export "):
+                name, _, value = line[len("export ") :].strip().partition("=")
+                exports[name] = value
+            if "Ctrl-C to stop" in line:
+                break
+        client = subprocess.run(
+            [sys.executable, "-c", "import lambdaflow as lf\n"
+             "sq = lf.remote(lambda x: x * x)\n"
+             "with lf.init():\n    print(lf.get(sq.remote(7)))\n"],
+            env={**_scrubbed_env(home), **exports}, cwd=tmp_path,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert client.returncode == 0, client.stderr[-3000:]
+        assert client.stdout.strip() == "49"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)

@@ -32,9 +32,10 @@ def lambda_client(emu):
 
 
 @pytest.fixture(scope="module")
-def emulator():
+def emulator(tmp_path_factory):
     with LambdaEmulator(
         python_path=[HANDLERS_DIR],
+        shared_paths=[str(tmp_path_factory.getbasetemp())],
         memory_limit="rss",
         async_retry_delays_s=(0.05, 0.05),
     ) as emu:
@@ -510,3 +511,125 @@ def _gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_tmp_follows_ephemeral_storage_and_code_dir_is_read_only(tmp_path):
+    with LambdaEmulator(python_path=[HANDLERS_DIR], task_root=str(tmp_path)) as emu:
+        client = lambda_client(emu)
+        (tmp_path / "outside-marker").write_text("host /tmp is not the function's")
+        client.create_function(
+            FunctionName="storage", Role="arn:aws:iam::123456789012:role/r",
+            PackageType="Image", Code={"ImageUri": "x"},
+            ImageConfig={"Command": ["handlers.storage"]}, MemorySize=256, Timeout=60,
+            EphemeralStorage={"Size": 512},
+        )  # fmt: skip
+        within = invoke(client, "storage", {"mb": 400})[1]
+        beyond = invoke(client, "storage", {"mb": 600})[1]
+        client.update_function_configuration(
+            FunctionName="storage", EphemeralStorage={"Size": 1024}
+        )
+        with pytest.raises(ClientError, match="EphemeralStorage"):
+            client.update_function_configuration(
+                FunctionName="storage", EphemeralStorage={"Size": 20480}
+            )
+    assert within["tmp"] == "ok" and beyond.get("tmp") == "ENOSPC", (within, beyond)
+    assert within["code_dir"] == "EROFS"
+    assert not (tmp_path / "written-by-fn").exists()
+    # /tmp is private: only the (shared) task root shows through
+    assert "outside-marker" not in within["tmp_entries"]
+
+
+def test_memory_limit_covers_child_processes(emulator, client):
+    name = new_function(emulator, "hog_child", memory_mb=128, timeout_s=20)
+    resp, body = invoke(client, name, {"mb": 400})
+    assert resp.get("FunctionError") == "Unhandled", body
+    assert body["errorType"] == "Runtime.OutOfMemory"
+
+
+def test_account_pool_is_shared_and_429_names_its_cause(tmp_path):
+    """Lambda's account model: reserved functions own their share; the others share
+    the rest; each 429 says which limit was hit."""
+    release = tmp_path / "release"
+    with LambdaEmulator(
+        python_path=[HANDLERS_DIR], account_concurrency=3, min_unreserved=1,
+        shared_paths=[str(tmp_path)],
+    ) as emu:  # fmt: skip
+        client = lambda_client(emu)
+        for name in ("tier-a", "tier-b", "reserved"):
+            emu.create_function(name, handler="handlers.wait_for_file", timeout_s=20)
+        client.put_function_concurrency(
+            FunctionName="reserved", ReservedConcurrentExecutions=1
+        )
+        with pytest.raises(ClientError, match="below its minimum value of \\[1\\]"):
+            client.put_function_concurrency(
+                FunctionName="tier-a", ReservedConcurrentExecutions=2
+            )
+        threads = [
+            threading.Thread(
+                target=invoke, args=(client, n, {"path": str(release)})
+            )
+            for n in ("tier-a", "tier-b", "reserved")
+        ]
+        for t in threads:
+            t.start()
+        wait_until(
+            lambda: sum(f["busy"] for f in emu.stats()["functions"].values()) == 3,
+            "three busy environments",
+        )
+        reasons = {}
+        for name in ("tier-a", "reserved"):
+            with pytest.raises(ClientError) as info:
+                invoke(client, name, {"path": str(release)})
+            reasons[name] = info.value.response["Reason"]
+        release.write_text("go")
+        for t in threads:
+            t.join(30)
+        # tier-a's idle environment is reclaimed when tier-b needs the pool's last slot
+        invoke(client, "tier-b", {"path": str(release)})
+        invoke(client, "tier-b", {"path": str(release)})
+    assert reasons == {
+        "tier-a": "ConcurrentInvocationLimitExceeded",
+        "reserved": "ReservedFunctionConcurrentInvocationLimitExceeded",
+    }
+
+
+def test_idle_environments_are_reclaimed(tmp_path):
+    with LambdaEmulator(python_path=[HANDLERS_DIR], idle_timeout_s=0.5) as emu:
+        client = lambda_client(emu)
+        emu.create_function("idle", handler="handlers.echo")
+        first = invoke(client, "idle")[1]["env_id"]
+        wait_until(
+            lambda: emu.stats()["functions"]["idle"]["idle_reclaimed"] == 1, "a reclaim"
+        )
+        assert emu.stats()["functions"]["idle"]["environments"] == 0
+        assert invoke(client, "idle")[1]["env_id"] != first  # a cold start again
+
+
+def test_async_events_honour_retry_attempts_and_maximum_age(tmp_path):
+    path = tmp_path / "log"
+    with LambdaEmulator(
+        python_path=[HANDLERS_DIR], async_retry_delays_s=(0.05, 0.05),
+        shared_paths=[str(tmp_path)],
+    ) as emu:  # fmt: skip
+        client = lambda_client(emu)
+        emu.create_function("once", handler="handlers.record")
+        client.put_function_event_invoke_config(
+            FunctionName="once", MaximumRetryAttempts=0, MaximumEventAgeInSeconds=60
+        )
+        event = {"path": str(path), "marker": "m", "fail": True}
+        client.invoke(
+            FunctionName="once", InvocationType="Event", Payload=json.dumps(event)
+        )
+        wait_until(lambda: emu.stats()["functions"]["once"]["async_dropped"] == 1, "drop")
+        with pytest.raises(ClientError, match="MaximumRetryAttempts"):
+            client.put_function_event_invoke_config(
+                FunctionName="once", MaximumRetryAttempts=3
+            )
+    assert len(path.read_text().splitlines()) == 1  # no retry with 0 attempts
+
+
+def test_default_async_retry_schedule_is_lambdas():
+    from lambdaflow.testing.lambda_emulator import LambdaEmulator as Emu
+
+    emu = Emu()
+    assert emu._options["async_retry_delays_s"] == (60.0, 120.0)
