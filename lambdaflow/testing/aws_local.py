@@ -222,21 +222,23 @@ def local_aws(
             None,
             "lambdaflow-local-admin",
         )
-        runner = EmulatorProcess if emulator_process else LambdaEmulator
-        emulator = stack.enter_context(
-            runner(
-                port=lambda_port,
-                region=region,
-                python_path=python_path,
-                memory_limit=memory_limit,
-                echo_logs=echo_logs,
-                async_retry_delays_s=async_retry_delays_s,
-                shared_paths=shared_paths,
-                credentials=[admin],
-                sts_endpoint_url=moto.endpoint_url,
-                service_credential=service,
-            )
+        options: dict[str, Any] = dict(
+            port=lambda_port,
+            region=region,
+            python_path=python_path,
+            memory_limit=memory_limit,
+            echo_logs=echo_logs,
+            async_retry_delays_s=async_retry_delays_s,
+            shared_paths=shared_paths,
+            credentials=[admin],
+            sts_endpoint_url=moto.endpoint_url,
+            service_credential=service,
         )
+        emulator: EmulatorProcess | LambdaEmulator
+        if emulator_process:
+            emulator = stack.enter_context(EmulatorProcess(**options))
+        else:
+            emulator = stack.enter_context(LambdaEmulator(**options))
         aws = LocalAws(
             moto,
             emulator,

@@ -39,15 +39,19 @@ _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 1, 2, 4, 32
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
 
 
-def _die_with_parent() -> None:
+def die_with_parent(signum: int | None = None) -> None:
+    """PR_SET_PDEATHSIG: this process gets ``signum`` (SIGKILL) when the thread that
+    started it dies; exits at once if the parent (``PARENT_PID_VAR``) is already gone.
+    Also used by the moto and emulator server processes."""
+    import signal
+
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: rely on the emulator's stop()/atexit
+        libc.prctl(PR_SET_PDEATHSIG, int(signum or signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: rely on the parent's stop()/atexit
         return
     parent = os.environ.pop(PARENT_PID_VAR, "")
     if parent and os.getppid() != int(parent):  # the parent died before prctl
@@ -115,7 +119,7 @@ def main(argv: list[str]) -> None:
         sys.exit(
             "usage: python -m lambdaflow.testing.emulator_bootstrap MODULE.FUNCTION"
         )
-    _die_with_parent()
+    die_with_parent()
     _apply_rlimit()
     _isolate()
     from awslambdaric.__main__ import main as awslambdaric_main

@@ -327,6 +327,7 @@ class EmulatorCore(EnvironmentEvents):
     def _deliver(self, env: Environment) -> None:
         inv = env.invocation
         conn, env.parked = env.parked, None
+        assert inv is not None and conn is not None, "deliver needs a parked poll"
         env.state = BUSY
         env.delivered = True
         now = time.time()

@@ -101,12 +101,14 @@ class EnvironmentEvents:
         self._exited(env)
 
     def _poll_exit(self, env: Environment) -> None:  # pragma: no cover - no pidfd
+        assert env.proc is not None
         if env.proc.poll() is None:
             self.loop.call_later(0.05, self._poll_exit, env)
         else:
             self._exited(env)
 
     def _exited(self, env: Environment) -> None:
+        assert env.proc is not None
         returncode = env.proc.wait()
         env.exit_status = env.describe_exit(returncode)
         self._drain_output(env)

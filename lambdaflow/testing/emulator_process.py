@@ -34,6 +34,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR, die_with_parent
 from lambdaflow.testing.emulator_env import DEFAULT_HANDLER
 from lambdaflow.testing.sigv4 import Credential
 
@@ -138,7 +139,9 @@ class EmulatorProcess:
             [sys.executable, "-m", "lambdaflow.testing.lambda_emulator", *self._argv],
             stdout=subprocess.PIPE,
             text=True,
-            env=dict(os.environ, **{SECRETS_VAR: self._secrets}),
+            env=dict(
+                os.environ, **{SECRETS_VAR: self._secrets, PARENT_PID_VAR: str(os.getpid())}
+            ),
         )
         atexit.register(self.stop)
         line = _readline(self._proc, timeout)
@@ -239,9 +242,9 @@ class EmulatorProcess:
 def _readline(proc: subprocess.Popen, timeout: float) -> str:
     """The child's first stdout line, or "" if it says nothing within ``timeout``."""
     out: list[str] = []
-    reader = threading.Thread(
-        target=lambda: out.append(proc.stdout.readline()), daemon=True
-    )
+    stdout = proc.stdout
+    assert stdout is not None, "the emulator process is started with stdout=PIPE"
+    reader = threading.Thread(target=lambda: out.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     return out[0] if out else ""
@@ -281,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     secrets = _decode_secrets(os.environ.pop(SECRETS_VAR, ""))
+    if PARENT_PID_VAR in os.environ:  # started by EmulatorProcess: die with the driver
+        die_with_parent(signal.SIGTERM)
     with LambdaEmulator(
         args.host,
         args.port,

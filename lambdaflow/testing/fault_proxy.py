@@ -173,7 +173,7 @@ class FaultProxy:
         if not self.target:
             raise RuntimeError("FaultProxy has no target: set .target first")
         parsed = urlparse(self.target)
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+        conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=60)
         try:
             headers = {k: v for k, v in headers.items() if k.lower() != "transfer-encoding"}
             headers["Content-Length"] = str(len(body))

@@ -130,7 +130,7 @@ class LambdaEmulator:
             if sts_endpoint_url and service_credential is not None
             else None
         )
-        self._options = {
+        self._options: dict[str, Any] = {
             "region": region,
             "account_concurrency": account_concurrency,
             "min_unreserved": min_unreserved,
@@ -162,7 +162,7 @@ class LambdaEmulator:
             )
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> LambdaEmulator:
+    def start(self) -> Self:
         if self._thread is not None:
             return self
         ready: concurrent.futures.Future = concurrent.futures.Future()
@@ -244,6 +244,7 @@ class LambdaEmulator:
             self._server.close()
         for conn in list(self._connections):
             conn.close()
+        assert self._core is not None
         return self._core.close()
 
     def __enter__(self) -> Self:
@@ -255,6 +256,13 @@ class LambdaEmulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def core(self) -> EmulatorCore:
+        """The running scheduling core (its event-loop thread only)."""
+        if self._core is None:
+            raise RuntimeError("LambdaEmulator is not started: call .start() or use `with`")
+        return self._core
 
     # -- API ------------------------------------------------------------------------------
     def create_function(
@@ -282,13 +290,13 @@ class LambdaEmulator:
             concurrency=concurrency,
             role=role,
         )
-        return self._call(lambda: self._core.put_function(config))
+        return self._call(lambda: self.core.put_function(config))
 
     def delete_function(self, name: str) -> None:
         def delete() -> None:
-            if name not in self._core.functions:
+            if name not in self.core.functions:
                 raise KeyError(f"function {name!r} is not registered in the emulator")
-            self._core.remove_function(name)
+            self.core.remove_function(name)
 
         self._call(delete)
 
@@ -297,7 +305,7 @@ class LambdaEmulator:
         timeouts, crashes, out_of_memory, function_errors, async_*, environments, busy,
         queued, concurrency}}, "environments": [{env_id, function, pid, state,
         cold_start_s, invocations, exit}, ...]}`` (every environment ever started)."""
-        return self._call(self._core.stats)
+        return self._call(lambda: self.core.stats())
 
     def _call(self, fn: Callable[[], Any], timeout: float = 60) -> Any:
         if self._loop is None or self._core is None or self._server is None:

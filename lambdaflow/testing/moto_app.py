@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))
     token = os.environ.pop(TOKEN_VAR, "")
+    from lambdaflow.testing.emulator_bootstrap import die_with_parent
+
+    die_with_parent(signal.SIGTERM)  # no moto left behind by a killed driver
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

@@ -36,6 +36,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR
 from lambdaflow.testing.moto_app import TOKEN_HEADER, TOKEN_VAR
 
 #: Credentials moto accepts when it does not enforce IAM; any non-empty values work.
@@ -101,6 +102,7 @@ class MotoServer:
         env.update(FAKE_CREDENTIALS)  # moto's own boto3 calls (never leave the process)
         if self.iam:
             env[TOKEN_VAR] = self._token
+        env[PARENT_PID_VAR] = str(os.getpid())
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "lambdaflow.testing.moto_app",
              "--host", "127.0.0.1", "--port", str(self.port)],

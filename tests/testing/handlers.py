@@ -69,7 +69,6 @@ def record(event, context):
 def s3_roundtrip(event, context):
     """Write an object with boto3's default endpoint resolution (AWS_ENDPOINT_URL_S3)."""
     import boto3
-
     from botocore.exceptions import ClientError
 
     s3 = boto3.client("s3")

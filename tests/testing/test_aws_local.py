@@ -230,3 +230,37 @@ def test_local_aws_exports_are_self_sufficient(tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
+
+
+def test_stand_ins_die_with_a_killed_driver(tmp_path):
+    """SIGKILL of the process that ran local_aws leaves no moto, emulator or environment."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import json, sys, time\n"
+        "from lambdaflow.testing.aws_local import local_aws\n"
+        "with local_aws(concurrency=1) as aws:\n"
+        "    aws.client('lambda').invoke(FunctionName=aws.config['function_name'],\n"
+        "                                Payload=b'{\"lambdaflow\": \"ping\"}')\n"
+        "    envs = [e['pid'] for e in aws.emulator.stats()['environments']]\n"
+        "    print(json.dumps([aws.moto._proc.pid, aws.emulator.pid, *envs]), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pids = json.loads(proc.stdout.readline())
+    assert len(pids) == 3
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.monotonic() + 30
+    while True:
+        alive = [
+            p for p in pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]  # fmt: skip
+        if not alive:
+            break
+        assert time.monotonic() < deadline, f"left behind: {alive}"
+        time.sleep(0.1)
