@@ -17,16 +17,21 @@ process (``moto_app`` calls :func:`install`):
   not carry), else 403 AccessDenied
   (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html, "Permissions").
 
+DynamoDB: moto checks DynamoDB actions against the resource ``"*"``, so a policy
+scoped to a table ARN (as least privilege wants) never matches. Requests naming a
+``TableName`` are evaluated here against ``arn:aws:dynamodb:<region>:<account>:table/<name>``.
+
 Evaluation (explicit Deny wins, then any Allow, else implicit deny) covers Action /
 NotAction, Resource / NotResource with ``*`` and ``?`` wildcards, and the String
-operators; any other operator fails closed. Only S3 requests are re-evaluated; every
-other service keeps moto's own evaluation.
+operators; any other operator fails closed. S3 and table-level DynamoDB requests are
+re-evaluated; every other service keeps moto's own evaluation.
 """
 
 from __future__ import annotations
 
 import contextvars
 import fnmatch
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -114,6 +119,26 @@ def install() -> None:
             may_list.set(evaluate(docs, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {}))
 
     S3IAMRequest.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+
+    from moto.iam.access_control import IAMRequest
+
+    moto_check = IAMRequest.check_action_permitted
+
+    def check_table_action(self: Any, resource: str) -> None:
+        if self._service != "dynamodb" or resource != "*":
+            return moto_check(self, resource)
+        try:
+            table = json.loads(self._body or b"{}").get("TableName")
+        except (ValueError, AttributeError):
+            table = None
+        if not table:
+            return moto_check(self, resource)
+        arn = f"arn:aws:dynamodb:{self._region}:{self.account_id}:table/{table}"
+        if not evaluate(_documents(self._access_key), self._action, arn, {}):
+            self._raise_access_denied()
+        return None
+
+    IAMRequest.check_action_permitted = check_table_action  # type: ignore[method-assign]
 
 
 def missing_key_body() -> bytes:

@@ -94,3 +94,29 @@ def test_prefix_condition_and_headbucket(clients):
         lambda: limited.put_object(Bucket=BUCKET, Key="other/x", Body=b"x")
     ) == "AccessDenied"
     assert clients["lister"].head_bucket(Bucket=BUCKET)
+
+
+def test_dynamodb_table_arns_are_matched():
+    with MotoServer(iam=True) as moto:
+        ddb = moto.client("dynamodb")
+        for name in ("allowed", "other"):
+            ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                             KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "k",
+                                                    "AttributeType": "S"}])  # fmt: skip
+        iam = moto.client("iam")
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(UserName="reader", PolicyName="p", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "dynamodb:GetItem",
+                "Resource": "arn:aws:dynamodb:us-east-1:123456789012:table/allowed"}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        reader = boto3.client("dynamodb", endpoint_url=moto.endpoint_url,
+                              region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+                              aws_secret_access_key=key["SecretAccessKey"])  # fmt: skip
+        assert "Item" not in reader.get_item(TableName="allowed", Key={"k": {"S": "x"}})
+        for call in (lambda: reader.get_item(TableName="other", Key={"k": {"S": "x"}}),
+                     lambda: reader.put_item(TableName="allowed", Item={"k": {"S": "x"}})):
+            with pytest.raises(ClientError) as info:
+                call()
+            assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
