@@ -5,7 +5,8 @@ exits, output and memory (a mixin of ``EmulatorCore``, event-loop thread only).
     pidfd readable ───────> _exited: answer the invocation in flight with the init
                             error, Runtime.OutOfMemory or Runtime.ExitError
     stdout/stderr pipe ───> _take_output: echo (optional), keep the invocation's log tail
-    every 100 ms ("rss") ─> _check_memory: SIGKILL a busy environment over MemorySize
+    every 100 ms ("rss") ─> _check_memory: SIGKILL a busy environment whose process
+                            tree is over MemorySize (Runtime.OutOfMemory)
 
 An environment killed here leaves service at once (``_discard``), so the concurrency it
 held is free for the next invoke before its process is even reaped.
