@@ -633,3 +633,24 @@ def test_default_async_retry_schedule_is_lambdas():
 
     emu = Emu()
     assert emu._options["async_retry_delays_s"] == (60.0, 120.0)
+
+
+def test_async_events_older_than_the_maximum_age_are_dropped(tmp_path):
+    """An event queued behind a busy environment longer than MaximumEventAgeInSeconds
+    is dropped, not run (the API's minimum is 60 s; the test shortens it in place)."""
+    release, log = tmp_path / "release", tmp_path / "log"
+    with LambdaEmulator(python_path=[HANDLERS_DIR], shared_paths=[str(tmp_path)]) as emu:
+        client = lambda_client(emu)
+        emu.create_function("aged", handler="handlers.wait_for_file", concurrency=1,
+                            timeout_s=20)  # fmt: skip
+        emu._call(lambda: setattr(emu.core.functions["aged"].config, "max_event_age_s", 0.3))
+        holder = threading.Thread(target=invoke, args=(client, "aged", {"path": str(release)}))
+        holder.start()
+        wait_until(lambda: emu.stats()["functions"]["aged"]["busy"] == 1, "a busy env")
+        client.invoke(FunctionName="aged", InvocationType="Event",
+                      Payload=json.dumps({"path": str(log)}))  # fmt: skip
+        time.sleep(0.6)  # the event ages past 0.3 s while the only environment is busy
+        release.write_text("go")
+        holder.join(30)
+        wait_until(lambda: emu.stats()["functions"]["aged"]["async_expired"] == 1, "expiry")
+        assert emu.stats()["functions"]["aged"]["invocations"] == 1
