@@ -41,7 +41,10 @@ def local_aws_env(tmp_path_factory):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     shared = [str(tmp_path_factory.getbasetemp())]  # tests' marker files, seen by workers
-    with local_aws(concurrency=8, python_path=[root], shared_paths=shared) as aws:
+    with local_aws(
+        concurrency=8, python_path=[root], shared_paths=shared,
+        read_locations=["s3://lambdaflow-local/inputs/"],  # as `deploy --read` grants
+    ) as aws:  # fmt: skip
         yield aws
 
 

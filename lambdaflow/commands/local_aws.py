@@ -40,6 +40,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--memory", type=int, default=1769, help="function memory, MB")
     parser.add_argument("--handler", default=DEFAULT_HANDLER)
     parser.add_argument(
+        "--read",
+        action="append",
+        default=[],
+        metavar="S3_LOCATION",
+        help="let workers read inputs here, e.g. s3://lambdaflow-local/in/ (repeatable; "
+        "as `lambdaflow deploy --read`: the worker role is enforced)",
+    )
+    parser.add_argument(
         "--lambda-port", type=int, default=0, help="default: a free port"
     )
     parser.add_argument(
@@ -78,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             memory_mb=args.memory,
             handler=args.handler,
+            read_locations=args.read,
             lambda_port=args.lambda_port,
             moto_port=args.moto_port,
             memory_limit=None if args.memory_limit == "none" else args.memory_limit,

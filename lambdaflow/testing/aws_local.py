@@ -118,12 +118,18 @@ class LocalAws:
         }
 
 
-def worker_role_policy(bucket: str, prefix: str, function_name: str, region: str) -> dict:
-    """The policy ``lambdaflow deploy`` gives the worker role, for this bucket/prefix."""
+def worker_role_policy(
+    bucket: str, prefix: str, function_name: str, region: str,
+    read_locations: Sequence[str] = (),
+) -> dict:  # fmt: skip
+    """The policy ``lambdaflow deploy`` gives the worker role, for this bucket/prefix
+    (``read_locations``: its ``--read`` inputs, e.g. ``s3://videos/in/``)."""
     from lambdaflow.deploy.iam import worker_policy
     from lambdaflow.deploy.settings import DeploySettings
 
-    settings = DeploySettings(bucket=bucket, prefix=prefix or "lambdaflow/")
+    settings = DeploySettings(
+        bucket=bucket, prefix=prefix or "lambdaflow/", read_locations=tuple(read_locations)
+    )
     policy = worker_policy(settings, partition="aws", account=ACCOUNT_ID, region=region)
     logs = f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:/aws/lambda/{function_name}:*"
     for statement in policy["Statement"]:  # the local function's own log group
@@ -188,6 +194,7 @@ def local_aws(
     async_retry_delays_s: Sequence[float] = (60.0, 120.0),
     shared_paths: Sequence[str] = (),
     ephemeral_mb: int = 512,
+    read_locations: Sequence[str] = (),
 ) -> Iterator[LocalAws]:
     """Start moto and the Lambda emulator, create ``bucket`` and ``function_name``.
 
@@ -197,7 +204,8 @@ def local_aws(
     ``emulator_process=True`` runs the emulator in a child process (``EmulatorProcess``)
     so it does not share the driver's GIL; False runs it in a thread of this process.
     ``role_policy`` replaces the worker policy of ``lambdaflow deploy`` as the execution
-    role's inline policy. Each environment has a private /tmp of ``ephemeral_mb`` and a
+    role's inline policy; ``read_locations`` adds its ``--read`` inputs (as ``lambdaflow
+    deploy --read``, e.g. ``s3://lambdaflow-local/inputs/``). Each environment has a private /tmp of ``ephemeral_mb`` and a
     read-only code directory; ``shared_paths`` under /tmp stay visible to it."""
     if concurrency < 1:
         raise ValueError(f"local_aws(concurrency={concurrency}): must be >= 1")
@@ -207,7 +215,9 @@ def local_aws(
         )
     with contextlib.ExitStack() as stack:
         moto = stack.enter_context(MotoServer(port=moto_port, region=region, iam=True))
-        policy = role_policy or worker_role_policy(bucket, prefix, function_name, region)
+        policy = role_policy or worker_role_policy(
+            bucket, prefix, function_name, region, read_locations
+        )
         role_arn, service = _create_role(moto, LOCAL_ROLE_NAME, policy)
         s3 = moto.client("s3")
         if region == "us-east-1":
