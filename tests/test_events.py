@@ -222,7 +222,6 @@ def test_bridge_delivers_aws_shaped_events_and_deletes_messages(moto):
 def test_bridge_invokes_a_function_in_the_lambda_emulator(moto, tmp_path):
     """The whole local path: S3 upload -> SQS -> bridge -> Lambda Invoke API ->
     awslambdaric environment running events.dispatch -> handler writes to S3."""
-    import boto3
 
     from lambdaflow.testing.lambda_emulator import LambdaEmulator
 

@@ -144,7 +144,6 @@ def _lambda_available() -> bool:
 @pytest.mark.skipif(not _lambda_available(), reason="Lambda stand-ins not available")
 def test_lambda_backend_reads_the_video_from_s3(local_aws_env, sample, monkeypatch):
     """The driver probes and the Lambda workers decode ``s3://`` with ranged GETs."""
-    from lambdaflow.ops import videosource
 
     path, expected = sample
     s3 = local_aws_env.client("s3")
