@@ -6,14 +6,10 @@ available ones (the most recently used environment is reused first, so a trickle
 calls stays on one warm environment and the rest can be reclaimed), a FIFO queue of
 pending asynchronous (Event) invocations and counters.
 
-Concurrency is Lambda's account model
-(https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html): the account has
-``account_concurrency`` environments in all; a function with reserved concurrency owns
-that many of them, every other function (each memory tier is one) shares what is left
-(the unreserved pool, which never drops below ``min_unreserved``; AWS keeps 100).
-A full reserved function answers 429 ``Reason: ReservedFunctionConcurrentInvocationLimitExceeded``,
-a full unreserved pool ``ConcurrentInvocationLimitExceeded`` (after reclaiming an idle
-environment of another function, if there is one).
+Concurrency is Lambda's account model (``emulator_pool.AccountPool``): reserved
+functions own their share, the others share the unreserved pool; a 429 carries the
+``Reason`` of the limit that was hit, after an idle environment of another function
+was reclaimed if that made room.
 
     Invoke ──> invoke(): acquire(): available env? ──yes──> assign()
                             │ no: room in its pool? spawn() + assign()
@@ -62,6 +58,7 @@ from lambdaflow.testing.emulator_env import (
 )
 from lambdaflow.testing.emulator_events import EnvironmentEvents
 from lambdaflow.testing.emulator_http import HttpConnection, Request
+from lambdaflow.testing.emulator_pool import ACCOUNT_LIMIT, AccountPool
 from lambdaflow.testing.peer import peer_is_in_tree
 from lambdaflow.testing.roles import RoleSessions
 from lambdaflow.testing.sigv4 import Credential, SigV4Verifier
@@ -86,8 +83,6 @@ _COUNTERS = (
     "idle_reclaimed",
     "runtime_refused",
 )
-RESERVED_LIMIT = "ReservedFunctionConcurrentInvocationLimitExceeded"
-ACCOUNT_LIMIT = "ConcurrentInvocationLimitExceeded"
 
 
 class FunctionState:
@@ -121,8 +116,7 @@ class EmulatorCore(EnvironmentEvents):
     ) -> None:
         self.loop = loop
         self.region = region
-        self.account_concurrency = account_concurrency
-        self.min_unreserved = min_unreserved
+        self.pool = AccountPool(account_concurrency, min_unreserved)
         self.idle_timeout_s = idle_timeout_s
         self.shared_paths = shared_paths if isolate else None
         self.verifier = SigV4Verifier(region)
@@ -142,45 +136,26 @@ class EmulatorCore(EnvironmentEvents):
         self._closing = False
         self._watchdog: asyncio.TimerHandle | None = None
 
-    # -- registry and concurrency pools --------------------------------------------
-    def unreserved_pool(self) -> int:
-        reserved = sum(
-            f.config.concurrency or 0
-            for f in self.functions.values()
-            if f.config.concurrency is not None
-        )
-        return self.account_concurrency - reserved
-
+    # -- registry and concurrency -----------------------------------------------
     def limit(self, fs: FunctionState) -> int:
-        """The most environments this function may hold now."""
-        if fs.config.concurrency is not None:
-            return fs.config.concurrency
-        return self.unreserved_pool()
+        return self.pool.limit(fs, self.functions.values())
 
     def check_reservation(self, fs: FunctionState, value: int) -> None:
-        """PutFunctionConcurrency's rule: the unreserved pool keeps its minimum."""
-        current = fs.config.concurrency or 0
-        left = self.unreserved_pool() + current - value
-        if left < self.min_unreserved:
-            raise ValueError(
-                "Specified ReservedConcurrentExecutions for function decreases account's "
-                f"UnreservedConcurrentExecution below its minimum value of [{self.min_unreserved}]."
-            )
+        self.pool.check_reservation(fs, value, self.functions.values())
 
     def _room(self, fs: FunctionState) -> str | None:
-        """None if ``fs`` may start an environment now, else the throttle Reason."""
-        if fs.config.concurrency is not None:
-            return None if len(fs.envs) < fs.config.concurrency else RESERVED_LIMIT
-        shared = [f for f in self.functions.values() if f.config.concurrency is None]
-        if sum(len(f.envs) for f in shared) < self.unreserved_pool():
-            return None
-        for other in shared:  # reclaim an idle environment of another function
-            if other is not fs and other.available:
-                victim = other.available.pop(0)  # the least recently used
-                self._discard(victim, "idle")
+        """None if ``fs`` may start an environment now (after reclaiming an idle
+        environment of another function if that makes room), else the 429 Reason."""
+        reason = self.pool.room(fs, self.functions.values())
+        if reason == ACCOUNT_LIMIT:
+            victim = self.pool.idle_victim(fs, self.functions.values())
+            if victim is not None:
+                other, env = victim
+                other.available.remove(env)
                 other.counters["idle_reclaimed"] += 1
+                self._discard(env, "idle")
                 return None
-        return ACCOUNT_LIMIT
+        return reason
 
     def state_of(self, config: FunctionConfig) -> FunctionState | None:
         """The live state of this exact function (None once deleted or replaced)."""
@@ -219,7 +194,7 @@ class EmulatorCore(EnvironmentEvents):
         env = self._acquire(fs)
         if env is None:
             fs.counters["throttles"] += 1
-            return self._room(fs) or ACCOUNT_LIMIT
+            return self.pool.room(fs, self.functions.values()) or ACCOUNT_LIMIT
         self._assign(env, inv)
         return None
 

@@ -76,6 +76,7 @@ from lambdaflow.testing.emulator_api import LambdaApi
 from lambdaflow.testing.emulator_core import EmulatorCore
 from lambdaflow.testing.emulator_env import DEFAULT_HANDLER, FunctionConfig
 from lambdaflow.testing.emulator_http import HttpConnection
+from lambdaflow.testing.emulator_pool import AccountPool
 from lambdaflow.testing.roles import RoleSessions
 from lambdaflow.testing.sigv4 import Credential
 
@@ -112,11 +113,7 @@ class LambdaEmulator:
             raise ValueError(
                 f"memory_limit={memory_limit!r}: use None, 'rss' or 'rlimit'"
             )
-        if not 0 <= min_unreserved < account_concurrency:
-            raise ValueError(
-                f"account_concurrency={account_concurrency}, min_unreserved="
-                f"{min_unreserved}: need 0 <= min_unreserved < account_concurrency"
-            )
+        AccountPool(account_concurrency, min_unreserved)  # checks the two numbers
         if bool(sts_endpoint_url) != (service_credential is not None):
             raise ValueError("sts_endpoint_url and service_credential go together")
         self.host = host
