@@ -10,8 +10,8 @@ and the keys it handed its execution environments (their role's STS session).
                    SignedHeaders=host;x-amz-date, Signature=<hex>
         │ parse ──> key known? scope = this region + "lambda"? X-Amz-Date within 15 min?
         │           session token equal to the key's?
-        └ recompute the signature with botocore's own SigV4Auth over the signed headers,
-          the raw path and query and the body's SHA-256; compare in constant time
+        └ recompute the signature over the signed headers, the raw path and query (with
+          botocore's canonicalisation) and the body's SHA-256; compare in constant time
 
 Errors are :class:`AuthError` with the status, the ``x-amzn-ErrorType`` and the message
 Lambda answers with (403 ``MissingAuthenticationTokenException``,
@@ -59,6 +59,15 @@ class Credential:
         return out
 
 
+def _parse_amz_date(text: str) -> int:
+    """``20250101T120000Z`` -> POSIX seconds (ValueError if malformed)."""
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z":
+        raise ValueError(text)
+    fields = (text[0:4], text[4:6], text[6:8], text[9:11], text[11:13], text[13:15])
+    y, mo, d, h, mi, sec = (int(f) for f in fields)
+    return calendar.timegm((y, mo, d, h, mi, sec, 0, 0, 0))
+
+
 class AuthError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -78,9 +87,15 @@ class SigV4Verifier:
     """The keys accepted for one service in one region; thread-confined to its owner."""
 
     def __init__(self, region: str, service: str = "lambda") -> None:
+        from botocore.auth import SigV4Auth
+        from botocore.credentials import Credentials
+
         self.region = region
         self.service = service
         self._keys: dict[str, Credential] = {}
+        self._keys_by_day: dict[tuple[str, str], bytes] = {}
+        #: botocore's signer, for its path and query canonicalisation only
+        self._signer = SigV4Auth(Credentials("-", "-"), service, region)
 
     def add(self, credential: Credential) -> None:
         self._keys[credential.access_key_id] = credential
@@ -101,9 +116,6 @@ class SigV4Verifier:
     ) -> Credential:
         """The credential that signed this request (``headers`` lower-cased), or
         AuthError. ``target`` is the raw request target (path and query as received)."""
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
 
         auth = headers.get("authorization", "")
         if not auth:
@@ -137,7 +149,7 @@ class SigV4Verifier:
             )
         amz_date = headers.get("x-amz-date", "")
         try:
-            stamp = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+            stamp = _parse_amz_date(amz_date)
         except ValueError:
             raise AuthError(403, "InvalidSignatureException", "X-Amz-Date is missing or malformed") from None
         if not amz_date.startswith(date) or "x-amz-date" not in signed:
@@ -164,24 +176,57 @@ class SigV4Verifier:
         missing = [h for h in signed if h not in headers]
         if missing:
             raise AuthError(403, "InvalidSignatureException", _INVALID_SIGNATURE)
-        request = AWSRequest(
-            method=method,
-            url=f"http://{headers['host']}{target}",
-            data=body,
-            headers={h: headers[h] for h in signed},
+        expected = self._signature(
+            credential, method, target, headers, signed, body, declared, amz_date, date
         )
-        request.context["timestamp"] = amz_date
-        signer = SigV4Auth(
-            Credentials(
-                credential.access_key_id,
-                credential.secret_access_key,
-                credential.session_token,
-            ),
-            service,
-            region,
-        )
-        canonical = signer.canonical_request(request)
-        expected = signer.signature(signer.string_to_sign(request, canonical), request)
         if not hmac.compare_digest(expected, fields.get("Signature", "")):
             raise AuthError(403, "InvalidSignatureException", _INVALID_SIGNATURE)
         return credential
+
+    def _signature(
+        self,
+        credential: Credential,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        signed: list[str],
+        body: bytes,
+        declared: str | None,
+        amz_date: str,
+        date: str,
+    ) -> str:
+        """SigV4 as botocore computes it for a non-S3 service: botocore's own path
+        normalisation (segments encoded twice) and query canonicalisation, headers
+        lower-cased with whitespace collapsed, the body's SHA-256; the signing key is
+        cached per key and day (four of the five HMACs of a signature)."""
+        from types import SimpleNamespace
+
+        path = target.partition("?")[0]
+        url = f"http://{headers['host']}{target}"
+        canonical = "\n".join(
+            [
+                method.upper(),
+                self._signer._normalize_url_path(path),
+                self._signer.canonical_query_string(SimpleNamespace(url=url, params={})),
+                "".join(f"{h}:{' '.join(headers[h].split())}\n" for h in sorted(signed)),
+                ";".join(sorted(signed)),
+                declared or hashlib.sha256(body).hexdigest(),
+            ]
+        )
+        scope = f"{date}/{self.region}/{self.service}/aws4_request"
+        to_sign = "\n".join(
+            [_ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        )
+        key = self._signing_key(credential.secret_access_key, date)
+        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+    def _signing_key(self, secret: str, date: str) -> bytes:
+        cached = self._keys_by_day.get((secret, date))
+        if cached is None:
+            key = ("AWS4" + secret).encode()
+            for part in (date, self.region, self.service, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            if len(self._keys_by_day) > 1024:
+                self._keys_by_day.clear()
+            cached = self._keys_by_day[(secret, date)] = key
+        return cached
