@@ -222,7 +222,6 @@ def test_bridge_delivers_aws_shaped_events_and_deletes_messages(moto):
 def test_bridge_invokes_a_function_in_the_lambda_emulator(moto, tmp_path):
     """The whole local path: S3 upload -> SQS -> bridge -> Lambda Invoke API ->
     awslambdaric environment running events.dispatch -> handler writes to S3."""
-    import boto3
 
     from lambdaflow.testing.lambda_emulator import LambdaEmulator
 
@@ -238,15 +237,12 @@ def test_bridge_invokes_a_function_in_the_lambda_emulator(moto, tmp_path):
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             s3.put_object(Bucket="emu-out", Key=key, Body=body.upper())
     """))
-    env = {events.EVENT_MODULES_ENV: str(handler_file), "S3_ENDPOINT": moto.endpoint_url,
-           "AWS_DEFAULT_REGION": moto.region, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing"}
-    with LambdaEmulator() as emu:
+    # the emulator sets the region and the function's credentials (reserved keys)
+    env = {events.EVENT_MODULES_ENV: str(handler_file), "S3_ENDPOINT": moto.endpoint_url}
+    with LambdaEmulator(region=moto.region, shared_paths=[str(tmp_path)]) as emu:
         emu.create_function("router", handler="lambdaflow.events.dispatch", timeout_s=30,
                             env=env, concurrency=2)
-        client = boto3.client("lambda", endpoint_url=emu.endpoint_url,
-                              region_name=moto.region, aws_access_key_id="testing",
-                              aws_secret_access_key="testing")
+        client = emu.client()
         deliver = events.lambda_invoker(client, "router", invocation_type="RequestResponse")
         with events.SqsBridge(sqs, url, deliver, workers=2):
             for key in ["x 1.txt", "y.txt"]:

@@ -60,7 +60,7 @@ def run(videos: Path, encodings: Path, students: Path, mapping: Path, results: P
     env = names.function_env(str(HERE / "app.py"))
     with local_aws(concurrency=concurrency, function_name=FUNCTION, timeout_s=120,
                    memory_mb=1024, handler=handler or default_handler(), env=env,
-                   echo_logs=echo_logs) as aws:
+                   echo_logs=echo_logs, role_policy=local_role_policy(names)) as aws:
         from botocore.config import Config
 
         s3 = aws.client("s3", config=Config(max_pool_connections=32))
@@ -82,6 +82,21 @@ def run(videos: Path, encodings: Path, students: Path, mapping: Path, results: P
     report = check.check(mapping, results)
     return {"completed": not missing, "report": report, "missing": missing, "stats": stats,
             "dead": bridge.dead}
+
+
+def local_role_policy(names: setup_resources.Names) -> dict:
+    """The classroom function's role on the local stand-ins (moto enforces it): exactly
+    the calls app.py makes. ListBucket on the input bucket keeps a vanished upload a
+    NoSuchKey (S3 answers 403 for a missing key without it), which app.py handles."""
+    s3, table = "arn:aws:s3:::", f"arn:aws:dynamodb:*:*:table/{names.table}"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": [f"{s3}{names.input_bucket}/*",
+                      f"{s3}{names.output_bucket}/{setup_resources.ENCODINGS_KEY}"]},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{names.input_bucket}"},
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{s3}{names.output_bucket}/*"},
+        {"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": table},
+    ]}  # fmt: skip
 
 
 def _wait(aws, s3, bucket: str, expected: list[str], timeout_s: float) -> tuple[list, int]:
