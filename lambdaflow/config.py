@@ -47,6 +47,9 @@ class Config:
     invoke_timeout_s: float = 905.0
     #: where run stats are written after shutdown (lambda backend; "" disables)
     stats_path: str = ".lambdaflow/last-run.json"
+    #: settings written by `lambdaflow deploy`, read for fields not given otherwise
+    #: (lambda backend; "" disables; see lambdaflow/deploy_settings.py)
+    deploy_file: str = ".lambdaflow/deployment.json"
     #: anything backend-specific that has no field yet
     extra: dict = field(default_factory=dict)
 
@@ -84,6 +87,7 @@ def resolve(backend: str | None = None, **overrides: object) -> Config:
             f"valid options: {', '.join(valid)}"
         )
     cfg = Config()
+    given = set(overrides)
     for f in fields(Config):
         if f.name == "extra":
             continue
@@ -91,6 +95,7 @@ def resolve(backend: str | None = None, **overrides: object) -> Config:
         if env is not None and env != "":
             default = f.default if f.default is not dataclasses.MISSING else None
             setattr(cfg, f.name, _parse(env, default, f.name))
+            given.add(f.name)
     for name, value in overrides.items():
         setattr(cfg, name, value)
     if backend is not None:
@@ -101,4 +106,7 @@ def resolve(backend: str | None = None, **overrides: object) -> Config:
         raise ConfigError(
             f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}"
         )
+    from lambdaflow import deploy_settings
+
+    deploy_settings.apply(cfg, given)
     return cfg

@@ -1,7 +1,7 @@
 """boto3 clients for deploy / destroy / status, with per-service endpoint overrides.
 
-Endpoint of service ``svc`` (``s3``, ``iam``, ``ecr``, ``lambda``, ``logs``, ``sts``), first
-found wins::
+Endpoint of service ``svc`` (``s3``, ``iam``, ``ecr``, ``lambda``, ``logs``, ``sts``,
+``dynamodb``, ``sqs``, ``resourcegroupstaggingapi``), first found wins::
 
     endpoint_url argument (the --endpoint-url flag: every service)
     LAMBDAFLOW_<SVC>_ENDPOINT_URL   e.g. LAMBDAFLOW_LAMBDA_ENDPOINT_URL, LAMBDAFLOW_S3_ENDPOINT_URL
@@ -20,7 +20,10 @@ from typing import Any
 
 from lambdaflow.errors import ConfigError
 
-SERVICES = ("s3", "iam", "ecr", "lambda", "logs", "sts")
+SERVICES = (
+    "s3", "iam", "ecr", "lambda", "logs", "sts", "dynamodb", "sqs",
+    "resourcegroupstaggingapi",
+)  # fmt: skip
 
 
 def endpoint_for(service: str, endpoint_url: str | None = None) -> str | None:
@@ -43,6 +46,9 @@ class AwsClients:
     lambda_: Any
     logs: Any
     sts: Any
+    dynamodb: Any
+    sqs: Any
+    tagging: Any
     region: str
 
     @classmethod
@@ -82,6 +88,9 @@ class AwsClients:
             lambda_=clients["lambda"],
             logs=clients["logs"],
             sts=clients["sts"],
+            dynamodb=clients["dynamodb"],
+            sqs=clients["sqs"],
+            tagging=clients["resourcegroupstaggingapi"],
             region=region,
         )
 
@@ -99,8 +108,3 @@ class AwsClients:
         parts = arn.split(":")
         return parts[1], parts[4]
 
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ClientError ('' otherwise)."""
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
