@@ -42,7 +42,7 @@ GRANTS = (
     ("--write", "write_locations", "S3_LOCATION",
      "let workers write here (s3:PutObject), e.g. s3://results/"),
     ("--dynamodb-read", "dynamodb_read", "TABLE",
-     "let workers GetItem / BatchGetItem / Query this table (name or ARN)"),
+     "let workers GetItem / BatchGetItem this table (name or ARN)"),
     ("--dynamodb-write", "dynamodb_write", "TABLE",
      "let workers Put / Update / Delete / BatchWrite items of this table"),
     ("--sqs-send", "sqs_send", "QUEUE",

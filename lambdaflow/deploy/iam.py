@@ -22,7 +22,7 @@ OwnLogs               logs:CreateLogStream, PutLogEvents on    the Lambda servic
                       the functions' own groups                groups are made by deploy
 InvokeDeployment      lambda:InvokeFunction on the             a worker invoking its own
                       deployment's functions                   deployment (nested tasks)
-DynamoDBRead          GetItem, BatchGetItem, Query             --dynamodb-read
+DynamoDBRead          GetItem, BatchGetItem (by key)           --dynamodb-read
 DynamoDBWrite         PutItem, UpdateItem, DeleteItem,         --dynamodb-write
                       BatchWriteItem
 SQSSend               sqs:SendMessage                          --sqs-send: Lambda sends
@@ -71,7 +71,7 @@ from lambdaflow.errors import ConfigError
 log = logging.getLogger(__name__)
 
 S3_OBJECT_ACTIONS = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
-DYNAMODB_READ_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
+DYNAMODB_READ_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:GetItem"]  # by key
 DYNAMODB_WRITE_ACTIONS = [
     "dynamodb:BatchWriteItem",
     "dynamodb:DeleteItem",
@@ -137,17 +137,14 @@ def worker_policy(
     )
     table = f"arn:{partition}:dynamodb:{region}:{account}:table/"
     queue = f"arn:{partition}:sqs:{region}:{account}:"
-    for sid, names, actions, base, indexes in (
-        ("DynamoDBRead", settings.dynamodb_read, DYNAMODB_READ_ACTIONS, table, True),
-        ("DynamoDBWrite", settings.dynamodb_write, DYNAMODB_WRITE_ACTIONS, table, False),
-        ("SQSSend", settings.sqs_send, SQS_SEND_ACTIONS, queue, False),
-        ("SQSConsume", settings.sqs_consume, SQS_CONSUME_ACTIONS, queue, False),
+    for sid, names, actions, base in (
+        ("DynamoDBRead", settings.dynamodb_read, DYNAMODB_READ_ACTIONS, table),
+        ("DynamoDBWrite", settings.dynamodb_write, DYNAMODB_WRITE_ACTIONS, table),
+        ("SQSSend", settings.sqs_send, SQS_SEND_ACTIONS, queue),
+        ("SQSConsume", settings.sqs_consume, SQS_CONSUME_ACTIONS, queue),
     ):
         if names:
-            arns = [_arn(n, base) for n in names]
-            if indexes:  # Query may name an index
-                arns += [f"{a}/index/*" for a in arns]
-            statements.append(_allow(sid, actions, arns))
+            statements.append(_allow(sid, actions, [_arn(n, base) for n in names]))
     return {"Version": "2012-10-17", "Statement": statements}
 
 
