@@ -47,7 +47,8 @@ def enforced():
 
 
 def test_a_jobs_worker_calls_are_exactly_what_the_role_grants(enforced, monkeypatch):
-    from lambdaflow.runtime import lambda_entry, store as store_module
+    from lambdaflow.runtime import lambda_entry
+    from lambdaflow.runtime import store as store_module
     from lambdaflow.runtime.task import TaskMessage, TaskResult
 
     settings = DeploySettings(bucket="jobs-enforced", name="lfiam")
