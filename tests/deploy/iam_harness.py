@@ -10,7 +10,9 @@ AWS calls it makes, for the least-privilege tests (test_iam_calls.py).
 moto's server enforces IAM once ``/moto-api/reset-auth`` is posted a count of 0
 (``INITIAL_NO_AUTH_ACTION_COUNT``): every request is then authenticated and checked
 against the caller's policies (its Action and Resource matching; moto does not evaluate
-S3's condition keys). The setup runs as an IAM user allowed everything, created before
+S3's condition keys, and knows resource ARNs only for S3, SQS, IAM and STS: see
+``EnforcedMoto.role`` for the moto-only policy that bridges the gaps, and ``not_allowed``
+for the check of every call's real ARN). The setup runs as an IAM user allowed everything, created before
 enforcement starts; the code under test runs with credentials from AssumeRole.
 """
 
@@ -34,6 +36,8 @@ from lambdaflow.testing.moto_server import MotoServer
 ACCOUNT = "123456789012"
 IDS = {"partition": "aws", "account": ACCOUNT, "region": "us-east-1"}
 
+#: Services whose requests moto authorizes against the resource "*".
+MOTO_UNSCOPED = frozenset({"dynamodb", "lambda", "logs"})
 #: botocore operation -> the IAM action it needs (S3 names its actions after objects).
 S3_ACTIONS = {
     "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject",
@@ -83,19 +87,29 @@ class EnforcedMoto:
     def role(self, settings: DeploySettings) -> dict[str, Any]:
         """Create the worker role deploy creates for ``settings``; assume it."""
         _, arn = iam.ensure_role(self.client("iam"), settings, **IDS)
-        # moto checks HeadBucket as an action "s3:HeadBucket", which IAM does not have
-        # (AWS checks s3:ListBucket, which the policy grants): allow it in moto only.
+        policy = iam.worker_policy(settings, **IDS)
+        # Where moto's enforcement differs from IAM, a moto-only policy fills the gap:
+        # * moto checks HeadBucket as an action "s3:HeadBucket", which IAM does not have
+        #   (AWS checks s3:ListBucket, which the policy grants);
+        # * moto matches DynamoDB / Lambda / Logs requests against the resource "*" (it
+        #   knows no ARN for them), so it checks their *actions* only; the resources of
+        #   those calls are checked by not_allowed() below, against the real ARNs.
+        compat = [{"Effect": "Allow", "Action": "s3:HeadBucket",
+                   "Resource": f"arn:aws:s3:::{settings.bucket}"}]  # fmt: skip
+        for statement in policy["Statement"]:
+            actions = [a for a in _listed(statement["Action"])
+                       if a.split(":")[0] in MOTO_UNSCOPED]  # fmt: skip
+            if actions:
+                compat.append({"Effect": "Allow", "Action": actions, "Resource": "*"})
         self.client("iam").put_role_policy(
-            RoleName=settings.role_name, PolicyName="moto-head-bucket",
-            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Action": "s3:HeadBucket",
-                "Resource": f"arn:aws:s3:::{settings.bucket}"}]}))  # fmt: skip
+            RoleName=settings.role_name, PolicyName="moto-compat",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": compat}))
         creds = self.client("sts").assume_role(RoleArn=arn, RoleSessionName="worker")
         c = creds["Credentials"]
         self.role_credentials = {"aws_access_key_id": c["AccessKeyId"],
                                  "aws_secret_access_key": c["SecretAccessKey"],
                                  "aws_session_token": c["SessionToken"]}  # fmt: skip
-        return iam.worker_policy(settings, **IDS)
+        return policy
 
     def enforce(self, on: bool = True) -> None:
         _post(f"{self.server.endpoint_url}/moto-api/reset-auth", "0" if on else "inf")
