@@ -122,6 +122,7 @@ def deployment_record(
         "functions": settings.function_names,
         "role_arn": role_arn,
         "timeout_s": settings.timeout_s,
+        "grants": settings.grants,
         "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -66,6 +66,12 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 
+#: DeploySettings fields that grant the worker access beyond the job prefix.
+GRANT_FIELDS = (
+    "read_locations", "write_locations", "dynamodb_read", "dynamodb_write",
+    "sqs_send", "sqs_consume",
+)  # fmt: skip
+
 _NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -192,6 +198,11 @@ class DeploySettings:
     def function_environment(self, memory_mb: int) -> dict[str, str]:
         """The variables deploy owns on the function of tier ``memory_mb``."""
         return {**self._own_environment(memory_mb), **self.environment}
+
+    @property
+    def grants(self) -> dict[str, list[str]]:
+        """The access given beyond the job prefix, by field (for the settings file)."""
+        return {name: list(getattr(self, name)) for name in GRANT_FIELDS}
 
     @property
     def tiers_text(self) -> str:
