@@ -21,7 +21,8 @@ def test_all_is_exactly_the_public_api():
 def test_no_other_public_names():
     public = {n for n in dir(lambdaflow) if not n.startswith("_")}
     modules = {"api", "errors", "runtime", "serialization", "config", "events", "testing",
-               "ops", "pipelines", "cli", "commands", "timeline", "deploy"}
+               "ops", "pipelines", "cli", "commands", "timeline", "deploy",
+               "aws", "limits", "variants"}
     assert public - modules - PUBLIC == set()
 
 

@@ -91,7 +91,7 @@ def test_doctor_test_invoke_on_the_emulator(tmp_path, monkeypatch):
                   "image_variant": "py3.11", "functions": ["lfdoc-1769"]}
         path = deploy_settings.write(tmp_path / "deployment.json", record)
         monkeypatch.setenv("LAMBDAFLOW_LAMBDA_ENDPOINT_URL", aws.emulator.endpoint_url)
-        monkeypatch.setenv("LAMBDAFLOW_ENDPOINT_URL", aws.moto.endpoint_url)  # the rest
+        monkeypatch.setenv("AWS_ENDPOINT_URL", aws.moto.endpoint_url)  # the rest
         clients = AwsClients.create(region=aws.region)
         endpoints = {k: aws.config[k] for k in ("lambda_endpoint_url", "s3_endpoint_url")}
         checks = _by_name(run_checks(clients, str(path), config=endpoints))
