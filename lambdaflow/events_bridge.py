@@ -62,13 +62,31 @@ def attach_dead_letter_queue(
     return dlq_url
 
 
-def lambda_invoker(client: Any, function_name: str) -> Callable[[dict], None]:
+def lambda_invoker(client: Any, function_name: str, *, throttle_budget_s: float = 60.0,
+                   sleep: Callable[[float], None] = time.sleep) -> Callable[[dict], None]:
     """A ``deliver(event)`` for :class:`SqsBridge`: a synchronous Invoke of
-    ``function_name``; raises on a function error or a bad status."""
+    ``function_name``; raises on a function error or a bad status. Throttling (429) is
+    waited out, with backoff, for up to ``throttle_budget_s``: a busy function is not a
+    failed event (it would otherwise count towards the dead-letter queue)."""
+    from botocore.exceptions import ClientError
+
+    def invoke(payload: bytes) -> Any:
+        delay, waited = 0.2, 0.0
+        while True:
+            try:
+                return client.invoke(FunctionName=function_name,
+                                     InvocationType="RequestResponse", Payload=payload)
+            except ClientError as exc:
+                throttled = exc.response.get("Error", {}).get("Code") == (
+                    "TooManyRequestsException")  # fmt: skip
+                if not throttled or waited >= throttle_budget_s:
+                    raise
+                sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
 
     def deliver(event: dict) -> None:
-        reply = client.invoke(FunctionName=function_name, InvocationType="RequestResponse",
-                              Payload=json.dumps(event).encode())  # fmt: skip
+        reply = invoke(json.dumps(event).encode())
         if reply.get("FunctionError"):
             detail = reply["Payload"].read()[:2000].decode(errors="replace")
             raise RuntimeError(f"{function_name} failed ({reply['FunctionError']}): {detail}")

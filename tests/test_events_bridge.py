@@ -194,3 +194,25 @@ def test_bridge_invokes_a_function_in_the_lambda_emulator(moto, tmp_path):
     [failed] = list_failed(sqs, dlq)
     assert failed.objects == ["s3://emu-in/bad.txt"]
     assert "this upload cannot be processed" in failed.error
+
+
+def test_throttling_is_waited_out_not_counted_as_a_failure():
+    from botocore.exceptions import ClientError
+
+    class Lambda:
+        calls = 0
+
+        def invoke(self, **kwargs):
+            self.calls += 1
+            if self.calls <= 3:
+                raise ClientError({"Error": {"Code": "TooManyRequestsException",
+                                             "Message": "Rate Exceeded."}}, "Invoke")
+            return {"StatusCode": 200, "Payload": None}
+
+    lam, slept = Lambda(), []
+    lambda_invoker(lam, "f", sleep=slept.append)(events.s3_event("b", "k"))
+    assert lam.calls == 4 and slept == [0.2, 0.4, 0.8]
+    lam.calls = -100
+    with pytest.raises(ClientError, match="TooManyRequests"):
+        lambda_invoker(lam, "f", throttle_budget_s=1.0, sleep=slept.append)(
+            events.s3_event("b", "k"))

@@ -76,7 +76,8 @@ def run(videos: Path, encodings: Path, students: Path, mapping: Path, results: P
                                             names, student_records, encodings, aws.region)
         deliver = lambda_invoker(lam, FUNCTION)
         sqs = aws.client("sqs")
-        with SqsBridge(sqs, queue, deliver, workers=max(4, concurrency)) as bridge:
+        # One delivery per execution environment: more would only be throttled.
+        with SqsBridge(sqs, queue, deliver, workers=concurrency) as bridge:
             started = time.time()
             uploads = workload.upload_folder(s3, names.input_bucket, videos,
                                              concurrency=16)
