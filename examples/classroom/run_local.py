@@ -86,8 +86,11 @@ def run(videos: Path, encodings: Path, students: Path, mapping: Path, results: P
             log.info("uploaded %d files in %.2f s; waiting for %d outputs", len(uploads),
                      time.time() - started, len(expected))
             missing, peak_busy = _wait(aws, s3, names.output_bucket, expected, timeout_s)
+            # Every notification is accounted for: delivered, or in the dead-letter queue.
+            pending = _drain(sqs, queue, min(120.0, timeout_s))
         stats = aws.emulator.stats()["functions"].get(FUNCTION, {})
         stats["peak_busy"] = peak_busy
+        stats["pending_messages"] = pending
         count = check.fetch_results(s3, names.output_bucket, results, uploads, names.suffix)
         log.info("copied %d CSVs into %s", count, results)
         dlq = sqs.get_queue_url(QueueName=names.failed_queue)["QueueUrl"]
@@ -95,6 +98,19 @@ def run(videos: Path, encodings: Path, students: Path, mapping: Path, results: P
     report = check.check(mapping, results)
     return {"completed": not missing, "report": report, "missing": missing, "stats": stats,
             "dead": bridge.dead, "failed": failed}
+
+
+def _drain(sqs, queue: str, timeout_s: float) -> int:
+    """Wait until the notification queue is empty (messages under retry included);
+    returns how many are still there at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        left = sum(int(v) for v in attrs["Attributes"].values())
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.25)
 
 
 def _wait(aws, s3, bucket: str, expected: list[str], timeout_s: float) -> tuple[list, int]:
@@ -142,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{stats.get('cold_starts', 0)} cold starts, peak {stats.get('peak_busy', 0)} busy "
           f"environments (concurrency {args.concurrency}), "
           f"{stats.get('async_retries', 0)} retries, {stats.get('async_dropped', 0)} dropped")
+    if stats.get("pending_messages"):
+        print(f"{stats['pending_messages']} notification(s) still queued (retrying)")
     for event in out["failed"]:
         print(f"failed event: {event.line()}")
     if out["failed"]:

@@ -204,22 +204,23 @@ def test_100_videos_at_once(tmp_path_factory, capsys):
 
 
 def test_duplicate_and_poison_events_end_where_they_should(data, tmp_path):
-    """A duplicated notification gives one CSV (the same key, rewritten); a poison event
-    (an upload in a bucket that does not exist: S3 errors are raised so Lambda retries)
-    ends in the dead-letter queue with its error after 3 deliveries; every other video
-    has its one correct CSV (14.12, 13.10)."""
+    """A duplicated notification gives one CSV (the same key, rewritten); a poison
+    message (not an S3 notification) ends in the dead-letter queue with its error after
+    3 deliveries; a notification for a bucket the app does not handle is reported as
+    unmatched, not retried; every video has its one correct CSV (14.12, 13.10). (A
+    handler that raises, through the emulator: test_events_bridge.py.)"""
     dup = json.dumps(events.s3_event("classroom-input", "test_1.mp4"))
-    poison = json.dumps(events.s3_event("classroom-gone", "test_9.mp4"))
+    foreign = json.dumps(events.s3_event("someone-elses-bucket", "test_9.mp4"))
     out = run_local.run(*_args(data, tmp_path / "results"), concurrency=2, timeout_s=600,
-                        extra_messages=(dup, poison))
+                        extra_messages=(dup, foreign, "{truncated notification"))
     report = out["report"]
     assert out["completed"] and report.correct == report.total == 8, report.lines()
     csvs = sorted(p.name for p in (tmp_path / "results").glob("*.csv"))
     videos = sorted(p.name[:-4] + ".csv" for p in (data / "videos").iterdir())
     assert csvs == videos  # one CSV per video: none lost, none extra
     [failed] = out["failed"]
-    assert failed.objects == ["s3://classroom-gone/test_9.mp4"]
-    assert "NoSuchBucket" in failed.error and "handler(s) failed" in failed.error
+    assert failed.kind == "dead-letter" and failed.objects == []
+    assert failed.error.startswith("JSONDecodeError")
 
 
 def test_the_app_runs_with_its_own_least_privilege_role(data, monkeypatch):
