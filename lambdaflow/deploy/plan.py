@@ -150,7 +150,12 @@ def destroy(
     role_name = f"{name}-worker"
     role_tags = iam.role_tags(clients.iam, role_name) or {}
     bucket = bucket or role_tags.get(BUCKET_TAG_KEY)
-    found = tagged.find(clients.tagging, name)
+    try:
+        found = tagged.find(clients.tagging, name)
+    except LambdaflowError as exc:  # e.g. no tag:GetResources: the core steps still run
+        found = []
+        changes.append(Change("tagged", f"resources of {name}", FAILED,
+                              [str(exc).splitlines()[0][:300]]))  # fmt: skip
     if bucket is None:  # the role is gone: the bucket still carries the tag
         bucket = next((t.name for t in found if t.kind == "bucket"), None)
     function_names = [

@@ -208,3 +208,18 @@ def test_status_pings_every_function(clients, moto, settings):
                for f in report.functions)  # fmt: skip
     assert status(clients, "lftest", ping=False).ok
     assert not status(clients, "nothing-here").ok
+
+
+def test_without_the_tagging_api_the_core_steps_still_run(clients, settings, monkeypatch):
+    from lambdaflow.deploy import tagged
+    from lambdaflow.errors import ConfigError
+
+    _deploy_with_image(clients, settings)
+
+    def denied(*args):
+        raise ConfigError("access denied: GetResources on tagged resources (AccessDenied)")
+
+    monkeypatch.setattr(tagged, "find", denied)
+    changes = destroy(clients, "lftest")
+    assert [c.action for c in left_behind(changes)] == ["failed"]
+    assert _everything(clients) == {k: [] for k in _everything(clients)}
