@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -127,6 +128,11 @@ class EnforcedMoto:
             "LAMBDAFLOW_S3_ENDPOINT_URL": self.server.endpoint_url,
         }
         with monkeypatch.context() as m:
+            for key in list(os.environ):  # no endpoint or identity left by other tests
+                if key.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_CONFIG_FILE",
+                                   "AWS_SHARED_CREDENTIALS_FILE")) or (
+                        key.startswith("LAMBDAFLOW_") and key.endswith("_ENDPOINT_URL")):
+                    m.delenv(key)
             for key, value in env.items():
                 m.setenv(key, value)
             yield
