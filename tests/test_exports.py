@@ -7,7 +7,7 @@ PUBLIC = {
     "ObjectRef", "RemoteFunction", "Runtime", "stats", "on_upload",
     "LambdaflowError", "TaskError", "WorkerCrashedError", "TaskTimeoutError",
     "TaskCancelledError", "GetTimeoutError", "ObjectLostError", "BackendError",
-    "ConfigError",
+    "ConfigError", "IntegrityError",
 }
 
 
@@ -31,6 +31,7 @@ def test_error_hierarchy():
     e = lambdaflow
     for sub in (e.WorkerCrashedError, e.TaskTimeoutError, e.TaskCancelledError):
         assert issubclass(sub, e.TaskError)
-    for sub in (e.TaskError, e.GetTimeoutError, e.ObjectLostError, e.BackendError, e.ConfigError):
+    for sub in (e.TaskError, e.GetTimeoutError, e.ObjectLostError, e.BackendError, e.ConfigError,
+                e.IntegrityError):
         assert issubclass(sub, e.LambdaflowError)
     assert issubclass(e.GetTimeoutError, TimeoutError)

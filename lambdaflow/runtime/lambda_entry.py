@@ -28,8 +28,7 @@ from typing import Any
 
 from lambdaflow import limits
 from lambdaflow._version import __version__
-from lambdaflow.runtime import keys
-from lambdaflow.runtime.store import open_store
+from lambdaflow.runtime import integrity, keys
 from lambdaflow.runtime.task import TaskMessage, TaskResult
 from lambdaflow.runtime.worker import run_task
 
@@ -94,7 +93,7 @@ def _run(event: dict, context: Any) -> dict:
 
 def _spill(message: TaskMessage, result: TaskResult) -> bytes:
     """Move inline return values to the store until the reply fits Lambda's limit."""
-    store = open_store(message.store_uri)
+    store = integrity.task_store(message)
     n = len(result.values)
     order = sorted(range(n), key=lambda i: -len(result.values[i].get("inline") or b""))
     for i in order:
