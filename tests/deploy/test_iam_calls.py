@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from lambdaflow import serialization
 from lambdaflow.deploy.settings import DeploySettings
-from lambdaflow.runtime import keys
+from lambdaflow.runtime import integrity, keys
 from lambdaflow.runtime.store.s3 import S3Store
 
 from .iam_harness import EnforcedMoto, not_allowed, recording, unused
@@ -54,7 +54,9 @@ def test_a_jobs_worker_calls_are_exactly_what_the_role_grants(enforced, monkeypa
     settings = DeploySettings(bucket="jobs-enforced", name="lfiam")
     admin_s3 = enforced.client("s3")
     admin_s3.create_bucket(Bucket=settings.bucket)
-    driver = S3Store(settings.bucket, settings.prefix, client=admin_s3)
+    job_key = integrity.new_job_key()  # the worker checks the stored blobs under it
+    driver = integrity.SignedStore(
+        S3Store(settings.bucket, settings.prefix, client=admin_s3), job_key)
     digest, fn = serialization.dumps_function(_task_fn)
     fn_key = keys.function_key("job1", digest)
     driver.put(fn_key, fn)
@@ -74,9 +76,11 @@ def test_a_jobs_worker_calls_are_exactly_what_the_role_grants(enforced, monkeypa
             small = TaskMessage(job_id="job1", task_id="t0", name="f", fn_key=fn_key,
                                 args=serialization.dumps_bytes(
                                     ((10, missing, driver.uri, DepSlot(0)), {})),
-                                deps=[{"key": dep_key}], store_uri=driver.uri)  # fmt: skip
+                                deps=[{"key": dep_key}], store_uri=driver.uri,
+                                job_key=job_key)  # fmt: skip
             big = TaskMessage(job_id="job1", task_id="t1", name="f", fn_key=fn_key,
-                              args_key=args_key, store_uri=driver.uri)  # fmt: skip
+                              args_key=args_key, store_uri=driver.uri,
+                              job_key=job_key)  # fmt: skip
             results = []
             for msg in (small, big):
                 out = lambda_entry.lambda_handler(
