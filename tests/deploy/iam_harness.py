@@ -135,6 +135,9 @@ class EnforcedMoto:
                     m.delenv(key)
             for key, value in env.items():
                 m.setenv(key, value)
+            # boto3's default session caches the credentials it first resolved: a fresh
+            # one, as in a new execution environment, reads the role's from the env.
+            m.setattr(boto3, "DEFAULT_SESSION", None)
             yield
 
 
