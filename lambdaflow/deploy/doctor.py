@@ -23,14 +23,11 @@ stand-in cannot answer say so (``warn``) instead of failing.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from lambdaflow import deploy_settings, variants
 from lambdaflow.deploy import functions, iam
@@ -221,12 +218,12 @@ def _test_invoke(record: dict[str, Any], config: dict[str, Any]) -> list[Check]:
         with lf.init(backend="lambda", function_name=record["function_name"],
                      memory_tiers=record["memory_tiers"], bucket=record["bucket"],
                      prefix=record["prefix"], region=record["region"],
-                     **config):  # fmt: skip
+                     **config) as rt:  # fmt: skip
             probe = lf.remote(max_retries=0)(_probe)
             result = lf.get(probe.remote(store_uri, missing), timeout=120)
             endpoint = config.get("lambda_endpoint_url") or (
                 f"https://lambda.{record['region']}.amazonaws.com")  # fmt: skip
-            checks.append(_keepalive(endpoint))
+            checks.append(_keepalive(endpoint, rt.backend.invoke_socket_options()))
     except LambdaflowError as exc:
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else repr(exc)
         return [Check("test invoke", FAIL, first,
@@ -242,22 +239,9 @@ def _test_invoke(record: dict[str, Any], config: dict[str, Any]) -> list[Check]:
     return checks
 
 
-def _keepalive(endpoint: str) -> Check:
-    """SO_KEEPALIVE and TCP_KEEPIDLE of this process's sockets to ``endpoint``."""
-    parts = urlsplit(endpoint)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    found = []
-    for obj in gc.get_objects():
-        if not isinstance(obj, socket.socket) or obj.fileno() < 0:
-            continue
-        try:
-            peer = obj.getpeername()
-        except OSError:
-            continue
-        if isinstance(peer, tuple) and peer[1] == port:
-            alive = obj.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
-            idle = obj.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) if alive else None
-            found.append((alive, idle))
+def _keepalive(endpoint: str, found: list[tuple[int, int | None]]) -> Check:
+    """Check (SO_KEEPALIVE, TCP_KEEPIDLE) of the backend's invoke connections to
+    ``endpoint``, as the kernel reports them."""
     if not found:
         return Check("keep-alive", WARN, f"no open connection to {endpoint} to inspect")
     bad = [f for f in found if not f[0] or (f[1] or 0) >= KEEPALIVE_MAX_IDLE_S]

@@ -69,7 +69,9 @@ def test_keepalive_check_reads_the_sockets(idle, status):
             if idle is not None:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            check = _keepalive(f"http://127.0.0.1:{port}")
+            alive = client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            got = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) if alive else None
+            check = _keepalive(f"http://127.0.0.1:{port}", [(alive, got)])
         finally:
             client.close()
     assert check.status == status, check
@@ -80,11 +82,9 @@ def test_doctor_test_invoke_on_the_emulator(tmp_path, monkeypatch):
     awslambdaric): the worker reaches the job prefix and sees a missing key as absent."""
     from lambdaflow.deploy import AwsClients
     from lambdaflow.testing.aws_local import local_aws
-    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS
-
-    for key, value in FAKE_CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
     with local_aws(concurrency=2, function_name="lfdoc-1769") as aws:
+        for name, value in aws.env.items():  # what `lambdaflow local-aws` prints
+            monkeypatch.setenv(name, value)
         record = {"deployment": "lfdoc", "function_name": "lfdoc-1769",
                   "memory_tiers": "1769", "bucket": aws.config["bucket"],
                   "prefix": aws.config["prefix"], "region": aws.region,
