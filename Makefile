@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo quickstart test install install-demo lint bench check-image clean
+.PHONY: demo quickstart test install install-demo lint bench check-image image-locks clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: install
 
 check-image: install
 	$(PY) worker_image/check_image.py
+
+# Regenerate the worker image variants' hashed lock files (uv; see worker_image/make_locks.py).
+image-locks: install
+	$(PIP) install -q uv
+	$(PY) worker_image/make_locks.py --uv $(VENV)/bin/uv
 
 test: install
 	LAMBDAFLOW_REQUIRE_MXNET=1 $(PY) -m pytest -q

@@ -49,7 +49,8 @@ def test_readme_local_aws_path_equals_processes(tmp_path):
     _run(["-m", "lambdaflow", "sample-video", "sample.mp4", "--seconds", "3", "--width", "160",
           "--height", "120", "--gop", "15"], base, str(tmp_path))
     server = subprocess.Popen(
-        [sys.executable, "-m", "lambdaflow", "local-aws", "--concurrency", "4", "--quiet"],
+        [sys.executable, "-m", "lambdaflow", "local-aws", "--concurrency", "4", "--quiet",
+         "--read", "s3://lambdaflow-local/in/"],
         env=base, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -168,6 +168,12 @@ class LambdaBackend:
         with self._functions_lock:
             return self._functions.setdefault(name, _Function(name, invoker, timeout))
 
+    def invoke_socket_options(self) -> list[tuple[int, int | None]]:
+        """(SO_KEEPALIVE, TCP_KEEPIDLE) of the open invoke connections of every function."""
+        with self._functions_lock:
+            fns = list(self._functions.values())
+        return [opt for fn in fns for opt in fn.invoker.socket_options()]
+
     def _invoke_json(self, fn: _Function, payload: dict) -> dict:
         """One small JSON call (the version ping) through the task transport."""
         reply = self._send(fn, json.dumps(payload).encode(), read_timeout=60.0 + limits.INIT_ALLOWANCE_S,

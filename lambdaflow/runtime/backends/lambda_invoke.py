@@ -45,6 +45,7 @@ import select
 import socket
 import ssl
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -154,6 +155,7 @@ class Invoker:
             )
         self._tls = self._tls_context(route.verify) if self._https else None
         self._local = threading.local()
+        self._socks: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     @staticmethod
     def _tls_context(verify: bool | str) -> ssl.SSLContext:
@@ -181,6 +183,7 @@ class Invoker:
         try:
             conn.connect()
             keepalive(conn.sock)
+            self._socks.add(conn.sock)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             via = f" via proxy {self._proxy.hostname}:{self._proxy.port}" if self._proxy else ""
@@ -207,6 +210,18 @@ class Invoker:
     def close(self) -> None:
         """Close this thread's connection."""
         self._drop()
+
+    def socket_options(self) -> list[tuple[int, int | None]]:
+        """(SO_KEEPALIVE, TCP_KEEPIDLE) of every open connection of this invoker, as the
+        kernel reports them (``lambdaflow doctor`` checks them)."""
+        out = []
+        for sock in list(self._socks):
+            if sock.fileno() < 0:
+                continue
+            alive = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) if alive else None
+            out.append((alive, idle))
+        return out
 
     # -- one call -----------------------------------------------------------------------
     def invoke(self, payload: bytes, *, read_timeout: float, log_tail: bool = True) -> InvokeReply:

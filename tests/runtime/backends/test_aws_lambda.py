@@ -138,8 +138,9 @@ def test_no_credentials_is_one_clear_line(small_aws, fresh, monkeypatch, tmp_pat
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    config = {k: v for k, v in small_aws.config.items() if not k.startswith("aws_")}
     with pytest.raises(lf.ConfigError, match="no AWS credentials"):
-        lf.init(backend="lambda", **small_aws.config)
+        lf.init(backend="lambda", **config)
 
 
 @lf.remote
@@ -424,8 +425,8 @@ def test_inline_dependencies_over_the_request_limit_run_end_to_end(small_aws, fr
 
 def test_describe_says_where_and_how_without_secrets(small_aws, fresh, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    cfg = dict(small_aws.config, aws_access_key_id="AKIDDESCRIBE",
-               aws_secret_access_key="describe-secret-value")
+    cfg = dict(small_aws.config)  # the stand-ins verify SigV4: their own per-run key
+    key, secret = cfg["aws_access_key_id"], cfg["aws_secret_access_key"]
     with lf.init(backend="lambda", **cfg) as rt:
         info = rt.backend.describe()
     assert info["function"] == small_aws.config["function_name"]
@@ -433,7 +434,7 @@ def test_describe_says_where_and_how_without_secrets(small_aws, fresh, monkeypat
     assert info["s3_endpoint"] == small_aws.moto.endpoint_url
     assert info["function_timeout_s"] == 6 and info["reserved_concurrency"] == 2
     assert info["account_concurrency"] == 1000 and info["keepalive_idle_s"] < 60
-    assert "describe-secret-value" not in repr(info) and "AKIDDESCRIBE" not in repr(info)
+    assert secret not in repr(info) and key not in repr(info)
 
 
 def test_credentials_in_the_config_are_enough_and_stay_out_of_messages(small_aws, fresh,
@@ -447,9 +448,8 @@ def test_credentials_in_the_config_are_enough_and_stay_out_of_messages(small_aws
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    secret = "config-only-secret-0123456789"
-    cfg = dict(small_aws.config, aws_access_key_id="AKIDCONFIGONLY",
-               aws_secret_access_key=secret)
+    cfg = dict(small_aws.config)  # carries the stand-ins' per-run key (they verify SigV4)
+    key, secret = cfg["aws_access_key_id"], cfg["aws_secret_access_key"]
     with lf.init(backend="lambda", **cfg) as rt:
         assert lf.get(echo.remote(np.arange(3))).tolist() == [0, 1, 2]
         from lambdaflow.runtime.task import TaskMessage
@@ -457,5 +457,5 @@ def test_credentials_in_the_config_are_enough_and_stay_out_of_messages(small_aws
         msg = TaskMessage(job_id=rt.job_id, task_id="c", name="t", fn_key="fn/x", args=b"a",
                           store_uri=rt.backend.store.uri)
         payload = rt.backend.payload(msg)
-        assert secret.encode() not in payload and b"AKIDCONFIGONLY" not in payload
+        assert secret.encode() not in payload and key.encode() not in payload
         assert secret not in repr(rt.config)
