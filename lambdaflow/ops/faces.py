@@ -49,6 +49,7 @@ from lambdaflow.ops.face_encodings import (  # re-exported: the public API is he
     load_encodings,
     match,
 )
+from lambdaflow.ops.videosource import VideoError, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +230,10 @@ def sample_frames(
             f"{name}: not a readable video ({exc}); upload an MP4/H.264 file"
         ) from exc
     with container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"{name}: has no video stream; upload a video file")
-        stream = container.streams.video[0]
+        try:
+            stream = video_stream(container, name)  # cover art is not video
+        except VideoError as exc:
+            raise VideoDecodeError(f"{exc}; upload a video file") from exc
         stream.thread_type = "AUTO"
         tb = float(stream.time_base) if stream.time_base else None
         rate = float(stream.average_rate) if stream.average_rate else 25.0

@@ -128,8 +128,9 @@ def open_container(source: Source, *, client: Any = None) -> Any:
     import av
 
     name = source_name(source)
+    opened: Any = source
     if isinstance(source, (str, os.PathLike)) and name.startswith("s3://"):
-        source = S3File(name, client=client)
+        opened = S3File(name, client=client)
     elif isinstance(source, (str, os.PathLike)):
         if not os.path.exists(name):
             raise VideoError(f"{name}: no such file; check the path")
@@ -138,17 +139,46 @@ def open_container(source: Source, *, client: Any = None) -> Any:
     elif hasattr(source, "seek"):
         source.seek(0)
     try:
-        container = av.open(source if not isinstance(source, os.PathLike) else name, "r")
+        container = av.open(opened if not isinstance(opened, os.PathLike) else name, "r")
     except av.FFmpegError as exc:
         raise VideoError(
             f"{name}: not a readable video (unknown format, corrupt or "
             f"truncated): {exc.strerror or exc}"
         ) from exc
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+    try:
+        video_stream(container, name)
+    except VideoError:
         container.close()
-        raise VideoError(f"{name}: has no video stream (streams: {', '.join(kinds)})")
+        raise
     return container
+
+
+#: AV_DISPOSITION_ATTACHED_PIC: a still image (cover art) stored as a one-packet stream.
+ATTACHED_PIC = 0x0400
+
+
+def _disposition(stream: Any) -> int:
+    """The stream's disposition bits (an IntFlag in PyAV >= 15, an enum flag before)."""
+    value = getattr(stream, "disposition", 0)
+    return int(getattr(value, "value", value) or 0)
+
+
+def video_stream(container: Any, name: str) -> Any:
+    """The stream a job decodes: the first video stream that is not an attached picture.
+
+    Music files carry cover art as a one-frame "video" stream with the attached_pic
+    disposition (an ID3 APIC frame, a Matroska image attachment); it is not video.
+    """
+    videos = list(container.streams.video)
+    moving = [s for s in videos if not _disposition(s) & ATTACHED_PIC]
+    if moving:
+        return moving[0]
+    if videos:
+        raise VideoError(
+            f"{name}: no video stream (only cover art: an attached picture); give a video file"
+        )
+    kinds = sorted({s.type for s in container.streams}) or ["none"]
+    raise VideoError(f"{name}: has no video stream (streams: {', '.join(kinds)})")
 
 
 # ------------------------------------------------------------------ container reuse
@@ -186,7 +216,7 @@ def acquire(
         _slot.entry = None
         return entry[1], key
     container = open_container(source, client=client)
-    codec = container.streams.video[0].codec_context
+    codec = video_stream(container, source_name(source)).codec_context
     if threads == 1:
         codec.thread_count = 1
     else:

@@ -68,11 +68,32 @@ def test_whole_video_equals_sequential_decode(runtime, sample):
         (60, 90),
         (90, 120),
     ]
+    # Measured (packets decoded / frames): chunks of whole GOPs decode each packet once.
     assert result.decode_amplification == 1.0 and result.seconds > 0
+    assert result.planned_amplification == 1.0
     assert calls[0] == (0, 120) and calls[-1] == (120, 120)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 5
     text = result.summary()
     assert "120 frames, 4 chunks" in text and "decode amplification 1.00" in text
+
+
+def test_measured_amplification_counts_what_was_decoded(runtime, tmp_path):
+    """One 120-frame GOP cut into 20-frame pieces: each piece decodes from the keyframe,
+    and the figure reported is the packets the workers decoded, not the plan's guess."""
+    from lambdaflow.ops.samplevideo import write_sample_video
+    from lambdaflow.ops.video import plan_chunks
+
+    path = write_sample_video(
+        tmp_path / "g.mp4", seconds=4, width=96, height=64, gop=120, bframes=False
+    )
+    job = prepare_histogram(path, batch=20)
+    job = type(job)(
+        job.source, job.bins, job.index, plan_chunks(job.index, 20, split_long_gops=True)
+    )
+    result = run_histogram(job)
+    assert result.ok and result.chunks == 6
+    # Piece k decodes frames 0 .. 20(k+1)-1 (no B-frames: no reorder delay).
+    assert result.decode_amplification == pytest.approx(sum(range(20, 121, 20)) / 120)
 
 
 def test_other_bins_and_batch(runtime, sample):
