@@ -151,7 +151,7 @@ def load_event_modules(spec: str | None = None) -> list[str]:
                 path = Path(item)
                 name = f"lambdaflow_events_{path.stem}"
                 module_spec = importlib.util.spec_from_file_location(name, path)
-                if module_spec is None or not path.exists():
+                if module_spec is None or module_spec.loader is None or not path.exists():
                     raise ImportError(f"no such file {path}")
                 module = importlib.util.module_from_spec(module_spec)
                 sys.modules[name] = module

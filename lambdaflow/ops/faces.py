@@ -34,7 +34,7 @@ import os
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import IO, Any, Union
 
@@ -203,7 +203,7 @@ def sample_frames(
     *,
     max_samples: int | None = None,
     name: str | None = None,
-) -> Iterator[SampledFrame]:
+) -> Generator[SampledFrame, None, None]:
     """Yield one decoded RGB frame per ``every_s`` seconds (the first frame at or after
     0, every_s, 2*every_s, ...), all in memory.
 

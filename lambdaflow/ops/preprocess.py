@@ -122,7 +122,7 @@ def imagenet_rule(frame: np.ndarray, crop: tuple[int, int] = (224, 224)) -> np.n
     new_w = max(round(frame_w * scale), crop_w)
     new_h = max(round(frame_h * scale), crop_h)
     image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), mode="RGB")
-    resized = np.asarray(image.resize((new_w, new_h), Image.BILINEAR))
+    resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR))
     window = centre_crop(resized, crop).astype(np.float32)
     return ((window - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-if os.environ.get("LAMBDAFLOW_REQUIRE_MXNET"):  # CI: the MXNet tests must run, never skip
-    import mxnet as mx
-else:
-    mx = pytest.importorskip("mxnet")
-pytest.importorskip("av")
+from tests.conftest import NEEDS_MXNET
+
+pytestmark = pytest.mark.mxnet
+mx = pytest.importorskip("mxnet", reason=NEEDS_MXNET)
 
 import lambdaflow as lf
 from lambdaflow import api
