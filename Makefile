@@ -86,18 +86,24 @@ demo: install
 quickstart: install
 	.venv/bin/python examples/quickstart.py
 
-# Lint and types, then the three suites side by side (each prints when it is done).
-test: .venv/.installed .venvs/default-py313/.installed .venvs/mxnet-py311/.installed
-	$(MAKE) --no-print-directory lint types
-	$(MAKE) --no-print-directory -j3 --output-sync=target \
-		suite/.venv/default suite/.venvs/default-py313/default suite/.venvs/mxnet-py311/mxnet
+# The three environments (installed side by side), lint and types, then the three suites
+# side by side; each job's output is printed, whole, when it ends.
+LOCKED_ENVS := .venv/.installed .venvs/default-py313/.installed .venvs/mxnet-py311/.installed
+LATEST_ENVS := .venvs/latest-default-py311/.installed .venvs/latest-default-py313/.installed \
+	.venvs/latest-mxnet-py311/.installed
+PARALLEL := $(MAKE) --no-print-directory -j3 --output-sync=target
 
-test-latest: .venvs/latest-default-py311/.installed .venvs/latest-default-py313/.installed \
-		.venvs/latest-mxnet-py311/.installed
+test:
+	$(PARALLEL) $(LOCKED_ENVS)
+	$(MAKE) --no-print-directory lint types
+	$(PARALLEL) suite/.venv/default suite/.venvs/default-py313/default \
+		suite/.venvs/mxnet-py311/mxnet
+
+test-latest:
+	$(PARALLEL) $(LATEST_ENVS)
 	$(MAKE) --no-print-directory lint types ENV=.venvs/latest-default-py311
-	$(MAKE) --no-print-directory -j3 --output-sync=target \
-		suite/.venvs/latest-default-py311/default suite/.venvs/latest-default-py313/default \
-		suite/.venvs/latest-mxnet-py311/mxnet
+	$(PARALLEL) suite/.venvs/latest-default-py311/default \
+		suite/.venvs/latest-default-py313/default suite/.venvs/latest-mxnet-py311/mxnet
 
 # suite/DIR/KIND: run SUITE_KIND in the environment DIR.
 suite/%:
