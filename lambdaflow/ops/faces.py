@@ -36,7 +36,7 @@ import warnings
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import numpy as np
 
@@ -71,7 +71,7 @@ __all__ = [
     "sample_frames",
 ]
 
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]  # noqa: UP007 (3.9)
+Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 _LOCK = threading.Lock()
 _DLIB_LOCK = threading.Lock()  # dlib's models keep per-call buffers in the object

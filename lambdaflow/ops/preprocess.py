@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 
@@ -40,7 +39,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
 #: ``imagenet`` resizes the shorter side to ``RESIZE_RATIO * crop`` (256 for a 224 crop).
 RESIZE_RATIO = 256.0 / 224.0
 
-Frames = Union[np.ndarray, Sequence[np.ndarray]]  # noqa: UP007 - runtime alias, py3.9
+Frames = np.ndarray | Sequence[np.ndarray]
 
 
 def check_preprocess(name: str) -> str:
