@@ -29,7 +29,7 @@ PY313 ?= $(call python_of,3.13)
 
 # The suites. mxnet-marked tests skip (with the reason) where MXNet is missing and must
 # run where it is installed; --require-mxnet makes a skip there an error.
-PYTEST := -m pytest -q -p no:cacheprovider
+PYTEST := -m pytest -q -p no:cacheprovider --durations=10
 SUITE_default := $(PYTEST)
 SUITE_mxnet := $(PYTEST) -m mxnet --require-mxnet
 
@@ -105,10 +105,10 @@ test-latest:
 	$(PARALLEL) suite/.venvs/latest-default-py311/default \
 		suite/.venvs/latest-default-py313/default suite/.venvs/latest-mxnet-py311/mxnet
 
-# suite/DIR/KIND: run SUITE_KIND in the environment DIR.
+# suite/DIR/KIND: run SUITE_KIND in the environment DIR. Suites run side by side, so each
+# has its own download cache for the classroom test photos.
 suite/%:
-	@echo "== $(*D): pytest $(SUITE_$(*F))"
-	$(*D)/bin/python $(SUITE_$(*F))
+	LAMBDAFLOW_TESTDATA_CACHE=$(CURDIR)/$(*D)/testdata-cache $(*D)/bin/python $(SUITE_$(*F))
 
 ENV ?= .venv
 lint: $(if $(filter .venv,$(ENV)),.venv/.installed)
