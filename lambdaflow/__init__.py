@@ -30,6 +30,7 @@ from lambdaflow.errors import (
     BackendError,
     ConfigError,
     GetTimeoutError,
+    IntegrityError,
     LambdaflowError,
     ObjectLostError,
     TaskCancelledError,
@@ -61,6 +62,7 @@ __all__ = [
     "TaskCancelledError",
     "GetTimeoutError",
     "ObjectLostError",
+    "IntegrityError",
     "BackendError",
     "ConfigError",
 ]

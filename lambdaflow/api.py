@@ -19,7 +19,7 @@ from typing import Any, Callable
 from lambdaflow import config as config_mod
 from lambdaflow import serialization
 from lambdaflow.errors import BackendError, ConfigError, LambdaflowError
-from lambdaflow.runtime import keys, refs
+from lambdaflow.runtime import integrity, keys, refs
 from lambdaflow.runtime.backends import make_backend
 from lambdaflow.runtime.refs import ObjectRef
 from lambdaflow.runtime.scheduler import Scheduler
@@ -41,9 +41,11 @@ class Runtime:
         self.config = cfg
         self.job_id = f"job-{uuid.uuid4().hex[:12]}"
         self.backend = make_backend(cfg, self.job_id)
+        job_key = integrity.new_job_key()  # in this process and task messages only
+        self.backend.store = integrity.SignedStore(self.backend.store, job_key)
         self.scheduler = Scheduler(
             self.backend, self.job_id, inline_limit=cfg.inline_limit,
-            progress=cfg.progress, eager_delete=self.backend.eager_delete,
+            progress=cfg.progress, eager_delete=self.backend.eager_delete, job_key=job_key,
         )
         refs.LIVE_JOBS[self.job_id] = self.scheduler.counted_ref
         self._last_records: list[dict] | None = None

@@ -9,6 +9,7 @@
     │   └── TaskCancelledError    it was cancelled with ``lambdaflow.cancel``
     ├── GetTimeoutError           get()/wait() ran out of time (also a ``TimeoutError``)
     ├── ObjectLostError           an object's bytes are gone from the store
+    ├── IntegrityError            a stored blob failed its check; it was not unpickled
     ├── BackendError              the backend itself failed (not the task)
     └── ConfigError               a setting is missing or wrong
 
@@ -149,6 +150,23 @@ def _rebuild_object_lost(message: str, key: str) -> ObjectLostError:
     return ObjectLostError(message, key=key)
 
 
+class IntegrityError(LambdaflowError):
+    """A blob read from the store failed its integrity check (its MAC under the job's key,
+    or a function blob's SHA-256 content address), so it was never unpickled. Someone
+    other than this job wrote it, or it is corrupt. ``.key`` names the store key."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self):
+        return (_rebuild_integrity, (str(self), self.key))
+
+
+def _rebuild_integrity(message: str, key: str) -> IntegrityError:
+    return IntegrityError(message, key=key)
+
+
 class BackendError(LambdaflowError):
     """The backend failed in a way that is not the task's fault (an API error, an
     exhausted retry budget talking to AWS, a worker pool that cannot start)."""
@@ -166,6 +184,7 @@ __all__ = [
     "TaskCancelledError",
     "GetTimeoutError",
     "ObjectLostError",
+    "IntegrityError",
     "BackendError",
     "ConfigError",
 ]

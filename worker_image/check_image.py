@@ -250,7 +250,7 @@ from lambdaflow import serialization
 from lambdaflow.ops import video
 from lambdaflow.ops.histogram import histogram_chunk
 from lambdaflow.ops.samplevideo import write_sample_video
-from lambdaflow.runtime import keys
+from lambdaflow.runtime import integrity, keys
 from lambdaflow.runtime.store.localdir import LocalDirStore
 from lambdaflow.runtime.task import TaskMessage, TaskResult
 
@@ -262,13 +262,14 @@ chunk = video.plan_chunks(video.probe(path), 50).chunks[0]
 def pixels_counted(p, start, stop):
     return int(histogram_chunk(p, start, stop, 16).hist.sum())
 
-store = LocalDirStore(work + "/store")
+job_key = integrity.new_job_key()  # the worker checks stored blobs under it
+store = integrity.SignedStore(LocalDirStore(work + "/store"), job_key)
 digest, fn = serialization.dumps_function(pixels_counted)
 fn_key = keys.function_key("check", digest)
 store.put(fn_key, fn)
 msg = TaskMessage(job_id="check", task_id="t0", name="pixels_counted", fn_key=fn_key,
                   args=serialization.dumps_bytes(((path, chunk.start, chunk.stop), {})),
-                  store_uri=store.uri)
+                  store_uri=store.uri, job_key=job_key)
 out = handler({"lf": 1, "task": base64.b64encode(msg.pack()).decode()}, Context())
 res = TaskResult.unpack(base64.b64decode(out["result"]))
 counted = serialization.loads(res.values[0]["inline"]) if res.status == "ok" else None

@@ -20,7 +20,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from lambdaflow import limits
 from lambdaflow.errors import ConfigError
+from lambdaflow.runtime.backends.tiers import (  # noqa: F401 - the naming lives there
+    split_function_name,
+    tier_function_name,
+    tier_name,
+)
 
 TAG_KEY = "lambdaflow:deployment"
 BUCKET_TAG_KEY = "lambdaflow:bucket"  # on the role: the bucket destroy removes
@@ -28,10 +34,10 @@ POLICY_NAME = "lambdaflow-worker"
 DEFAULT_NAME = "lambdaflow"
 DEFAULT_PREFIX = "lambdaflow/"
 DEFAULT_TIERS = (1769, 3008, 10240)
-DEFAULT_TIMEOUT_S = 900
+DEFAULT_TIMEOUT_S = limits.MAX_TIMEOUT_S
 DEFAULT_EXPIRE_DAYS = 7
 DEFAULT_LOG_RETENTION_DAYS = 14
-DEFAULT_EPHEMERAL_MB = 512
+DEFAULT_EPHEMERAL_MB = limits.MIN_EPHEMERAL_MB
 LIFECYCLE_RULE_ID = "lambdaflow-expire-job-objects"
 #: CloudWatch Logs accepts only these retention values.
 LOG_RETENTION_DAYS = (
@@ -103,16 +109,17 @@ class DeploySettings:
             )
         object.__setattr__(self, "prefix", prefix + "/")
         tiers = tuple(sorted({int(m) for m in self.memory_tiers}))
-        if not tiers or any(not 128 <= m <= 10240 for m in tiers):
+        low, high = limits.MIN_MEMORY_MB, limits.MAX_MEMORY_MB
+        if not tiers or any(not low <= m <= high for m in tiers):
             raise ConfigError(
-                f"memory tiers {self.memory_tiers!r}: each must be 128..10240 MB "
+                f"memory tiers {self.memory_tiers!r}: each must be {low}..{high} MB "
                 "(e.g. --memory 1769,3008,10240)"
             )
         object.__setattr__(self, "memory_tiers", tiers)
-        if not 1 <= self.timeout_s <= 900:
-            raise ConfigError(
-                f"--timeout {self.timeout_s}: Lambda allows 1..900 seconds"
-            )
+        try:
+            limits.check_timeout(self.timeout_s, "--timeout")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.expire_days < 1:
             raise ConfigError(
                 f"--expire-days {self.expire_days}: must be at least 1 day"
@@ -122,9 +129,10 @@ class DeploySettings:
                 f"--log-retention-days {self.log_retention_days}: CloudWatch accepts only "
                 f"{', '.join(map(str, LOG_RETENTION_DAYS))}"
             )
-        if not 512 <= self.ephemeral_mb <= 10240:
+        if not limits.MIN_EPHEMERAL_MB <= self.ephemeral_mb <= limits.MAX_EPHEMERAL_MB:
             raise ConfigError(
-                f"--ephemeral-mb {self.ephemeral_mb}: Lambda allows 512..10240"
+                f"--ephemeral-mb {self.ephemeral_mb}: Lambda allows "
+                f"{limits.MIN_EPHEMERAL_MB}..{limits.MAX_EPHEMERAL_MB}"
             )
         for key in self.environment:
             if key.startswith("AWS_"):
@@ -143,7 +151,7 @@ class DeploySettings:
         return self.name
 
     def function_name(self, memory_mb: int) -> str:
-        return f"{self.name}-{memory_mb}"
+        return tier_name(self.name, memory_mb)
 
     @property
     def function_names(self) -> list[str]:
@@ -170,24 +178,3 @@ class DeploySettings:
 
 def log_group_name(function_name: str) -> str:
     return f"/aws/lambda/{function_name}"
-
-
-def tier_function_name(name: str, memory_mb: int, tiers: tuple[int, ...]) -> str:
-    """The deployed function for a task asking ``memory_mb``: the smallest tier that fits.
-
-    For the Lambda backend: ``@remote(memory_mb=4000)`` runs on ``<name>-10240`` when the
-    tiers are (1769, 3008, 10240). Raises ConfigError when no tier is large enough.
-    """
-    for tier in sorted(tiers):
-        if tier >= memory_mb:
-            return f"{name}-{tier}"
-    raise ConfigError(
-        f"memory_mb={memory_mb}: the largest deployed tier is {max(tiers)} MB; deploy a "
-        f"larger one with `lambdaflow deploy --memory {','.join(map(str, tiers))},{memory_mb}`"
-    )
-
-
-def split_function_name(name: str, function_name: str) -> int | None:
-    """The memory tier of ``function_name`` if it is one of deployment ``name``'s."""
-    match = re.fullmatch(re.escape(name) + r"-(\d+)", function_name)
-    return int(match.group(1)) if match else None

@@ -40,19 +40,14 @@ class VideoError(ValueError):
 
 # ----------------------------------------------------------------------------- sources
 
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
 def s3_client() -> Any:
-    """A cached boto3 S3 client from the environment (AWS_ENDPOINT_URL_S3 honoured)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    with _clients_lock:
-        if endpoint not in _clients:
-            import boto3
+    """The process's S3 client for video sources, built by :mod:`lambdaflow.aws` from
+    the environment: ``LAMBDAFLOW_S3_ENDPOINT_URL``, then botocore's own resolution
+    (``AWS_ENDPOINT_URL_S3``, ...); region and credentials likewise (cached per
+    environment)."""
+    from lambdaflow import aws
 
-            _clients[endpoint] = boto3.client("s3", endpoint_url=endpoint)
-        return _clients[endpoint]
+    return aws.shared_client("s3", attempts=5, pool=32)
 
 
 class S3File(io.RawIOBase):

@@ -32,3 +32,11 @@ def result_object_id(task_id: str, index: int | None = None) -> str:
 
 def args_key(job: str, task_id: str) -> str:
     return f"{job}/args/{task_id}"
+
+
+def function_digest(key: str) -> str | None:
+    """The SHA-256 hex digest a function key names (``<job>/fn/<sha256>``), or None."""
+    _, sep, digest = key.rpartition("/fn/")
+    if not sep or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        return None
+    return digest

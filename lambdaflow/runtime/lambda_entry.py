@@ -26,15 +26,14 @@ import tempfile
 import time
 from typing import Any
 
+from lambdaflow import limits
 from lambdaflow._version import __version__
-from lambdaflow.runtime import keys
-from lambdaflow.runtime.store import open_store
+from lambdaflow.runtime import integrity, keys
 from lambdaflow.runtime.task import TaskMessage, TaskResult
 from lambdaflow.runtime.worker import run_task
 
-#: Lambda's synchronous response limit is 6 MB; base64 and JSON cost a third more.
-MAX_RESPONSE_BYTES = 6 * 1000 * 1000
-_RESPONSE_BUDGET = MAX_RESPONSE_BYTES * 3 // 4 - 4096
+#: The packed result may be this big before base64 + JSON fill Lambda's response limit.
+RESPONSE_BUDGET = limits.base64_budget(limits.SYNC_RESPONSE_BYTES)
 _INIT_TIME = time.time()
 _state: dict = {"cold": True, "init_s": 0.0}
 
@@ -87,14 +86,14 @@ def _run(event: dict, context: Any) -> dict:
         backend="lambda",
     )
     packed = result.pack()
-    if len(packed) > _RESPONSE_BUDGET:
+    if len(packed) > RESPONSE_BUDGET:
         packed = _spill(message, result)
     return {"lf": 1, "result": base64.b64encode(packed).decode("ascii")}
 
 
 def _spill(message: TaskMessage, result: TaskResult) -> bytes:
     """Move inline return values to the store until the reply fits Lambda's limit."""
-    store = open_store(message.store_uri)
+    store = integrity.task_store(message)
     n = len(result.values)
     order = sorted(range(n), key=lambda i: -len(result.values[i].get("inline") or b""))
     for i in order:
@@ -105,9 +104,9 @@ def _spill(message: TaskMessage, result: TaskResult) -> bytes:
             store.put(key, value["inline"])
             result.values[i] = {"key": key, "size": value["size"]}
         packed = result.pack()
-        if len(packed) <= _RESPONSE_BUDGET:
+        if len(packed) <= RESPONSE_BUDGET:
             return packed
-    if result.error and len(result.pack()) > _RESPONSE_BUDGET:
+    if result.error and len(result.pack()) > RESPONSE_BUDGET:
         result.error["traceback"] = result.error.get("traceback", "")[-100_000:]
         result.error["exc"] = None
     return result.pack()

@@ -74,10 +74,12 @@ log = logging.getLogger(__name__)
 
 class Scheduler:
     def __init__(self, backend: Any, job_id: str, *, inline_limit: int,
-                 progress: bool = False, eager_delete: bool = True) -> None:
+                 progress: bool = False, eager_delete: bool = True,
+                 job_key: bytes | None = None) -> None:
         self.backend = backend
         self.store = backend.store
         self.job_id = job_id
+        self.job_key = job_key  # sent in every message (runtime/integrity.py)
         self.inline_limit = inline_limit
         self.progress = progress
         self.eager_delete = eager_delete
@@ -203,7 +205,7 @@ class Scheduler:
             attempt=t.attempt, args=t.args, args_key=t.args_key,
             deps=[d.loc for d in t.dep_objs], num_returns=len(t.outs),
             options=t.opts["wire"], store_uri=self.store.uri,
-            inline_limit=self.inline_limit,
+            inline_limit=self.inline_limit, job_key=self.job_key,
         )
 
     def _send(self, t: _Task, msg: TaskMessage) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: job_key (the per-job MAC key, runtime/integrity.py)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class TaskMessage:
     inline_limit: int = 64 * 1024
     fn_bytes: bytes | None = None  # the function itself, when the worker may not have it
     version: int = PROTOCOL_VERSION
+    #: the job's 32-byte MAC key (runtime/integrity.py): only ever on the private channel
+    job_key: bytes | None = field(default=None, repr=False)
 
     def pack(self) -> bytes:
         return msgpack.packb(self.to_list(), use_bin_type=True)
@@ -63,6 +65,7 @@ class TaskMessage:
                 self.store_uri,
                 self.inline_limit,
                 self.fn_bytes,
+                self.job_key,
         ]
 
     @classmethod
@@ -79,7 +82,7 @@ class TaskMessage:
         return cls(
             version=f[0], job_id=f[1], task_id=f[2], name=f[3], fn_key=f[4], attempt=f[5],
             args=f[6], args_key=f[7], deps=f[8], num_returns=f[9], options=f[10],
-            store_uri=f[11], inline_limit=f[12], fn_bytes=f[13],
+            store_uri=f[11], inline_limit=f[12], fn_bytes=f[13], job_key=f[14],
         )
 
 

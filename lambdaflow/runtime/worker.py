@@ -30,8 +30,8 @@ import cloudpickle
 
 from lambdaflow import serialization
 from lambdaflow.errors import GetTimeoutError, ObjectLostError, TaskError
-from lambdaflow.runtime import keys
-from lambdaflow.runtime.store import Store, open_store
+from lambdaflow.runtime import integrity, keys
+from lambdaflow.runtime.store import Store
 from lambdaflow.runtime.task import ERROR, OK, DepSlot, TaskMessage, TaskResult
 
 _FN_CACHE: OrderedDict[str, Callable] = OrderedDict()
@@ -77,6 +77,7 @@ def load_function(message: TaskMessage, store: Store) -> Callable:
     fn = _FN_CACHE.get(message.fn_key)
     if fn is None:
         data = message.fn_bytes if message.fn_bytes is not None else store.get(message.fn_key)
+        integrity.check_function(message.fn_key, data)
         fn = cloudpickle.loads(data)
         _FN_CACHE[message.fn_key] = fn
         if len(_FN_CACHE) > _FN_CACHE_SIZE:
@@ -216,8 +217,7 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
     status, values, error = OK, [], None
     prev = getattr(_ctx, "task", None)
     try:
-        if store is None:
-            store = open_store(message.store_uri)
+        store = integrity.task_store(message, store)
         fn = load_function(message, store)
         args, kwargs, bytes_in = load_arguments(message, store)
         _ctx.task = TaskContext(message, store)

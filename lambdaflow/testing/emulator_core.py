@@ -31,6 +31,7 @@ import socket
 import time
 from functools import partial
 
+from lambdaflow import limits
 from lambdaflow.testing.emulator_env import (
     BUSY,
     DEAD,
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 RUNTIME_PREFIX = "/2018-06-01/runtime/"
 #: Lambda's limit on a synchronous response, as its error message states it.
-RESPONSE_LIMIT = 6291556
+RESPONSE_LIMIT = limits.SYNC_RESPONSE_ENFORCED_BYTES
 _COUNTERS = (
     "invocations",
     "cold_starts",

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lambdaflow import limits
 from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR, RLIMIT_AS_VAR
 
 if TYPE_CHECKING:
@@ -39,12 +40,12 @@ if TYPE_CHECKING:
 ACCOUNT_ID = "123456789012"
 DEFAULT_HANDLER = "lambdaflow.runtime.lambda_entry.lambda_handler"
 #: Lambda's limits (bytes): synchronous request and response, asynchronous request.
-SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024
-ASYNC_PAYLOAD_LIMIT = 1024 * 1024
+SYNC_PAYLOAD_LIMIT = limits.SYNC_REQUEST_BYTES
+ASYNC_PAYLOAD_LIMIT = limits.ASYNC_REQUEST_BYTES
 #: X-Amz-Log-Result carries the last 4 KB of the invocation's log.
-LOG_TAIL_BYTES = 4096
+LOG_TAIL_BYTES = limits.LOG_TAIL_BYTES
 #: Lambda gives a cold environment's init phase up to 10 s on top of the timeout.
-INIT_ALLOWANCE_S = 10.0
+INIT_ALLOWANCE_S = float(limits.INIT_ALLOWANCE_S)
 
 STARTING, IDLE, BUSY, RETURNING, DEAD = "starting", "idle", "busy", "returning", "dead"
 

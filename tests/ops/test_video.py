@@ -268,14 +268,11 @@ def test_s3_missing_key_and_bucket(s3):
 
 def test_s3_client_from_environment(s3, monkeypatch, full):
     """Without client=, the source uses boto3 from the environment (AWS_ENDPOINT_URL_S3)."""
-    from lambdaflow.ops import videosource
-
     endpoint = s3.meta.endpoint_url
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(videosource, "_clients", {})
     got = decode("s3://videos/plain.mp4", 0, 3)
     assert all(np.array_equal(a, b) for a, b in zip(got, full["plain"][:3]))
 

@@ -28,17 +28,19 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from lambdaflow import aws, limits
 from lambdaflow.config import Config
 from lambdaflow.errors import BackendError, ConfigError
 from lambdaflow.runtime import keys
+from lambdaflow.runtime.backends import tiers
 from lambdaflow.runtime.backends.lambda_invoke import InvokeConnectionError, Invoker, InvokeReply
 from lambdaflow.runtime.backends.pool import TaskThreads
 from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
 
 log = logging.getLogger(__name__)
 
-MAX_SYNC_PAYLOAD = 6 * 1000 * 1000
-_PAYLOAD_BUDGET = MAX_SYNC_PAYLOAD * 3 // 4 - 4096  # before base64 + JSON
+#: The packed task message may be this big before base64 + JSON fill the request limit.
+PAYLOAD_BUDGET = limits.base64_budget(limits.SYNC_REQUEST_BYTES)
 CONNECTION_RETRIES = 4
 THROTTLE_BASE_S = 0.05
 THROTTLE_CAP_S = 5.0
@@ -59,8 +61,6 @@ class LambdaBackend:
 
     def __init__(self, config: Config, job_id: str) -> None:
         try:
-            import boto3
-            import botocore.config
             import botocore.exceptions
         except ImportError as exc:
             raise ConfigError("the lambda backend needs boto3: pip install 'lambdaflow[aws]'") from exc
@@ -73,27 +73,18 @@ class LambdaBackend:
         bucket = _require(config.bucket, "bucket",
                           "create it with `lambdaflow deploy` or `aws s3 mb s3://NAME`")
         self.max_concurrency = max(1, int(config.max_concurrency))
-        session = boto3.session.Session(region_name=config.region)
-        self.region = session.region_name or "us-east-1"
-        self.client = session.client(
-            "lambda",
-            region_name=self.region,
-            endpoint_url=config.lambda_endpoint_url,
-            config=botocore.config.Config(
-                max_pool_connections=self.max_concurrency + 4,
-                retries={"mode": "standard", "total_max_attempts": 1},
-                connect_timeout=10,
-                read_timeout=config.invoke_timeout_s,
-                tcp_keepalive=True,
-            ),
-        )
-        self.store = S3Store(bucket, config.prefix, region=self.region,
-                             endpoint_url=config.s3_endpoint_url,
+        settings = aws.AwsSettings.from_config(config)
+        session = aws.session(settings)
+        self.region = aws.region(settings, session)
+        settings = settings.with_region(self.region)
+        self.client = aws.client("lambda", settings, sess=session, attempts=1,
+                                 read_timeout=config.invoke_timeout_s)
+        self.store = S3Store(bucket, config.prefix, settings=settings,
                              max_pool_connections=self.max_concurrency + 4)
-        self.invoker = Invoker(session, self.region, config.lambda_endpoint_url,
+        self.invoker = Invoker(session, self.region, self.client.meta.endpoint_url,
                                self.function_name, config.invoke_timeout_s)
         self._session, self._config = session, config
-        self._tiers = tuple(int(t) for t in str(config.memory_tiers or "").split(",") if t.strip())
+        self._tiers = tiers.parse_tiers(config.memory_tiers or "")
         self._invokers = {self.function_name: self.invoker}
         self._invokers_lock = threading.Lock()
         self.job_id = job_id
@@ -165,7 +156,7 @@ class LambdaBackend:
 
     def _payload(self, msg: TaskMessage) -> bytes:
         packed = msg.pack()
-        if len(packed) > _PAYLOAD_BUDGET:
+        if len(packed) > PAYLOAD_BUDGET:
             order = sorted(range(len(msg.deps)),
                            key=lambda i: -len(msg.deps[i].get("inline") or b""))
             for i in order:
@@ -176,18 +167,19 @@ class LambdaBackend:
                 self.store.put(key, dep["inline"])
                 msg.deps[i] = {"key": key, "size": dep.get("size")}
                 packed = msg.pack()
-                if len(packed) <= _PAYLOAD_BUDGET:
+                if len(packed) <= PAYLOAD_BUDGET:
                     break
-            if len(packed) > _PAYLOAD_BUDGET and msg.args is not None:
+            if len(packed) > PAYLOAD_BUDGET and msg.args is not None:
                 key = keys.args_key(msg.job_id, msg.task_id)
                 self.store.put(key, msg.args)
                 msg.args, msg.args_key = None, key
                 packed = msg.pack()
         data = json.dumps({"lf": 1, "task": base64.b64encode(packed).decode("ascii")}).encode()
-        if len(data) > MAX_SYNC_PAYLOAD:
+        if len(data) > limits.SYNC_REQUEST_BYTES:
             raise BackendError(
                 f"task {msg.name}[{msg.task_id}]: its invoke payload is {len(data)} bytes even "
-                "after moving its values to S3 (limit 6 MB); pass fewer dependencies per task"
+                f"after moving its values to S3 (Lambda's limit: {limits.SYNC_REQUEST_BYTES} "
+                "bytes); pass fewer dependencies per task"
             )
         return data
 
@@ -197,17 +189,15 @@ class LambdaBackend:
         memory = msg.options.get("memory_mb")
         if not memory or not self._tiers:
             return self.invoker
-        from lambdaflow.deploy.settings import split_function_name, tier_function_name
-
-        base, _, tier = self.function_name.rpartition("-")
-        if not base or split_function_name(base, self.function_name) is None:
+        base = tiers.deployment_of(self.function_name)
+        if base is None:
             return self.invoker
-        name = tier_function_name(base, int(memory), self._tiers)
+        name = tiers.tier_function_name(base, int(memory), self._tiers)
         with self._invokers_lock:
             inv = self._invokers.get(name)
             if inv is None:
                 inv = self._invokers[name] = Invoker(
-                    self._session, self.region, self._config.lambda_endpoint_url, name,
+                    self._session, self.region, self.client.meta.endpoint_url, name,
                     self._config.invoke_timeout_s)
         return inv
 

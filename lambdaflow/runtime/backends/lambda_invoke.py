@@ -62,10 +62,6 @@ class Invoker:
         self._timeout = timeout_s
         self._local = threading.local()
 
-    @property
-    def has_credentials(self) -> bool:
-        return self._credentials is not None
-
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
