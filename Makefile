@@ -34,7 +34,7 @@ SUITE_default := $(PYTEST)
 SUITE_mxnet := $(PYTEST) -m mxnet --require-mxnet
 
 .PHONY: demo quickstart test test-latest test-lowest install install-demo lint types \
-	lock bench check-image clean
+	lock bench check-image image-locks clean
 
 # --- environments -------------------------------------------------------------------
 
@@ -167,6 +167,10 @@ bench: install .venvs/mxnet-py311/.installed
 
 check-image: install
 	.venv/bin/python worker_image/check_image.py
+
+# Regenerate the worker image variants' hashed lock files (uv; see worker_image/make_locks.py).
+image-locks: install .venvs/uv/bin/uv
+	.venv/bin/python worker_image/make_locks.py --uv .venvs/uv/bin/uv
 
 clean:
 	rm -rf .venv .venvs build *.egg-info lambdaflow/*.so

@@ -51,10 +51,18 @@ class Config:
     #: deployed memory tiers, e.g. "1769,3008,10240": with function_name "<name>-1769",
     #: a task's memory_mb picks the smallest tier function "<name>-<MB>" that fits
     memory_tiers: str = ""
-    #: seconds to wait for one synchronous invoke before treating the call as failed
-    invoke_timeout_s: float = 905.0
+    #: seconds to wait for one invoke's reply; None: the function's configured timeout
+    #: + Lambda's init allowance + a margin (from GetFunctionConfiguration). A reply that
+    #: does not come in time fails the task with TaskTimeoutError; it is never re-sent
+    invoke_timeout_s: float | None = None
+    #: seconds one invocation keeps being retried while Lambda throttles it (429), fails
+    #: on its side (5xx) or wakes an inactive function (ResourceNotReadyException)
+    retry_budget_s: float = 300.0
     #: where run stats are written after shutdown (lambda backend; "" disables)
     stats_path: str = ".lambdaflow/last-run.json"
+    #: settings written by `lambdaflow deploy`, read for fields not given otherwise
+    #: (lambda backend; "" disables; see lambdaflow/deploy_settings.py)
+    deploy_file: str = ".lambdaflow/deployment.json"
     #: AWS credentials for the lambda backend and its store (else boto3's own chain)
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -98,11 +106,13 @@ def resolve(backend: str | None = None, **overrides: object) -> Config:
             f"valid options: {', '.join(valid)}"
         )
     cfg = Config()
+    given = set(overrides)
     for f in fields(Config):
         env = os.environ.get(f"LAMBDAFLOW_{f.name.upper()}")
         if env is not None and env != "":
             default = f.default if f.default is not dataclasses.MISSING else None
             setattr(cfg, f.name, _parse(env, default, f.name))
+            given.add(f.name)
     for name, value in overrides.items():
         setattr(cfg, name, value)
     if backend is not None:
@@ -113,4 +123,7 @@ def resolve(backend: str | None = None, **overrides: object) -> Config:
         raise ConfigError(
             f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}"
         )
+    from lambdaflow import deploy_settings
+
+    deploy_settings.apply(cfg, given)
     return cfg

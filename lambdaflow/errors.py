@@ -11,6 +11,7 @@
     ├── ObjectLostError           an object's bytes are gone from the store
     ├── IntegrityError            a stored blob failed its check; it was not unpickled
     ├── BackendError              the backend itself failed (not the task)
+    │   └── LambdaThrottledError  Lambda throttled an invocation past the retry budget
     └── ConfigError               a setting is missing or wrong
 
 A task's own exception is re-raised by ``get`` as an instance of both ``TaskError`` and
@@ -85,10 +86,10 @@ class TaskError(LambdaflowError):
             return TaskError(message, cause=cause, traceback_text=traceback_text, task=task)
 
 
-_DERIVED: dict[type, type] = {}
+_DERIVED: dict[type, type[TaskError]] = {}
 
 
-def _derived_class(cause_cls: type) -> type:
+def _derived_class(cause_cls: type) -> type[TaskError]:
     derived = _DERIVED.get(cause_cls)
     if derived is None:
 
@@ -172,6 +173,37 @@ class BackendError(LambdaflowError):
     exhausted retry budget talking to AWS, a worker pool that cannot start)."""
 
 
+class LambdaThrottledError(BackendError):
+    """Lambda kept answering 429 TooManyRequests for one invocation past the lambda
+    backend's ``retry_budget_s``. The message names the function, its reserved
+    concurrency, the account's concurrency and what to change; ``.function_name``,
+    ``.reserved`` and ``.account`` carry them (None when unknown)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function_name: str = "",
+        reserved: int | None = None,
+        account: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.function_name = function_name
+        self.reserved = reserved
+        self.account = account
+
+    def __reduce__(self):
+        return (_rebuild_throttled, (str(self), self.function_name, self.reserved, self.account))
+
+
+def _rebuild_throttled(
+    message: str, function_name: str, reserved: int | None, account: int | None
+) -> LambdaThrottledError:
+    return LambdaThrottledError(
+        message, function_name=function_name, reserved=reserved, account=account
+    )
+
+
 class ConfigError(LambdaflowError):
     """A setting is missing or wrong; the message names it and how to fix it."""
 
@@ -186,5 +218,6 @@ __all__ = [
     "ObjectLostError",
     "IntegrityError",
     "BackendError",
+    "LambdaThrottledError",
     "ConfigError",
 ]

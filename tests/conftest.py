@@ -89,23 +89,21 @@ class _NoMxnetSkips:
 
 
 @pytest.fixture(scope="session")
-def local_aws_env():
-    """moto server + Lambda emulator for the whole session (started on first use)."""
-    from lambdaflow.testing.aws_local import local_aws
-    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS
+def local_aws_env(tmp_path_factory):
+    """moto server + Lambda emulator for the whole session (started on first use).
 
-    saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
-    os.environ.update(FAKE_CREDENTIALS)  # the driver's boto3 clients need some
+    Nothing is put into ``os.environ``: the driver gets the stand-ins' credentials from
+    ``aws.config``, as a user's ``lf.init(backend="lambda", **aws.config)`` does, and the
+    workers' S3 calls are checked by moto against the worker role's policy."""
+    from lambdaflow.testing.aws_local import local_aws
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        with local_aws(concurrency=8, python_path=[root]) as aws:
-            yield aws
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    shared = [str(tmp_path_factory.getbasetemp())]  # tests' marker files, seen by workers
+    with local_aws(
+        concurrency=8, python_path=[root], shared_paths=shared,
+        read_locations=["s3://lambdaflow-local/inputs/"],  # as `deploy --read` grants
+    ) as aws:  # fmt: skip
+        yield aws
 
 
 def start_runtime(backend: str, request, **extra):

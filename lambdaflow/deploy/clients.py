@@ -1,7 +1,8 @@
 """boto3 clients for deploy / destroy / status, built by :mod:`lambdaflow.aws`.
 
-Endpoint of service ``svc`` (``s3``, ``iam``, ``ecr``, ``lambda``, ``logs``, ``sts``), first
-found wins (the rule of :mod:`lambdaflow.aws`)::
+Endpoint of service ``svc`` (``s3``, ``iam``, ``ecr``, ``lambda``, ``logs``, ``sts``,
+``dynamodb``, ``sqs``, ``resourcegroupstaggingapi``), first found wins (the rule of
+:mod:`lambdaflow.aws`)::
 
     endpoint_url argument (the --endpoint-url flag: every service)
     LAMBDAFLOW_<SVC>_ENDPOINT_URL   e.g. LAMBDAFLOW_LAMBDA_ENDPOINT_URL, LAMBDAFLOW_S3_ENDPOINT_URL
@@ -20,7 +21,10 @@ from typing import Any
 from lambdaflow import aws
 from lambdaflow.errors import ConfigError
 
-SERVICES = ("s3", "iam", "ecr", "lambda", "logs", "sts")
+SERVICES = (
+    "s3", "iam", "ecr", "lambda", "logs", "sts", "dynamodb", "sqs",
+    "resourcegroupstaggingapi",
+)  # fmt: skip
 #: Total attempts per control-plane call (botocore standard mode).
 ATTEMPTS = 8
 
@@ -40,6 +44,9 @@ class AwsClients:
     lambda_: Any
     logs: Any
     sts: Any
+    dynamodb: Any
+    sqs: Any
+    tagging: Any
     region: str
 
     @classmethod
@@ -75,6 +82,9 @@ class AwsClients:
             lambda_=clients["lambda"],
             logs=clients["logs"],
             sts=clients["sts"],
+            dynamodb=clients["dynamodb"],
+            sqs=clients["sqs"],
+            tagging=clients["resourcegroupstaggingapi"],
             region=resolved,
         )
 
@@ -92,8 +102,3 @@ class AwsClients:
         parts = arn.split(":")
         return parts[1], parts[4]
 
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ClientError ('' otherwise)."""
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))

@@ -13,6 +13,11 @@ Names derived from a deployment named ``N`` with memory tiers ``M1, M2, ...``::
     log group        /aws/lambda/N-M1 ...
 
 The function of the first tier is the default ``LAMBDAFLOW_FUNCTION_NAME``.
+
+Grants beyond the job prefix are given per resource and per kind of access, and only
+what the code on the worker calls is granted (see ``iam.py`` for the actions):
+``read_locations`` / ``write_locations`` (S3), ``dynamodb_read`` / ``dynamodb_write``,
+``sqs_send`` (an on-failure destination) / ``sqs_consume`` (an SQS event source).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from lambdaflow import limits
+from lambdaflow import limits, variants
 from lambdaflow.errors import ConfigError
 from lambdaflow.runtime.backends.tiers import (  # noqa: F401 - the naming lives there
     split_function_name,
@@ -30,6 +35,7 @@ from lambdaflow.runtime.backends.tiers import (  # noqa: F401 - the naming lives
 
 TAG_KEY = "lambdaflow:deployment"
 BUCKET_TAG_KEY = "lambdaflow:bucket"  # on the role: the bucket destroy removes
+ENV_TAG_KEY = "lambdaflow:env"  # on each function: the --env keys deploy set last time
 POLICY_NAME = "lambdaflow-worker"
 DEFAULT_NAME = "lambdaflow"
 DEFAULT_PREFIX = "lambdaflow/"
@@ -65,6 +71,12 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 
+#: DeploySettings fields that grant the worker access beyond the job prefix.
+GRANT_FIELDS = (
+    "read_locations", "write_locations", "dynamodb_read", "dynamodb_write",
+    "sqs_send", "sqs_consume",
+)  # fmt: skip
+
 _NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -76,15 +88,19 @@ class DeploySettings:
     bucket: str
     name: str = DEFAULT_NAME
     prefix: str = DEFAULT_PREFIX
-    image_uri: str | None = None  # None: <ECR repository URI>:<lambdaflow version>
+    image_uri: str | None = None  # None: <ECR repository URI>:<version>-<variant>
+    image_variant: str = ""  # "": the variant that matches this driver (variants.py)
     memory_tiers: tuple[int, ...] = DEFAULT_TIERS
     timeout_s: int = DEFAULT_TIMEOUT_S
     expire_days: int = DEFAULT_EXPIRE_DAYS
     log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
     ephemeral_mb: int = DEFAULT_EPHEMERAL_MB
     read_locations: tuple[str, ...] = ()  # "bucket" or "bucket/prefix" readable inputs
-    dynamodb_tables: tuple[str, ...] = ()  # names or ARNs
-    sqs_queues: tuple[str, ...] = ()  # names or ARNs
+    write_locations: tuple[str, ...] = ()  # "bucket" or "bucket/prefix" outputs
+    dynamodb_read: tuple[str, ...] = ()  # table names or ARNs: GetItem / Query
+    dynamodb_write: tuple[str, ...] = ()  # table names or ARNs: Put / Update / Delete
+    sqs_send: tuple[str, ...] = ()  # queue names or ARNs: SendMessage (destinations)
+    sqs_consume: tuple[str, ...] = ()  # queue names or ARNs: an SQS event source
     environment: dict[str, str] = field(
         default_factory=dict
     )  # extra function variables
@@ -139,6 +155,12 @@ class DeploySettings:
                 raise ConfigError(
                     f"--env {key}: AWS_* variables are reserved by Lambda"
                 )
+            if key in self._own_environment(self.memory_tiers[0]):
+                raise ConfigError(
+                    f"--env {key}: deploy sets {key} itself (use the matching flag)"
+                )
+        variant = self.image_variant or variants.driver_variant().name
+        object.__setattr__(self, "image_variant", variants.get_variant(variant).name)
 
     # -- derived names -------------------------------------------------------------------
 
@@ -165,15 +187,33 @@ class DeploySettings:
     def tags(self) -> dict[str, str]:
         return {TAG_KEY: self.name}
 
-    def function_environment(self, memory_mb: int) -> dict[str, str]:
-        env = {
+    @property
+    def variant(self) -> variants.Variant:
+        return variants.get_variant(self.image_variant)
+
+    def _own_environment(self, memory_mb: int) -> dict[str, str]:
+        return {
             "LAMBDAFLOW_BUCKET": self.bucket,
             "LAMBDAFLOW_PREFIX": self.prefix,
             "LAMBDAFLOW_DEPLOYMENT": self.name,
             "LAMBDAFLOW_MEMORY_MB": str(memory_mb),
+            # what a worker needs to invoke the deployment itself (nested tasks)
+            "LAMBDAFLOW_FUNCTION_NAME": self.default_function_name,
+            "LAMBDAFLOW_MEMORY_TIERS": self.tiers_text,
         }
-        env.update(self.environment)
-        return env
+
+    def function_environment(self, memory_mb: int) -> dict[str, str]:
+        """The variables deploy owns on the function of tier ``memory_mb``."""
+        return {**self._own_environment(memory_mb), **self.environment}
+
+    @property
+    def grants(self) -> dict[str, list[str]]:
+        """The access given beyond the job prefix, by field (for the settings file)."""
+        return {name: list(getattr(self, name)) for name in GRANT_FIELDS}
+
+    @property
+    def tiers_text(self) -> str:
+        return ",".join(map(str, self.memory_tiers))
 
 
 def log_group_name(function_name: str) -> str:

@@ -137,13 +137,16 @@ def test_scene_changes_this_files_and_plot(sample, tmp_path):
 @pytest.mark.skipif("lambda" not in BACKENDS, reason="LAMBDAFLOW_TEST_LAMBDA=0")
 def test_lambda_backend_reads_the_video_from_s3(local_aws_env, sample, monkeypatch):
     """The driver probes and the Lambda workers decode ``s3://`` with ranged GETs."""
-
     path, expected = sample
     s3 = local_aws_env.client("s3")
     bucket = local_aws_env.config["bucket"]
     s3.upload_file(str(path), bucket, "inputs/v.mp4")
-    # lambdaflow.aws keys its shared clients by the AWS_* environment: this gets its own.
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", local_aws_env.moto.endpoint_url)
+    for name, value in local_aws_env.env.items():  # what `lambdaflow local-aws` prints
+        monkeypatch.setenv(name, value)
+    from lambdaflow import aws
+
+    aws.clear_shared_clients()  # the driver's probe builds its client from these
+    monkeypatch.setattr(aws, "_SHARED", {})
     lf.shutdown()
     with lf.init(backend="lambda", **local_aws_env.config):
         result = video_histogram(f"s3://{bucket}/inputs/v.mp4", batch=50)

@@ -212,20 +212,30 @@ class S3Store:
         return out
 
     def exists(self, key: str) -> bool:
-        def head_once() -> bool:
+        """HeadObject; when S3 answers 403 (it does for a missing key unless the caller
+        may list the whole bucket, and the worker role may list only its prefix), or
+        on the first miss (HEAD says 404 for a missing bucket too), a ListObjectsV2
+        of exactly this key decides: the prefix-limited ListBucket allows that one."""
+        full = self._full(key)
+
+        def head_once() -> bool | None:
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+                self.client.head_object(Bucket=self.bucket, Key=full)
                 return True
             except bx.ClientError as exc:
                 if _code(exc) in _MISSING_KEY:
                     return False
+                if _status(exc) == 403 or _code(exc) in ("AccessDenied", "403"):
+                    return None  # missing, or really forbidden: ask the listing
                 raise
 
+        def list_once() -> bool:
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1)
+            return any(obj["Key"] == full for obj in page.get("Contents", []))
+
         found = self._call("HeadObject", key, head_once)
-        if not found and not self._bucket_checked:  # HEAD says 404 for no bucket too
-            self._call(
-                "HeadBucket", "", lambda: self.client.head_bucket(Bucket=self.bucket)
-            )
+        if found is None or (not found and not self._bucket_checked):
+            found = self._call("ListObjectsV2", key, list_once)  # NoSuchBucket raises
             self._bucket_checked = True
         return found
 
