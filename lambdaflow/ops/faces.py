@@ -34,9 +34,9 @@ import os
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import numpy as np
 
@@ -72,7 +72,7 @@ __all__ = [
     "sample_frames",
 ]
 
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]  # noqa: UP007 (3.9)
+Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 _LOCK = threading.Lock()
 _DLIB_LOCK = threading.Lock()  # dlib's models keep per-call buffers in the object
@@ -204,7 +204,7 @@ def sample_frames(
     *,
     max_samples: int | None = None,
     name: str | None = None,
-) -> Iterator[SampledFrame]:
+) -> Generator[SampledFrame, None, None]:
     """Yield one decoded RGB frame per ``every_s`` seconds (the first frame at or after
     0, every_s, 2*every_s, ...), all in memory.
 

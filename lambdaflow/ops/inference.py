@@ -218,7 +218,7 @@ class Model:
         if "__shape__" in attrs:
             shape = tuple(int(v) for v in ast.literal_eval(attrs["__shape__"]))
             if len(shape) == 4 and all(v > 0 for v in shape[1:]):
-                return shape[1:]  # type: ignore[return-value]
+                return shape[1], shape[2], shape[3]
         channels = self._first_conv_channels() or DEFAULT_INPUT_SHAPE[0]
         saved = {n: tuple(v.shape) for n, v in self._arg_params.items()}
         mx = import_mxnet()
@@ -383,7 +383,8 @@ def _load_local(
             f"model {display}: {params_path} holds unnamed arrays, not named parameters"
         )
     arg_names = set(symbol.list_arguments())
-    arg_params, aux_params = {}, {}
+    arg_params: dict[str, Any] = {}
+    aux_params: dict[str, Any] = {}
     for name, value in saved.items():
         kind, _, bare = name.partition(":")
         if not bare:  # Gluon save_parameters style: no arg:/aux: prefix

@@ -103,6 +103,7 @@ def write_sample_video(
     (e.g. ``yuv420p10le`` for 10-bit). Returns the path written.
     """
     import av  # optional dependency (extra "video")
+    from av.video.stream import VideoStream
 
     path = Path(path)
     if width <= 0 or height <= 0 or width % 2 or height % 2:
@@ -124,7 +125,9 @@ def write_sample_video(
 
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(tmp), mode="w", format="mp4", options=options) as container:
-        stream: Any = container.add_stream(codec, rate=Fraction(fps))
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        if not isinstance(stream, VideoStream):
+            raise ValueError(f"sample video {path}: {codec!r} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = 2 if bframes else 0

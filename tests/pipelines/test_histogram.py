@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from lambdaflow.pipelines.histogram import (
     video_histogram,
     write_this_files,
 )
+from tests.conftest import BACKENDS
 
 
 @pytest.fixture(scope="module")
@@ -155,14 +154,8 @@ def test_scene_changes_this_files_and_plot(sample, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _lambda_available() -> bool:
-    if os.environ.get("LAMBDAFLOW_TEST_LAMBDA", "1") == "0":
-        return False
-    return importlib.util.find_spec("lambdaflow.testing.aws_local") is not None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _lambda_available(), reason="Lambda stand-ins not available")
+@pytest.mark.skipif("lambda" not in BACKENDS, reason="LAMBDAFLOW_TEST_LAMBDA=0")
 def test_lambda_backend_reads_the_video_from_s3(local_aws_env, sample, monkeypatch):
     """The driver probes and the Lambda workers decode ``s3://`` with ranged GETs."""
     path, expected = sample
