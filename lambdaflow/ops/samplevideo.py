@@ -22,7 +22,6 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
