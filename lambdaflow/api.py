@@ -17,12 +17,12 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from lambdaflow import config as config_mod
 from lambdaflow.errors import ConfigError, LambdaflowError
-from lambdaflow.runtime import keys, refs
+from lambdaflow.runtime import integrity, keys, refs
 from lambdaflow.runtime.backends import make_backend
 from lambdaflow.runtime.backends.base import Hosting, Killing
 from lambdaflow.runtime.calls import FunctionHandle
@@ -47,6 +47,9 @@ class Runtime:
         self.config = cfg
         self.job_id = f"job-{uuid.uuid4().hex[:12]}"
         self.backend = make_backend(cfg, self.job_id)
+        job_key = integrity.new_job_key()  # in this process and task messages only
+        # every concrete backend keeps .store in a plain attribute (Backend: read-only)
+        self.backend.store = integrity.SignedStore(self.backend.store, job_key)  # type: ignore[misc]
         self.store = self.backend.store  # the one place the driver obtains its store
         hosting = isinstance(self.backend, Hosting)
         self.scheduler = Scheduler(
@@ -54,6 +57,7 @@ class Runtime:
             progress=cfg.progress, eager_delete=self.backend.eager_delete,
             export=not hosting, kill=self.backend.kill if isinstance(self.backend, Killing)
             else None, nested=nested_settings(cfg), max_lineage_bytes=cfg.max_lineage_bytes,
+            job_key=job_key,
         )
         self.client = OwnerClient(self.scheduler, self.store, inline_limit=cfg.inline_limit,
                                   max_retries=cfg.max_retries,

@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "lambdaflow.commands.local_aws",
     "lambdaflow.commands.timeline",
     "lambdaflow.commands.deploy",
+    "lambdaflow.commands.events",
+    "lambdaflow.commands.doctor",
 )
 
 

@@ -4,6 +4,14 @@ environment variables, else defaults.
 Every field below can be given as ``lambdaflow.init(name=value)`` or as the environment
 variable ``LAMBDAFLOW_<NAME>`` (upper case): for example ``LAMBDAFLOW_BACKEND=lambda``,
 ``LAMBDAFLOW_NUM_WORKERS=4``, ``LAMBDAFLOW_PROGRESS=1``. Explicit arguments win.
+
+The AWS credential fields (``aws_access_key_id``, ``aws_secret_access_key``,
+``aws_session_token``) let credentials travel with the config, as ``local_aws().config``
+does with the local stand-ins' credentials. They are used only to build the lambda
+backend's clients and its S3 store (``lambdaflow.aws``); they are left out of ``repr``
+and never go into logs, the store or task messages (workers use their own role).
+Without them, boto3's own chain applies (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``, SSO,
+instance roles).
 """
 
 from __future__ import annotations
@@ -45,23 +53,37 @@ class Config:
     #: deployed memory tiers, e.g. "1769,3008,10240": with function_name "<name>-1769",
     #: a task's memory_mb picks the smallest tier function "<name>-<MB>" that fits
     memory_tiers: str = ""
-    #: seconds to wait for one synchronous invoke before treating the call as failed
-    invoke_timeout_s: float = 905.0
+    #: seconds to wait for one invoke's reply; None: the function's configured timeout
+    #: + Lambda's init allowance + a margin (from GetFunctionConfiguration). A reply that
+    #: does not come in time fails the task with TaskTimeoutError; it is never re-sent
+    invoke_timeout_s: float | None = None
+    #: seconds one invocation keeps being retried while Lambda throttles it (429), fails
+    #: on its side (5xx) or wakes an inactive function (ResourceNotReadyException)
+    retry_budget_s: float = 300.0
     #: a task that waits for subtasks whose invocations stay throttled (429) this long
     #: while none finishes raises ConcurrencyLimitError (tasks that submit tasks)
     nested_patience_s: float = 10.0
     #: where run stats are written after shutdown (lambda backend; "" disables)
     stats_path: str = ".lambdaflow/last-run.json"
-    #: anything backend-specific that has no field yet
-    extra: dict = field(default_factory=dict)
+    #: settings written by `lambdaflow deploy`, read for fields not given otherwise
+    #: (lambda backend; "" disables; see lambdaflow/deploy_settings.py)
+    deploy_file: str = ".lambdaflow/deployment.json"
+    #: AWS credentials for the lambda backend and its store (else boto3's own chain)
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def valid_names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "extra"]
+        return [f.name for f in fields(cls)]
+
+
+#: Fields whose default is None but whose values are numbers.
+_NUMERIC_NONE = {"num_workers": int, "invoke_timeout_s": float}
 
 
 def _parse(value: str, default: object, name: str) -> object:
-    kind = type(default) if default is not None else (int if name == "num_workers" else str)
+    kind = type(default) if default is not None else _NUMERIC_NONE.get(name, str)
     try:
         if kind is bool:
             return value.strip().lower() in ("1", "true", "yes", "on")
@@ -89,13 +111,13 @@ def resolve(backend: str | None = None, **overrides: object) -> Config:
             f"valid options: {', '.join(valid)}"
         )
     cfg = Config()
+    given = set(overrides)
     for f in fields(Config):
-        if f.name == "extra":
-            continue
         env = os.environ.get(f"LAMBDAFLOW_{f.name.upper()}")
         if env is not None and env != "":
             default = f.default if f.default is not dataclasses.MISSING else None
             setattr(cfg, f.name, _parse(env, default, f.name))
+            given.add(f.name)
     for name, value in overrides.items():
         setattr(cfg, name, value)
     if backend is not None:
@@ -106,4 +128,7 @@ def resolve(backend: str | None = None, **overrides: object) -> Config:
         raise ConfigError(
             f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}"
         )
+    from lambdaflow import deploy_settings
+
+    deploy_settings.apply(cfg, given)
     return cfg

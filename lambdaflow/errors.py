@@ -9,9 +9,11 @@
     │   └── TaskCancelledError    it was cancelled with ``lambdaflow.cancel``
     ├── GetTimeoutError           get()/wait() ran out of time (also a ``TimeoutError``)
     ├── ObjectLostError           an object's bytes are gone from the store
+    ├── IntegrityError            a stored blob failed its check; it was not unpickled
     ├── BackendError              the backend itself failed (not the task)
-    │   └── ConcurrencyLimitError nested tasks need more Lambda environments than
-    │                             max_concurrency allows (blocked parents hold theirs)
+    │   ├── ConcurrencyLimitError nested tasks need more Lambda environments than
+    │   │                         max_concurrency allows (blocked parents hold theirs)
+    │   └── LambdaThrottledError  Lambda throttled an invocation past the retry budget
     └── ConfigError               a setting is missing or wrong
 
 A task's own exception is re-raised by ``get`` as an instance of both ``TaskError`` and
@@ -151,6 +153,23 @@ def _rebuild_object_lost(message: str, key: str) -> ObjectLostError:
     return ObjectLostError(message, key=key)
 
 
+class IntegrityError(LambdaflowError):
+    """A blob read from the store failed its integrity check (its MAC under the job's key,
+    or a function blob's SHA-256 content address), so it was never unpickled. Someone
+    other than this job wrote it, or it is corrupt. ``.key`` names the store key."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self):
+        return (_rebuild_integrity, (str(self), self.key))
+
+
+def _rebuild_integrity(message: str, key: str) -> IntegrityError:
+    return IntegrityError(message, key=key)
+
+
 class BackendError(LambdaflowError):
     """The backend failed in a way that is not the task's fault (an API error, an
     exhausted retry budget talking to AWS, a worker pool that cannot start)."""
@@ -160,6 +179,36 @@ class ConcurrencyLimitError(BackendError):
     """Tasks submitted by tasks on Lambda cannot start: every blocked parent holds an
     execution environment, and the chain or tree of them would exceed
     ``max_concurrency`` (raised instead of waiting forever on throttled invocations)."""
+
+class LambdaThrottledError(BackendError):
+    """Lambda kept answering 429 TooManyRequests for one invocation past the lambda
+    backend's ``retry_budget_s``. The message names the function, its reserved
+    concurrency, the account's concurrency and what to change; ``.function_name``,
+    ``.reserved`` and ``.account`` carry them (None when unknown)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function_name: str = "",
+        reserved: int | None = None,
+        account: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.function_name = function_name
+        self.reserved = reserved
+        self.account = account
+
+    def __reduce__(self):
+        return (_rebuild_throttled, (str(self), self.function_name, self.reserved, self.account))
+
+
+def _rebuild_throttled(
+    message: str, function_name: str, reserved: int | None, account: int | None
+) -> LambdaThrottledError:
+    return LambdaThrottledError(
+        message, function_name=function_name, reserved=reserved, account=account
+    )
 
 
 class ConfigError(LambdaflowError):
@@ -174,7 +223,9 @@ __all__ = [
     "TaskCancelledError",
     "GetTimeoutError",
     "ObjectLostError",
+    "IntegrityError",
     "BackendError",
     "ConcurrencyLimitError",
+    "LambdaThrottledError",
     "ConfigError",
 ]

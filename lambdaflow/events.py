@@ -17,10 +17,11 @@ Flow on AWS::
                        the first handler whose bucket/prefix/suffix match gets
                        handler(bucket, key, record)
 
-Locally, :class:`SqsBridge` stands in for S3's Lambda notification: moto server sends S3
-notifications to an SQS queue, the bridge receives them, rebuilds each record in the exact
-shape AWS sends to Lambda (:func:`s3_event`) and invokes the function through the Lambda
-API (the emulator), deleting a message only once it was delivered.
+Locally, ``lambdaflow.events_bridge.SqsBridge`` stands in for S3's Lambda notification
+(moto sends S3 notifications to an SQS queue; the bridge invokes the function with each
+record rebuilt by :func:`s3_event` in the shape AWS sends). Events that keep failing end
+in a dead-letter queue, on AWS and locally; ``lambdaflow.events_failed`` lists and
+redrives them (``lambdaflow events failed``).
 
 State: ``_HANDLERS`` (the registry, in registration order) and ``_IMPORTED`` (modules
 already imported), both guarded by ``_LOCK``. Nothing is silently dropped: a record with
@@ -33,13 +34,11 @@ the report carries ``batchItemFailures`` (partial batch response) instead of rai
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib
 import importlib.util
 import json
 import logging
 import os
-import random
 import sys
 import threading
 import time
@@ -54,12 +53,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "EVENT_MODULES_ENV",
     "EventDispatchError",
-    "SqsBridge",
     "UploadHandler",
     "clear_handlers",
     "dispatch",
-    "is_event",
-    "lambda_invoker",
     "load_event_modules",
     "on_upload",
     "registered_handlers",
@@ -151,7 +147,7 @@ def load_event_modules(spec: str | None = None) -> list[str]:
                 path = Path(item)
                 name = f"lambdaflow_events_{path.stem}"
                 module_spec = importlib.util.spec_from_file_location(name, path)
-                if module_spec is None or not path.exists():
+                if module_spec is None or module_spec.loader is None or not path.exists():
                     raise ImportError(f"no such file {path}")
                 module = importlib.util.module_from_spec(module_spec)
                 sys.modules[name] = module
@@ -168,11 +164,6 @@ def load_event_modules(spec: str | None = None) -> list[str]:
         new.append(item)
         log.info("imported event handler module %s", item)
     return new
-
-
-def is_event(event: Any) -> bool:
-    """True for AWS service events (S3, SQS, SNS notifications) rather than task messages."""
-    return isinstance(event, dict) and isinstance(event.get("Records"), list)
 
 
 def _s3_records(event: dict, report: dict) -> Iterator[tuple[dict, str | None]]:
@@ -249,9 +240,6 @@ def dispatch(event: dict, context: Any = None) -> dict:
     return report
 
 
-# ----------------------------------------------------------------- local bridge
-
-
 def s3_event(bucket: str, key: str, *, size: int = 0, etag: str = "",
              event_name: str = "ObjectCreated:Put", region: str = "us-east-1",
              event_time: str | None = None, sequencer: str | None = None) -> dict:
@@ -276,122 +264,3 @@ def s3_event(bucket: str, key: str, *, size: int = 0, etag: str = "",
                        "eTag": etag, "sequencer": sequencer or f"{time.time_ns():016X}"},
         },
     }]}
-
-
-def lambda_invoker(client: Any, function_name: str, *,
-                   invocation_type: str = "Event") -> Callable[[dict], None]:
-    """A ``deliver(event)`` for :class:`SqsBridge` that invokes ``function_name`` with a
-    boto3 Lambda ``client``; raises on throttling, a function error or a bad status."""
-    if invocation_type not in ("Event", "RequestResponse"):
-        raise ValueError(f"invocation_type must be 'Event' or 'RequestResponse', "
-                         f"got {invocation_type!r}")
-
-    def deliver(event: dict) -> None:
-        reply = client.invoke(FunctionName=function_name, InvocationType=invocation_type,
-                              Payload=json.dumps(event).encode())
-        if reply.get("FunctionError"):
-            detail = reply["Payload"].read()[:500].decode(errors="replace")
-            raise RuntimeError(f"{function_name} failed ({reply['FunctionError']}): {detail}")
-        expected = 202 if invocation_type == "Event" else 200
-        if reply.get("StatusCode") != expected:
-            raise RuntimeError(f"{function_name} answered status {reply.get('StatusCode')}")
-
-    return deliver
-
-
-class SqsBridge:
-    """Poll ``queue_url`` for S3 notifications and ``deliver`` each record as an AWS S3
-    event, ``workers`` at a time. A message is deleted once every record in it was
-    delivered; a failed delivery is retried with backoff, and after ``max_attempts`` the
-    message is logged, kept in ``.dead`` and deleted."""
-
-    def __init__(self, sqs: Any, queue_url: str, deliver: Callable[[dict], None], *,
-                 workers: int = 4, max_attempts: int = 5, region: str = "us-east-1") -> None:
-        self.sqs, self.queue_url, self.deliver = sqs, queue_url, deliver
-        self.workers, self.max_attempts, self.region = workers, max_attempts, region
-        self.delivered: list[tuple[str, str, float]] = []  # (bucket, key, monotonic time)
-        self.dead: list[tuple[str, str]] = []  # (message body, error)
-        self._stop = threading.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "sqs-bridge")
-        self._slots = threading.Semaphore(workers)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SqsBridge:
-        self._thread = threading.Thread(target=self._poll, name="sqs-bridge", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> SqsBridge:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                reply = self.sqs.receive_message(QueueUrl=self.queue_url,
-                                                 MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                                 VisibilityTimeout=300)
-            except Exception:  # the queue may be briefly unavailable; keep polling
-                log.exception("receiving from %s failed; retrying", self.queue_url)
-                self._stop.wait(1.0)
-                continue
-            for message in reply.get("Messages", []):
-                self._slots.acquire()
-                self._pool.submit(self._handle, message)
-
-    def _handle(self, message: dict) -> None:
-        try:
-            events = self._events(message["Body"])
-            for event in events:
-                self._deliver_with_retries(event)
-                obj = event["Records"][0]["s3"]
-                self.delivered.append((obj["bucket"]["name"],
-                                       urllib.parse.unquote_plus(obj["object"]["key"]),
-                                       time.monotonic()))
-        except Exception as exc:  # noqa: BLE001 - any failure: record it, never lose it
-            log.error("giving up on message %s: %s", message.get("MessageId"), exc)
-            self.dead.append((message["Body"], str(exc)))
-        finally:
-            self._slots.release()
-        try:
-            self.sqs.delete_message(QueueUrl=self.queue_url,
-                                    ReceiptHandle=message["ReceiptHandle"])
-        except Exception:  # pragma: no cover - redelivery is harmless: handlers are idempotent
-            log.exception("deleting message %s failed", message.get("MessageId"))
-
-    def _events(self, body: str) -> list[dict]:
-        payload = json.loads(body)
-        if payload.get("Event") == "s3:TestEvent":
-            log.info("skipping S3 test event for bucket %s", payload.get("Bucket"))
-            return []
-        events = []
-        for record in payload.get("Records", []):
-            s3 = record["s3"]
-            events.append(s3_event(
-                s3["bucket"]["name"], urllib.parse.unquote_plus(s3["object"]["key"]),
-                size=s3["object"].get("size", 0), etag=s3["object"].get("eTag", ""),
-                event_name=record.get("eventName", "ObjectCreated:Put"),
-                region=record.get("awsRegion", self.region),
-                event_time=record.get("eventTime"), sequencer=s3["object"].get("sequencer")))
-        return events
-
-    def _deliver_with_retries(self, event: dict) -> None:
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                self.deliver(event)
-                return
-            except Exception as exc:
-                if attempt == self.max_attempts:
-                    raise
-                delay = min(8.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0)
-                log.warning("delivery attempt %d failed (%s); retrying in %.1fs",
-                            attempt, exc, delay)
-                time.sleep(delay)

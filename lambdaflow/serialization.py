@@ -44,8 +44,8 @@ import sysconfig
 import threading
 import types
 from collections import ChainMap
-from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import cloudpickle
 

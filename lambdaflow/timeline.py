@@ -64,18 +64,18 @@ def plot_timeline(
 
     if isinstance(records, (str, os.PathLike)):
         records = load_records(records)
-    records = [dict(r) for r in records]
+    rows: list[dict[str, Any]] = [dict(r) for r in records]
     ran = [
-        r for r in records if r.get("start") is not None and r.get("end") is not None
+        r for r in rows if r.get("start") is not None and r.get("end") is not None
     ]
     if not ran:
         raise ConfigError(
-            f"no task in the {len(records)} records ran (none has start and end times): "
+            f"no task in the {len(rows)} records ran (none has start and end times): "
             "nothing to draw; run a job first"
         )
-    summary = summarize(records)
+    summary = summarize(rows)
     t0 = min(
-        [r["submit_time"] for r in records if r.get("submit_time") is not None]
+        [r["submit_time"] for r in rows if r.get("submit_time") is not None]
         + [r["start"] for r in ran]
     )
     t_end = max(r["end"] for r in ran) - t0
@@ -90,7 +90,7 @@ def plot_timeline(
     envs = sorted(first_start, key=lambda e: (first_start[e], e))
     row_of = {env: i for i, env in enumerate(envs)}
     first_attempt: dict[str, int] = {}
-    for r in records:
+    for r in rows:
         task = str(r.get("task_id"))
         first_attempt[task] = min(
             first_attempt.get(task, r.get("attempt") or 0), r.get("attempt") or 0
@@ -171,7 +171,7 @@ def plot_timeline(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
-    _draw_load(ax_load, records, ran, t0)
+    _draw_load(ax_load, rows, ran, t0)
     ax_load.set_xlim(0, span * 1.02)
     ax_load.set_xlabel("seconds since the first submit")
 
@@ -215,7 +215,7 @@ def plot_timeline(
         fontweight="bold",
     )
     ax.set_title(
-        _subtitle(summary, len(records) - len(ran)),
+        _subtitle(summary, len(rows) - len(ran)),
         fontsize=9,
         color="#444444",
         loc="left",

@@ -3,9 +3,10 @@
  *
  * Uses only the Python buffer protocol (no numpy headers). Two entry points:
  *
- *   hist_interleaved(data, height, width, stride, channels, bins, out)
+ *   hist_interleaved(data, height, width, stride, channels, bins, out, path="auto")
  *       Pixels of `channels` interleaved bytes (RGB24: channels=3), rows `stride`
  *       bytes apart. out: writable int64 buffer of channels*bins items, overwritten.
+ *       path: "auto", "avx2" (RGB24 and bins dividing 16 only) or "scalar".
  *   hist_planes(planes, bins, out, path="auto")
  *       planes: sequence of (data, height, width, stride), one histogram per plane
  *       (YUV420p Y/U/V, or planar RGB). out: int64 buffer of len(planes)*bins items.
@@ -249,6 +250,94 @@ static void count_nibbles_avx2(const uint8_t *data, Py_ssize_t height, Py_ssize_
     }
 }
 
+/*
+ * AVX2 nibble counting of interleaved RGB24 (channels = 3). A row is cut into groups of
+ * 96 bytes (32 pixels = 3 vectors); lane j of the group's vector q always holds channel
+ * (32q + j) % 3, so each of the three vector phases keeps its own lane counters, counted
+ * exactly as count_nibbles_avx2 does, and the channels are separated only when the 8-bit
+ * counters are spilled: psadbw over the lanes of one channel (a byte mask per phase and
+ * channel). The pixels left over at the end of a row are counted one by one.
+ */
+__attribute__((target("avx2")))
+static void count_nibbles_rgb_avx2(const uint8_t *data, Py_ssize_t height, Py_ssize_t width,
+                                   Py_ssize_t stride, uint64_t nib[3][16])
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
+    __m256i table[8], wide[3][16], mask[3][3];
+    uint64_t tot[3][16] = {{0}};
+    int spills = 0;
+    for (int j = 0; j < 8; j++) {
+        uint8_t t[32] = {0};
+        t[2 * j] = t[16 + 2 * j] = 0x01;
+        t[2 * j + 1] = t[16 + 2 * j + 1] = 0x10;
+        table[j] = _mm256_loadu_si256((const __m256i *)t);
+    }
+    for (int q = 0; q < 3; q++) {
+        for (int c = 0; c < 3; c++) {
+            uint8_t m[32];
+            for (int j = 0; j < 32; j++) m[j] = ((32 * q + j) % 3 == c) ? 0xFF : 0;
+            mask[q][c] = _mm256_loadu_si256((const __m256i *)m);
+        }
+        for (int k = 0; k < 16; k++) wide[q][k] = zero;
+    }
+    Py_ssize_t groups = (3 * width) / 96;
+    for (Py_ssize_t y = 0; y < height; y++) {
+        const uint8_t *row = data + y * stride;
+        for (Py_ssize_t g = 0; g < groups; g += 15) {
+            Py_ssize_t nv = groups - g < 15 ? groups - g : 15;
+            for (int q = 0; q < 3; q++) {
+                const uint8_t *p = row + g * 96 + 32 * q;
+                __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+                __m256i a4 = zero, a5 = zero, a6 = zero, a7 = zero;
+                for (Py_ssize_t i = 0; i < nv; i++) {
+                    __m256i v = _mm256_and_si256(
+                        _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(p + i * 96)), 4),
+                        low4);
+                    a0 = _mm256_add_epi8(a0, _mm256_shuffle_epi8(table[0], v));
+                    a1 = _mm256_add_epi8(a1, _mm256_shuffle_epi8(table[1], v));
+                    a2 = _mm256_add_epi8(a2, _mm256_shuffle_epi8(table[2], v));
+                    a3 = _mm256_add_epi8(a3, _mm256_shuffle_epi8(table[3], v));
+                    a4 = _mm256_add_epi8(a4, _mm256_shuffle_epi8(table[4], v));
+                    a5 = _mm256_add_epi8(a5, _mm256_shuffle_epi8(table[5], v));
+                    a6 = _mm256_add_epi8(a6, _mm256_shuffle_epi8(table[6], v));
+                    a7 = _mm256_add_epi8(a7, _mm256_shuffle_epi8(table[7], v));
+                }
+                __m256i acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+                for (int j = 0; j < 8; j++) {
+                    wide[q][2 * j] = _mm256_add_epi8(wide[q][2 * j], _mm256_and_si256(acc[j], low4));
+                    wide[q][2 * j + 1] = _mm256_add_epi8(
+                        wide[q][2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(acc[j], 4), low4));
+                }
+            }
+            if (++spills == 17) {
+                for (int q = 0; q < 3; q++)
+                    for (int k = 0; k < 16; k++) {
+                        for (int c = 0; c < 3; c++) {
+                            __m256i s = _mm256_sad_epu8(_mm256_and_si256(wide[q][k], mask[q][c]), zero);
+                            tot[c][k] += (uint64_t)_mm256_extract_epi64(s, 0)
+                                       + (uint64_t)_mm256_extract_epi64(s, 1)
+                                       + (uint64_t)_mm256_extract_epi64(s, 2)
+                                       + (uint64_t)_mm256_extract_epi64(s, 3);
+                        }
+                        wide[q][k] = zero;
+                    }
+                spills = 0;
+            }
+        }
+        for (Py_ssize_t x = groups * 32; x < width; x++)
+            for (int c = 0; c < 3; c++) tot[c][row[3 * x + c] >> 4]++;
+    }
+    for (int q = 0; q < 3; q++)
+        for (int k = 0; k < 16; k++)
+            for (int c = 0; c < 3; c++) {
+                __m256i s = _mm256_sad_epu8(_mm256_and_si256(wide[q][k], mask[q][c]), zero);
+                tot[c][k] += (uint64_t)_mm256_extract_epi64(s, 0) + (uint64_t)_mm256_extract_epi64(s, 1)
+                           + (uint64_t)_mm256_extract_epi64(s, 2) + (uint64_t)_mm256_extract_epi64(s, 3);
+            }
+    for (int c = 0; c < 3; c++)
+        for (int k = 0; k < 16; k++) nib[c][k] += tot[c][k];
+}
+
 LF_NIBBLE_KERNEL(count_nibbles_sse2, , __m128i, 16,
                  _mm_loadu_si128, LF_SET1_128, _mm_setzero_si128, _mm_xor_si128,
                  _mm_sub_epi8, _mm_cmpgt_epi8, _mm_sad_epu8, hsum128)
@@ -346,14 +435,26 @@ static void fold256(const uint64_t *counts, int bins, int64_t *out)
 
 /* ------------------------------------------------------------------ entry points */
 
-static PyObject *hist_interleaved(PyObject *self, PyObject *args)
+static PyObject *hist_interleaved(PyObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"data", "height", "width", "stride", "channels", "bins", "out",
+                             "path", NULL};
     PyObject *data, *outobj;
     Py_ssize_t height, width, stride;
     int channels, bins;
-    if (!PyArg_ParseTuple(args, "OnnniiO:hist_interleaved", &data, &height, &width,
-                          &stride, &channels, &bins, &outobj))
+    const char *path = "auto";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnniiO|s:hist_interleaved", kwlist, &data,
+                                     &height, &width, &stride, &channels, &bins, &outobj, &path))
         return NULL;
+    int vector; /* 1: the AVX2 RGB24 nibble loop */
+    if (strcmp(path, "auto") == 0) vector = strcmp(simd_name(), "avx2") == 0;
+    else if (strcmp(path, "scalar") == 0) vector = 0;
+    else if (strcmp(path, "avx2") == 0 && strcmp(simd_name(), "avx2") == 0) vector = 1;
+    else {
+        PyErr_Format(PyExc_ValueError, "path must be 'auto', 'scalar' or 'avx2' where this "
+                     "CPU has it (best here: '%s'), got '%s'", simd_name(), path);
+        return NULL;
+    }
     if (channels < 1 || channels > 4) {
         PyErr_Format(PyExc_ValueError, "channels must be 1..4, got %d", channels);
         return NULL;
@@ -370,13 +471,26 @@ static PyObject *hist_interleaved(PyObject *self, PyObject *args)
     }
     uint64_t counts[4 * 256];
     memset(counts, 0, sizeof(counts));
+    int nibble = vector && channels == 3 && bins <= 16 && (16 % bins) == 0;
     Py_BEGIN_ALLOW_THREADS
-    if (channels == 1)
+    if (nibble) {
+        uint64_t nib[3][16];
+        memset(nib, 0, sizeof(nib));
+#ifdef LF_X86
+        count_nibbles_rgb_avx2((const uint8_t *)img.buf, height, width, stride, nib);
+#endif
+        for (int c = 0; c < 3; c++) {
+            int64_t *o = (int64_t *)out.buf + (Py_ssize_t)c * bins;
+            memset(o, 0, (size_t)bins * sizeof(int64_t));
+            for (int k = 0; k < 16; k++) o[k * bins / 16] += (int64_t)nib[c][k];
+        }
+    } else if (channels == 1)
         count_plane_fast((const uint8_t *)img.buf, height, width, stride, counts);
     else
         count_interleaved((const uint8_t *)img.buf, height, width, stride, channels, counts);
-    for (int c = 0; c < channels; c++)
-        fold256(counts + c * 256, bins, (int64_t *)out.buf + (Py_ssize_t)c * bins);
+    if (!nibble)
+        for (int c = 0; c < channels; c++)
+            fold256(counts + c * 256, bins, (int64_t *)out.buf + (Py_ssize_t)c * bins);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&img);
     PyBuffer_Release(&out);
@@ -467,8 +581,8 @@ static PyObject *simd(PyObject *self, PyObject *unused)
 }
 
 static PyMethodDef methods[] = {
-    {"hist_interleaved", hist_interleaved, METH_VARARGS,
-     "hist_interleaved(data, height, width, stride, channels, bins, out)\n--\n\n"
+    {"hist_interleaved", (PyCFunction)(void (*)(void))hist_interleaved, METH_VARARGS | METH_KEYWORDS,
+     "hist_interleaved(data, height, width, stride, channels, bins, out, path='auto')\n--\n\n"
      "Per-channel histograms of interleaved 8-bit pixels into out (int64, channels*bins)."},
     {"hist_planes", (PyCFunction)(void (*)(void))hist_planes, METH_VARARGS | METH_KEYWORDS,
      "hist_planes(planes, bins, out, path='auto')\n--\n\n"

@@ -22,3 +22,20 @@ def test_bad_values(monkeypatch):
     monkeypatch.setenv("LAMBDAFLOW_NUM_WORKERS", "many")
     with pytest.raises(ConfigError, match="LAMBDAFLOW_NUM_WORKERS"):
         resolve()
+
+
+def test_credentials_travel_with_the_config_but_not_in_its_repr(monkeypatch):
+    monkeypatch.setenv("LAMBDAFLOW_AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+    monkeypatch.setenv("LAMBDAFLOW_AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    cfg = resolve(aws_session_token="session-token-value")
+    assert (cfg.aws_access_key_id, cfg.aws_secret_access_key) == (
+        "AKIDFROMENV", "very-secret-value")
+    assert cfg.aws_session_token == "session-token-value"
+    text = repr(cfg)
+    assert "very-secret-value" not in text and "session-token-value" not in text
+
+
+def test_extra_is_gone():
+    """Config.extra was dead code (issue 10): it is no longer a valid option."""
+    with pytest.raises(TypeError, match="unknown lambdaflow.init"):
+        resolve(extra={})

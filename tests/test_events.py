@@ -1,12 +1,10 @@
-"""Tests of lambdaflow.events: registration, dispatch of S3 / SQS-wrapped events, handler
-modules, and the SQS -> Lambda bridge against a real moto server and the Lambda emulator."""
+"""Tests of lambdaflow.events: registration, dispatch of S3 / SQS-wrapped events and
+handler modules (the local bridge: test_events_bridge.py)."""
 
 from __future__ import annotations
 
 import json
 import textwrap
-import threading
-import time
 
 import pytest
 
@@ -151,110 +149,6 @@ def test_a_missing_handler_module_is_a_clear_error(monkeypatch):
         events.dispatch(events.s3_event("b", "k"))
 
 
-def test_is_event():
-    assert events.is_event(events.s3_event("b", "k"))
-    assert not events.is_event({"version": 1}) and not events.is_event(b"msgpack")
-
-
-# ------------------------------------------------------------------ the bridge
-
-
-@pytest.fixture(scope="module")
-def moto():
-    from lambdaflow.testing.moto_server import MotoServer
-
-    with MotoServer() as server:
-        yield server
-
-
-def _notifying_bucket(moto, name):
-    import boto3
-
-    s3 = boto3.client("s3", **moto.client_kwargs)
-    sqs = boto3.client("sqs", **moto.client_kwargs)
-    url = sqs.create_queue(QueueName=f"{name}-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    s3.create_bucket(Bucket=name)
-    s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": arn["Attributes"]["QueueArn"],
-                                 "Events": ["s3:ObjectCreated:*"]}]})
-    return s3, sqs, url
-
-
-def _wait_for(predicate, what, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def test_bridge_delivers_aws_shaped_events_and_deletes_messages(moto):
-    s3, sqs, url = _notifying_bucket(moto, "bridge-in")
-    got, lock, fail_once = [], threading.Lock(), {"a b.mp4"}
-
-    def deliver(event):
-        with lock:
-            key = events.urllib.parse.unquote_plus(event["Records"][0]["s3"]["object"]["key"])
-            if key in fail_once:  # a transient failure is retried, not lost
-                fail_once.discard(key)
-                raise RuntimeError("throttled")
-            got.append(event)
-
-    keys = ["a b.mp4", "dir/c+d.mp4", "e.mp4"]
-    with events.SqsBridge(sqs, url, deliver, workers=2) as bridge:
-        for key in keys:
-            s3.put_object(Bucket="bridge-in", Key=key, Body=b"data")
-        _wait_for(lambda: len(got) == 3, "3 deliveries")
-    record = got[0]["Records"][0]
-    assert record["eventSource"] == "aws:s3" and record["eventName"] == "ObjectCreated:Put"
-    assert {"userIdentity", "requestParameters", "responseElements"} <= set(record)
-    assert record["s3"]["bucket"]["arn"] == "arn:aws:s3:::bridge-in"
-    assert sorted(r["Records"][0]["s3"]["object"]["key"] for r in got) == [
-        "a+b.mp4", "dir/c%2Bd.mp4", "e.mp4"]
-    assert sorted(k for _, k, _ in bridge.delivered) == sorted(keys) and not bridge.dead
-    left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    assert left == {"ApproximateNumberOfMessages": "0",
-                    "ApproximateNumberOfMessagesNotVisible": "0"}
-
-
-def test_bridge_invokes_a_function_in_the_lambda_emulator(moto, tmp_path):
-    """The whole local path: S3 upload -> SQS -> bridge -> Lambda Invoke API ->
-    awslambdaric environment running events.dispatch -> handler writes to S3."""
-    import boto3
-
-    from lambdaflow.testing.lambda_emulator import LambdaEmulator
-
-    s3, sqs, url = _notifying_bucket(moto, "emu-in")
-    s3.create_bucket(Bucket="emu-out")
-    handler_file = tmp_path / "copy_handler.py"
-    handler_file.write_text(textwrap.dedent("""
-        import os, boto3, lambdaflow
-
-        @lambdaflow.events.on_upload("emu-in", suffix=".txt")
-        def copy(bucket, key, record):
-            s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"])
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            s3.put_object(Bucket="emu-out", Key=key, Body=body.upper())
-    """))
-    env = {events.EVENT_MODULES_ENV: str(handler_file), "S3_ENDPOINT": moto.endpoint_url,
-           "AWS_DEFAULT_REGION": moto.region, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing"}
-    with LambdaEmulator() as emu:
-        emu.create_function("router", handler="lambdaflow.events.dispatch", timeout_s=30,
-                            env=env, concurrency=2)
-        client = boto3.client("lambda", endpoint_url=emu.endpoint_url,
-                              region_name=moto.region, aws_access_key_id="testing",
-                              aws_secret_access_key="testing")
-        deliver = events.lambda_invoker(client, "router", invocation_type="RequestResponse")
-        with events.SqsBridge(sqs, url, deliver, workers=2):
-            for key in ["x 1.txt", "y.txt"]:
-                s3.put_object(Bucket="emu-in", Key=key, Body=b"hello")
-
-            def done():
-                listed = s3.list_objects_v2(Bucket="emu-out").get("Contents", [])
-                return len(listed) == 2
-
-            _wait_for(done, "2 outputs in emu-out", timeout=120)
-    assert s3.get_object(Bucket="emu-out", Key="x 1.txt")["Body"].read() == b"HELLO"
+def test_is_event_is_gone():
+    """Dead code (issue 10): lambda_entry routes on \"Records\" itself."""
+    assert not hasattr(events, "is_event") and "is_event" not in events.__all__

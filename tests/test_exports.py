@@ -7,7 +7,7 @@ PUBLIC = {
     "ObjectRef", "RemoteFunction", "Runtime", "stats", "on_upload",
     "LambdaflowError", "TaskError", "WorkerCrashedError", "TaskTimeoutError",
     "TaskCancelledError", "GetTimeoutError", "ObjectLostError", "BackendError",
-    "ConcurrencyLimitError", "ConfigError",
+    "ConcurrencyLimitError", "ConfigError", "IntegrityError",
 }
 
 
@@ -21,7 +21,9 @@ def test_all_is_exactly_the_public_api():
 def test_no_other_public_names():
     public = {n for n in dir(lambdaflow) if not n.startswith("_")}
     modules = {"api", "errors", "runtime", "serialization", "config", "events", "testing",
-               "ops", "pipelines", "cli", "commands", "timeline", "deploy"}
+               "ops", "pipelines", "cli", "commands", "timeline", "deploy",
+               "aws", "limits", "variants", "deploy_settings",
+               "events_bridge", "events_failed"}
     assert public - modules - PUBLIC == set()
 
 
@@ -29,7 +31,8 @@ def test_error_hierarchy():
     e = lambdaflow
     for sub in (e.WorkerCrashedError, e.TaskTimeoutError, e.TaskCancelledError):
         assert issubclass(sub, e.TaskError)
-    for sub in (e.TaskError, e.GetTimeoutError, e.ObjectLostError, e.BackendError, e.ConfigError):
+    for sub in (e.TaskError, e.GetTimeoutError, e.ObjectLostError, e.BackendError, e.ConfigError,
+                e.IntegrityError):
         assert issubclass(sub, e.LambdaflowError)
     assert issubclass(e.GetTimeoutError, TimeoutError)
     assert issubclass(e.ConcurrencyLimitError, e.BackendError)

@@ -1,21 +1,28 @@
 """``lambdaflow deploy``, ``lambdaflow destroy`` and ``lambdaflow status``.
 
-    lambdaflow deploy  --bucket B [--name N] [--image-uri URI] [--memory 1769,3008,10240]
-                       [--timeout 900] [--expire-days 7] [--read s3://inputs/ ...]
-                       [--dynamodb-table T ...] [--sqs-queue Q ...]
+    lambdaflow deploy  --bucket B [--name N] [--variant py3.12] [--image-uri URI]
+                       [--memory 1769,3008,10240] [--timeout 900] [--expire-days 7]
+                       [--read s3://inputs/ ...] [--write s3://outputs/ ...]
+                       [--dynamodb-read T ...] [--dynamodb-write T ...]
+                       [--sqs-send Q ...] [--sqs-consume Q ...] [--settings-file F]
     lambdaflow destroy [--name N] [--bucket B] [--keep-bucket] --yes
-    lambdaflow status  [--name N] [--no-ping]
+    lambdaflow status  [--name N] [--no-ping] [--settings-file F]
 
 All three accept ``--region`` and ``--endpoint-url`` (or ``LAMBDAFLOW_REGION`` and
 ``LAMBDAFLOW_<SVC>_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL``). Each prints one line per
-resource with what it did; the work is done by :mod:`lambdaflow.deploy`.
+resource with what it did; the work is done by :mod:`lambdaflow.deploy`. ``deploy``
+also writes every setting the lambda backend needs to ``--settings-file`` (default
+``.lambdaflow/deployment.json``, which ``lambdaflow.init(backend="lambda")`` reads) and
+prints them as ``export`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
+from lambdaflow import deploy_settings, variants
 from lambdaflow.deploy import (
     AwsClients,
     DeploySettings,
@@ -25,7 +32,24 @@ from lambdaflow.deploy import (
     summary,
 )
 from lambdaflow.deploy import settings as defaults
+from lambdaflow.deploy.plan import left_behind
 from lambdaflow.errors import ConfigError
+
+#: The access flags: (flag, DeploySettings field, help).
+GRANTS = (
+    ("--read", "read_locations", "S3_LOCATION",
+     "let workers read here (s3:GetObject), e.g. s3://videos/in/"),
+    ("--write", "write_locations", "S3_LOCATION",
+     "let workers write here (s3:PutObject), e.g. s3://results/"),
+    ("--dynamodb-read", "dynamodb_read", "TABLE",
+     "let workers GetItem / BatchGetItem this table (name or ARN)"),
+    ("--dynamodb-write", "dynamodb_write", "TABLE",
+     "let workers Put / Update / Delete / BatchWrite items of this table"),
+    ("--sqs-send", "sqs_send", "QUEUE",
+     "let the functions send to this queue (an on-failure destination)"),
+    ("--sqs-consume", "sqs_consume", "QUEUE",
+     "let the functions consume this queue (an SQS event source mapping)"),
+)  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +71,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="key prefix of job objects (default: %(default)s)",
     )
     p.add_argument(
-        "--image-uri", help="worker image (default: <ECR repository>:<version>)"
+        "--variant",
+        choices=list(variants.VARIANTS),
+        help="worker image variant (default: the one matching this Python, "
+        f"{_driver_variant()})",
+    )
+    p.add_argument(
+        "--image-uri",
+        help="worker image (default: <ECR repository>:<version>-<variant>)",
     )
     p.add_argument(
         "--memory",
@@ -78,27 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.DEFAULT_EPHEMERAL_MB,
         help="/tmp size of each function (default: %(default)s)",
     )
-    p.add_argument(
-        "--read",
-        action="append",
-        default=[],
-        metavar="S3_LOCATION",
-        help="let workers read inputs here, e.g. s3://videos/in/ (repeatable)",
-    )
-    p.add_argument(
-        "--dynamodb-table",
-        action="append",
-        default=[],
-        metavar="TABLE",
-        help="grant item access to this table (name or ARN; repeatable)",
-    )
-    p.add_argument(
-        "--sqs-queue",
-        action="append",
-        default=[],
-        metavar="QUEUE",
-        help="grant message access to this queue (name or ARN; repeatable)",
-    )
+    for flag, _, metavar, text in GRANTS:
+        p.add_argument(flag, action="append", default=[], metavar=metavar,
+                       help=f"{text} (repeatable)")  # fmt: skip
     p.add_argument(
         "--env",
         action="append",
@@ -106,6 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="extra environment variable of the functions (repeatable)",
     )
+    _settings_file(p)
     p.set_defaults(func=run_deploy)
 
     p = subparsers.add_parser(
@@ -133,6 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.add_argument("--no-ping", action="store_true", help="do not invoke the functions")
+    _settings_file(p)
     p.set_defaults(func=run_status)
 
 
@@ -146,6 +161,21 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--region", help="AWS region (default: $LAMBDAFLOW_REGION, the profile's)"
     )
     p.add_argument("--endpoint-url", help="endpoint of every AWS service (tests: moto)")
+
+
+def _driver_variant() -> str:
+    try:
+        return variants.driver_variant().name
+    except ConfigError:
+        return "none for this Python"
+
+
+def _settings_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--settings-file",
+        default=os.environ.get("LAMBDAFLOW_DEPLOY_FILE") or deploy_settings.DEFAULT_PATH,
+        help="the settings init() reads (default: %(default)s)",
+    )
 
 
 def _clients(args: argparse.Namespace) -> AwsClients:
@@ -170,21 +200,23 @@ def settings_from_args(args: argparse.Namespace) -> DeploySettings:
         if not sep or not key:
             raise ConfigError(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
+    if args.variant:
+        variants.check_variant_matches(variants.get_variant(args.variant))
     return DeploySettings(
         bucket=args.bucket,
         name=args.name,
         prefix=args.prefix,
         image_uri=args.image_uri,
+        image_variant=args.variant or "",
         memory_tiers=tiers,
         timeout_s=args.timeout,
         expire_days=args.expire_days,
         log_retention_days=args.log_retention_days,
         ephemeral_mb=args.ephemeral_mb,
-        read_locations=tuple(args.read),
-        dynamodb_tables=tuple(args.dynamodb_table),
-        sqs_queues=tuple(args.sqs_queue),
         environment=env,
-    )
+        **{field: tuple(getattr(args, flag[2:].replace("-", "_")))
+           for flag, field, _, _ in GRANTS},
+    )  # fmt: skip
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -197,24 +229,27 @@ def run_deploy(args: argparse.Namespace) -> int:
     if not result.function_names:
         print(
             f"next: push the worker image ({result.image_uri}) with "
-            f"worker_image/build_and_push.sh {settings.repository_name}, then run "
-            "`lambdaflow deploy` again"
+            f"worker_image/build_and_push.sh {settings.image_variant} "
+            f"{settings.repository_name}, then run `lambdaflow deploy` again"
         )
         return 0
-    print("\nto use it, export:")
-    for key, value in (
-        ("LAMBDAFLOW_BACKEND", "lambda"),
-        ("LAMBDAFLOW_FUNCTION_NAME", settings.default_function_name),
-        ("LAMBDAFLOW_BUCKET", settings.bucket),
-        ("LAMBDAFLOW_PREFIX", settings.prefix),
-        ("LAMBDAFLOW_REGION", clients.region),
-    ):
+    path = deploy_settings.write(args.settings_file, result.record)
+    variant = settings.variant
+    print(f"\nimage variant {variant.name} (Python {variant.python}): {result.image_uri}")
+    print(f"settings written to {path}; lambdaflow.init(backend=\"lambda\") reads it "
+          "there (or from $LAMBDAFLOW_DEPLOY_FILE). Elsewhere, export:")  # fmt: skip
+    for key, value in deploy_settings.backend_settings(result.record).items():
         print(f"  export {key}={value}")
     return 0
 
 
 def run_destroy(args: argparse.Namespace) -> int:
     if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"destroy {args.name}: no terminal to ask for confirmation; pass --yes "
+                "to delete without asking"
+            )
         answer = input(
             f"delete every AWS resource of deployment {args.name!r}"
             f"{'' if args.keep_bucket else ', including its bucket and all objects in it'}"
@@ -229,11 +264,22 @@ def run_destroy(args: argparse.Namespace) -> int:
     for change in changes:
         print(change.line())
     print(f"destroy {args.name}: {summary(changes)}")
+    left = left_behind(changes)
+    if left:
+        print(f"left behind ({len(left)}), rerun destroy once fixed:")
+        for change in left:
+            print(f"  {change.line()}")
+        return 1
     return 0
 
 
 def run_status(args: argparse.Namespace) -> int:
-    report = status(_clients(args), args.name, ping=not args.no_ping)
+    record = None
+    if os.path.exists(args.settings_file):
+        record = deploy_settings.read(args.settings_file)
+        if record["deployment"] != args.name:
+            record = None
+    report = status(_clients(args), args.name, ping=not args.no_ping, record=record)
     if not report.functions:
         print(
             f"status {args.name}: no functions deployed; run `lambdaflow deploy --bucket B"
@@ -241,23 +287,31 @@ def run_status(args: argparse.Namespace) -> int:
         )
         return 1
     print(
-        f"{'function':<32} {'memory':>7} {'timeout':>7}  {'state':<8} {'worker':<26} image"
+        f"{'function':<32} {'memory':>7} {'timeout':>7}  {'state':<8} {'worker':<38} image"
     )
     for entry in report.functions:
         config = entry.config
         if entry.worker:
             worker = (
                 f"lambdaflow {entry.worker.lambdaflow_version} / py "
-                f"{entry.worker.python_version}"
+                f"{entry.worker.python_version} / {entry.worker.image_variant or '?'}"
             )
         else:
             worker = "not pinged" if entry.ok else "ERROR"
         image = entry.image_uri or config.get("PackageType", "")
         print(
             f"{config['FunctionName']:<32} {config['MemorySize']:>5}MB "
-            f"{config['Timeout']:>6}s  {config.get('State', '?'):<8} {worker:<26} {image}"
+            f"{config['Timeout']:>6}s  {config.get('State', '?'):<8} {worker:<38} {image}"
         )
     for entry in report.functions:
         if entry.error:
             print(f"error: {entry.error}")
+    if record is None:
+        print(f"settings file {args.settings_file}: none for deployment {args.name}")
+    elif report.drift:
+        print(f"differs from {args.settings_file}:")
+        for line in report.drift:
+            print(f"  {line}")
+    else:
+        print(f"matches {args.settings_file}")
     return 0 if report.ok else 1

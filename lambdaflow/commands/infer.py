@@ -19,8 +19,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import IO, Callable
+from typing import IO
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--memory", type=int, default=1769, help="function memory, MB")
     parser.add_argument("--handler", default=DEFAULT_HANDLER)
     parser.add_argument(
+        "--read",
+        action="append",
+        default=[],
+        metavar="S3_LOCATION",
+        help="let workers read inputs here, e.g. s3://lambdaflow-local/in/ (repeatable; "
+        "as `lambdaflow deploy --read`: the worker role is enforced)",
+    )
+    parser.add_argument(
         "--lambda-port", type=int, default=0, help="default: a free port"
     )
     parser.add_argument(
@@ -47,9 +55,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--memory-limit",
-        choices=("rss", "rlimit"),
-        default=None,
-        help="enforce the function's memory size (default: not enforced)",
+        choices=("rss", "rlimit", "none"),
+        default="rss",
+        help="how the function's memory size is enforced (default rss: the "
+        "environment's process tree is killed over it, Runtime.OutOfMemory)",
     )
     parser.add_argument(
         "--quiet",
@@ -77,12 +86,16 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             memory_mb=args.memory,
             handler=args.handler,
+            read_locations=args.read,
             lambda_port=args.lambda_port,
             moto_port=args.moto_port,
-            memory_limit=args.memory_limit,
+            memory_limit=None if args.memory_limit == "none" else args.memory_limit,
             echo_logs=not args.quiet,
         ) as aws:
-            print("# lambdaflow local AWS is running; in another shell:")
+            print(
+                "# lambdaflow local AWS is running; in another shell (these are the "
+                "stand-ins' own per-run keys; your AWS_* settings are not touched):"
+            )
             for name, value in aws.env.items():
                 print(f"export {name}={shlex.quote(value)}")
             print(

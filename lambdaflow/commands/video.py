@@ -5,8 +5,10 @@
 decode + histogram task per chunk (``pipelines.histogram.video_histogram``) with a
 progress bar, then writes ``--out`` (.npy, int64 (frames, 3, bins), R G B), ``--plot``
 (PNG heat maps with scene changes) and ``--this-dir`` (THIS ``hist<start>-<n>.out``
-files) and prints one summary line. Frames that failed to decode are listed on stderr
-and make the exit code 1; the other frames are still written.
+files) and prints one summary line (with the measured decode amplification: packets
+decoded / frames). Frames that failed to decode, and a truncated source (one line: file,
+last frame read, expected length), are reported on stderr and make the exit code 1; the
+frames that were read are still written.
 
 ``sample-video OUT.mp4``: a test video with moving content and scene changes (libx264).
 """
@@ -131,14 +133,15 @@ def histogram_command(args: argparse.Namespace) -> int:
             f"histogram: frames {failure.start}-{failure.stop - 1} failed: {failure.error}",
             file=sys.stderr,
         )
+    if result.problem:
+        print(f"histogram: {result.problem}", file=sys.stderr)
     if result.failed_frames:
         print(
             f"histogram: {len(result.failed_frames)} frame(s) of {args.video} could not be "
             f"decoded (their rows are zero): {video._ranges(result.failed_frames)}",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    return 0 if result.ok else 1
 
 
 def sample_video_command(args: argparse.Namespace) -> int:

@@ -18,11 +18,12 @@ DELETED = "deleted"
 ABSENT = "absent"  # destroy: nothing to delete
 KEPT = "kept"  # destroy: not ours, or --keep-bucket
 SKIPPED = "skipped"  # deploy: could not be done yet (e.g. no image pushed)
+FAILED = "failed"  # destroy: the step raised; the error is in the details
 
 
 @dataclass
 class Change:
-    kind: str  # "bucket", "role", "repository", "log group", "function"
+    kind: str  # "bucket", "role", "repository", "log group", "function", "table", ...
     name: str
     action: str
     details: list[str] = field(default_factory=list)
@@ -36,5 +37,5 @@ class Change:
 
 def summary(changes: list[Change]) -> str:
     counts = Counter(change.action for change in changes)
-    order = (CREATED, UPDATED, UNCHANGED, DELETED, ABSENT, KEPT, SKIPPED)
+    order = (CREATED, UPDATED, UNCHANGED, DELETED, ABSENT, KEPT, SKIPPED, FAILED)
     return ", ".join(f"{counts[a]} {a}" for a in order if counts[a]) or "nothing to do"

@@ -1,36 +1,37 @@
-"""boto3 clients for deploy / destroy / status, with per-service endpoint overrides.
+"""boto3 clients for deploy / destroy / status, built by :mod:`lambdaflow.aws`.
 
-Endpoint of service ``svc`` (``s3``, ``iam``, ``ecr``, ``lambda``, ``logs``, ``sts``), first
-found wins::
+Endpoint of service ``svc`` (``s3``, ``iam``, ``ecr``, ``lambda``, ``logs``, ``sts``,
+``dynamodb``, ``sqs``, ``resourcegroupstaggingapi``), first found wins (the rule of
+:mod:`lambdaflow.aws`)::
 
     endpoint_url argument (the --endpoint-url flag: every service)
     LAMBDAFLOW_<SVC>_ENDPOINT_URL   e.g. LAMBDAFLOW_LAMBDA_ENDPOINT_URL, LAMBDAFLOW_S3_ENDPOINT_URL
-    LAMBDAFLOW_ENDPOINT_URL         every service
-    AWS_ENDPOINT_URL_<SVC> / AWS_ENDPOINT_URL   (read by boto3 itself)
+    botocore's own: AWS_ENDPOINT_URL_<SVC>, AWS_ENDPOINT_URL, the profile, FIPS, partitions
 
 so the tests point every client at one moto server. The region is the argument, else
 ``LAMBDAFLOW_REGION``, else boto3's own resolution (AWS_REGION, profile), else us-east-1.
+Control-plane calls use botocore's standard retry mode with 8 attempts.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from lambdaflow import aws
 from lambdaflow.errors import ConfigError
 
-SERVICES = ("s3", "iam", "ecr", "lambda", "logs", "sts")
+SERVICES = (
+    "s3", "iam", "ecr", "lambda", "logs", "sts", "dynamodb", "sqs",
+    "resourcegroupstaggingapi",
+)  # fmt: skip
+#: Total attempts per control-plane call (botocore standard mode).
+ATTEMPTS = 8
 
 
 def endpoint_for(service: str, endpoint_url: str | None = None) -> str | None:
-    if endpoint_url:
-        return endpoint_url
-    return (
-        os.environ.get(f"LAMBDAFLOW_{service.upper()}_ENDPOINT_URL")
-        or os.environ.get("LAMBDAFLOW_ENDPOINT_URL")
-        or None  # boto3 reads AWS_ENDPOINT_URL(_<SVC>) when we pass none
-    )
+    """The endpoint ``service`` is given explicitly (None: botocore resolves it)."""
+    return endpoint_url or aws.AwsSettings().endpoint(service)
 
 
 @dataclass
@@ -43,6 +44,9 @@ class AwsClients:
     lambda_: Any
     logs: Any
     sts: Any
+    dynamodb: Any
+    sqs: Any
+    tagging: Any
     region: str
 
     @classmethod
@@ -50,31 +54,27 @@ class AwsClients:
         cls,
         region: str | None = None,
         endpoint_url: str | None = None,
-        **client_kwargs: Any,
+        *,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
     ) -> AwsClients:
-        """Clients for ``region``; ``client_kwargs`` go to every ``boto3.client`` call
-        (credentials in tests)."""
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError as exc:  # pragma: no cover - the aws extra is missing
-            raise ConfigError(
-                "deploy needs boto3: pip install 'lambdaflow[aws]'"
-            ) from exc
-        session = boto3.session.Session()
-        region = region or os.environ.get("LAMBDAFLOW_REGION") or session.region_name
-        region = region or "us-east-1"
-        config = Config(retries={"max_attempts": 8, "mode": "standard"})
-        clients = {}
-        for service in SERVICES:
-            kwargs = dict(client_kwargs)
-            endpoint = endpoint_for(
-                service, kwargs.pop("endpoint_url", None) or endpoint_url
-            )
-            if endpoint:
-                kwargs["endpoint_url"] = endpoint
-            kwargs.setdefault("region_name", region)
-            clients[service] = session.client(service, config=config, **kwargs)
+        """Clients for ``region`` (credentials given explicitly in tests, else boto3's)."""
+        base = aws.AwsSettings.from_env()
+        settings = aws.AwsSettings(
+            region=region or base.region,
+            endpoints=tuple((svc, endpoint_url) for svc in SERVICES) if endpoint_url else (),
+            access_key_id=aws_access_key_id or base.access_key_id,
+            secret_access_key=aws_secret_access_key or base.secret_access_key,
+            session_token=aws_session_token or base.session_token,
+        )
+        sess = aws.session(settings)
+        resolved = aws.region(settings, sess)
+        settings = settings.with_region(resolved)
+        clients = {
+            service: aws.client(service, settings, sess=sess, attempts=ATTEMPTS)
+            for service in SERVICES
+        }
         return cls(
             s3=clients["s3"],
             iam=clients["iam"],
@@ -82,7 +82,10 @@ class AwsClients:
             lambda_=clients["lambda"],
             logs=clients["logs"],
             sts=clients["sts"],
-            region=region,
+            dynamodb=clients["dynamodb"],
+            sqs=clients["sqs"],
+            tagging=clients["resourcegroupstaggingapi"],
+            region=resolved,
         )
 
     def identity(self) -> tuple[str, str]:
@@ -99,8 +102,3 @@ class AwsClients:
         parts = arn.split(":")
         return parts[1], parts[4]
 
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ClientError ('' otherwise)."""
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))

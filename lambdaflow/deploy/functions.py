@@ -6,8 +6,13 @@ update compares the live configuration field by field and calls
 ``UpdateFunctionConfiguration`` / ``UpdateFunctionCode`` only for what differs, waiting for
 each update to finish before the next (Lambda refuses overlapping updates).
 
-The image: ``--image-uri`` as given, else ``<repository URI>:<lambdaflow version>`` (the tag
-``worker_image/build_and_push.sh`` pushes). When that image is in this account's ECR, its
+Environment: deploy owns the ``LAMBDAFLOW_*`` variables it sets and the ``--env`` keys
+(recorded in the function tag ``lambdaflow:env``, so a key dropped from ``--env`` is
+removed next time). Every other variable on the live function, such as the ``CLASSROOM_*``
+and ``LAMBDAFLOW_EVENT_MODULES`` that an app's setup adds, is kept as it is.
+
+The image: ``--image-uri`` as given, else ``<repository URI>:<version>-<variant>`` (the
+tag ``worker_image/build_and_push.sh VARIANT`` pushes; variants in lambdaflow/variants.py). When that image is in this account's ECR, its
 digest is recorded in the function tag ``lambdaflow:image-digest``; a re-push under the
 same tag changes the digest, and the next deploy updates the code (Lambda pins the digest
 it resolved at deploy time). When the default image has not been pushed yet, the
@@ -20,7 +25,10 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from lambdaflow._version import __version__
 from lambdaflow.deploy.changes import (
@@ -33,8 +41,13 @@ from lambdaflow.deploy.changes import (
     UPDATED,
     Change,
 )
-from lambdaflow.deploy.clients import error_code
-from lambdaflow.deploy.settings import TAG_KEY, DeploySettings, split_function_name
+from lambdaflow.deploy.errors import call, code, lookup, translate
+from lambdaflow.deploy.settings import (
+    ENV_TAG_KEY,
+    TAG_KEY,
+    DeploySettings,
+    split_function_name,
+)
 from lambdaflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,16 +67,17 @@ ROLE_PROPAGATION_S = 90.0
 def ensure_repository(ecr: Any, settings: DeploySettings) -> tuple[Change, str]:
     """Create the repository if missing; returns the change and the repository URI."""
     name = settings.repository_name
-    try:
-        repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-    except Exception as exc:
-        if error_code(exc) != "RepositoryNotFoundException":
-            raise
-        repo = ecr.create_repository(
-            repositoryName=name,
-            imageTagMutability="MUTABLE",
-            imageScanningConfiguration={"scanOnPush": True},
-            tags=[{"Key": k, "Value": v} for k, v in settings.tags.items()],
+    repo = _repository(ecr, name)
+    if repo is None:
+        repo = call(
+            lambda: ecr.create_repository(
+                repositoryName=name,
+                imageTagMutability="MUTABLE",
+                imageScanningConfiguration={"scanOnPush": True},
+                tags=[{"Key": k, "Value": v} for k, v in settings.tags.items()],
+            ),
+            "ECR repository",
+            name,
         )["repository"]
         return Change("repository", name, CREATED), repo["repositoryUri"]
     tags = _ecr_tags(ecr, repo["repositoryArn"])
@@ -75,28 +89,34 @@ def ensure_repository(ecr: Any, settings: DeploySettings) -> tuple[Change, str]:
     return Change("repository", name, UNCHANGED, details), repo["repositoryUri"]
 
 
+def _repository(ecr: Any, name: str) -> dict[str, Any] | None:
+    found = lookup(
+        lambda: ecr.describe_repositories(repositoryNames=[name]), "ECR repository", name
+    )
+    return None if found is None else found["repositories"][0]
+
+
 def _ecr_tags(ecr: Any, arn: str) -> dict[str, str]:
-    return {
-        t["Key"]: t["Value"]
-        for t in ecr.list_tags_for_resource(resourceArn=arn).get("tags", [])
-    }
+    tags = call(lambda: ecr.list_tags_for_resource(resourceArn=arn), "ECR repository", arn)
+    return {t["Key"]: t["Value"] for t in tags.get("tags", [])}
 
 
 def delete_repository(ecr: Any, name: str, deployment: str) -> Change:
-    try:
-        repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-    except Exception as exc:
-        if error_code(exc) == "RepositoryNotFoundException":
-            return Change("repository", name, ABSENT)
-        raise
+    repo = _repository(ecr, name)
+    if repo is None:
+        return Change("repository", name, ABSENT)
     if _ecr_tags(ecr, repo["repositoryArn"]).get(TAG_KEY) != deployment:
         return Change("repository", name, KEPT, [f"no tag {TAG_KEY}={deployment}"])
-    ecr.delete_repository(repositoryName=name, force=True)  # with its images
-    return Change("repository", name, DELETED)
+    deleted = lookup(  # with its images
+        lambda: ecr.delete_repository(repositoryName=name, force=True),
+        "ECR repository",
+        name,
+    )
+    return Change("repository", name, DELETED if deleted is not None else ABSENT)
 
 
-def default_image_uri(repository_uri: str) -> str:
-    return f"{repository_uri}:{__version__}"
+def default_image_uri(repository_uri: str, settings: DeploySettings) -> str:
+    return f"{repository_uri}:{settings.variant.image_tag(__version__)}"
 
 
 def image_digest(ecr: Any, image_uri: str, account: str) -> str | None:
@@ -110,12 +130,13 @@ def image_digest(ecr: Any, image_uri: str, account: str) -> str | None:
     if match["digest"]:
         return match["digest"]
     image_id = {"imageTag": match["tag"] or "latest"}
-    try:
-        details = ecr.describe_images(repositoryName=match["repo"], imageIds=[image_id])
-    except Exception as exc:
-        if error_code(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
-            raise LookupError(image_uri) from exc
-        raise
+    details = lookup(
+        lambda: ecr.describe_images(repositoryName=match["repo"], imageIds=[image_id]),
+        "ECR image",
+        image_uri,
+    )
+    if details is None:
+        raise LookupError(image_uri)
     return details["imageDetails"][0]["imageDigest"]
 
 
@@ -123,16 +144,50 @@ def image_digest(ecr: Any, image_uri: str, account: str) -> str | None:
 
 
 def _wanted_config(
-    settings: DeploySettings, memory_mb: int, role: str
+    settings: DeploySettings,
+    memory_mb: int,
+    role: str,
+    live_env: dict[str, str] | None = None,
+    live_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "Role": role,
         "MemorySize": memory_mb,
         "Timeout": settings.timeout_s,
         "Description": f"lambdaflow worker, deployment {settings.name}, {memory_mb} MB",
-        "Environment": {"Variables": settings.function_environment(memory_mb)},
+        "Environment": {
+            "Variables": wanted_environment(settings, memory_mb, live_env, live_tags)
+        },
         "EphemeralStorage": {"Size": settings.ephemeral_mb},
     }
+
+
+def wanted_environment(
+    settings: DeploySettings,
+    memory_mb: int,
+    live_env: dict[str, str] | None = None,
+    live_tags: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Deploy's variables over the live ones it does not own (see the module doc)."""
+    own = settings.function_environment(memory_mb)
+    owned_before = set((live_tags or {}).get(ENV_TAG_KEY, "").split())
+    owned_before |= set(settings.function_environment(memory_mb)) - set(
+        settings.environment
+    )
+    kept = {
+        k: v for k, v in (live_env or {}).items() if k not in owned_before | set(own)
+    }
+    return {**kept, **own}
+
+
+def env_tag(settings: DeploySettings) -> str:
+    value = " ".join(sorted(settings.environment))
+    if len(value) > 256:
+        raise ConfigError(
+            f"--env: {len(settings.environment)} keys do not fit in a Lambda tag (256 "
+            "characters of names); pass fewer --env variables"
+        )
+    return value
 
 
 def _config_diff(live: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -168,15 +223,12 @@ def ensure_function(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Change:
     name = settings.function_name(memory_mb)
-    wanted = _wanted_config(settings, memory_mb, role)
-    tags = dict(settings.tags)
+    tags = {**settings.tags, ENV_TAG_KEY: env_tag(settings)}
     if digest:
         tags[DIGEST_TAG] = digest
-    try:
-        live = lam.get_function(FunctionName=name)
-    except Exception as exc:
-        if error_code(exc) != "ResourceNotFoundException":
-            raise
+    live = lookup(lambda: lam.get_function(FunctionName=name), "Lambda function", name)
+    if live is None:
+        wanted = _wanted_config(settings, memory_mb, role)
         _create_function(lam, name, wanted, image_uri, tags, sleep)
         return Change("function", name, CREATED, [f"{memory_mb} MB"])
     live_tags = live.get("Tags") or {}
@@ -186,25 +238,43 @@ def ensure_function(
             f"{settings.name}` (no tag {TAG_KEY}={settings.name}); choose another --name or "
             "delete that function"
         )
-    details = _config_diff(live["Configuration"], wanted)
-    code = live.get("Code", {})
-    new_code = code.get("ImageUri") != image_uri or (
+    config = live["Configuration"]
+    live_env = (config.get("Environment") or {}).get("Variables", {})
+    wanted = _wanted_config(settings, memory_mb, role, live_env, live_tags)
+    details = _config_diff(config, wanted)
+    code_info = live.get("Code", {})
+    new_code = code_info.get("ImageUri") != image_uri or bool(
         digest and live_tags.get(DIGEST_TAG) != digest
     )
+    what = "Lambda function"
     if details or new_code:
         # A function still being created or updated refuses another update.
-        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        _wait(lam, "function_updated_v2", name)
     if details:
-        lam.update_function_configuration(FunctionName=name, **wanted)
-        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        call(lambda: lam.update_function_configuration(FunctionName=name, **wanted),
+             what, name)  # fmt: skip
+        _wait(lam, "function_updated_v2", name)
     if new_code:
-        lam.update_function_code(FunctionName=name, ImageUri=image_uri)
-        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        call(lambda: lam.update_function_code(FunctionName=name, ImageUri=image_uri),
+             what, name)  # fmt: skip
+        _wait(lam, "function_updated_v2", name)
         details.append(f"image {image_uri}")
-        if digest:
-            arn = live["Configuration"]["FunctionArn"]
-            lam.tag_resource(Resource=arn, Tags={DIGEST_TAG: digest})
+    if any(live_tags.get(k) != v for k, v in tags.items()):
+        arn = config["FunctionArn"]
+        call(lambda: lam.tag_resource(Resource=arn, Tags=tags), what, name)
     return Change("function", name, UPDATED if details else UNCHANGED, details)
+
+
+def _wait(lam: Any, waiter: str, name: str) -> None:
+    from botocore.exceptions import WaiterError
+
+    try:
+        lam.get_waiter(waiter).wait(FunctionName=name)
+    except WaiterError as exc:
+        raise ConfigError(
+            f"Lambda function {name} did not become ready ({exc}); see its state with "
+            f"`aws lambda get-function --function-name {name}` and rerun deploy"
+        ) from exc
 
 
 def _create_function(
@@ -230,19 +300,21 @@ def _create_function(
                 **wanted,
             )
             break
-        except Exception as exc:
+        except ClientError as exc:
+            # A new role takes seconds to reach Lambda: "The role defined for the
+            # function cannot be assumed by Lambda."
             role_not_ready = (
-                error_code(exc) == "InvalidParameterValueException"
+                code(exc) == "InvalidParameterValueException"
                 and "role" in str(exc).lower()
             )
             if not role_not_ready or time.monotonic() > deadline:
-                raise
+                raise translate(exc, "Lambda function", name) from exc
             log.info(
                 "role not yet assumable by Lambda; retrying %s in %.0fs", name, delay
             )
             sleep(delay)
             delay = min(delay * 1.5, 10.0)
-    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    _wait(lam, "function_active_v2", name)
 
 
 def skipped_functions(settings: DeploySettings) -> list[Change]:
@@ -256,21 +328,24 @@ def skipped_functions(settings: DeploySettings) -> list[Change]:
 def deployment_functions(lam: Any, deployment: str) -> list[dict[str, Any]]:
     """Configurations of every function named ``<deployment>-<MB>`` tagged as its own."""
     found = []
-    for page in lam.get_paginator("list_functions").paginate():
+    pages = call(lambda: list(lam.get_paginator("list_functions").paginate()),
+                 "Lambda functions", "(list)")  # fmt: skip
+    for page in pages:
         for config in page.get("Functions", []):
-            if split_function_name(deployment, config["FunctionName"]) is None:
+            name = config["FunctionName"]
+            if split_function_name(deployment, name) is None:
                 continue
-            tags = lam.list_tags(Resource=config["FunctionArn"]).get("Tags", {})
-            if tags.get(TAG_KEY) == deployment:
+            tags = lookup(partial(lam.list_tags, Resource=config["FunctionArn"]),
+                          "Lambda function", name)  # fmt: skip
+            if tags is not None and tags.get("Tags", {}).get(TAG_KEY) == deployment:
                 found.append(config)
     return sorted(found, key=lambda c: c["MemorySize"])
 
 
+def get_function(lam: Any, name: str) -> dict[str, Any] | None:
+    return lookup(partial(lam.get_function, FunctionName=name), "Lambda function", name)
+
+
 def delete_function(lam: Any, name: str) -> Change:
-    try:
-        lam.delete_function(FunctionName=name)
-    except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            return Change("function", name, ABSENT)
-        raise
-    return Change("function", name, DELETED)
+    gone = lookup(lambda: lam.delete_function(FunctionName=name), "Lambda function", name)
+    return Change("function", name, ABSENT if gone is None else DELETED)

@@ -13,6 +13,11 @@ Names derived from a deployment named ``N`` with memory tiers ``M1, M2, ...``::
     log group        /aws/lambda/N-M1 ...
 
 The function of the first tier is the default ``LAMBDAFLOW_FUNCTION_NAME``.
+
+Grants beyond the job prefix are given per resource and per kind of access, and only
+what the code on the worker calls is granted (see ``iam.py`` for the actions):
+``read_locations`` / ``write_locations`` (S3), ``dynamodb_read`` / ``dynamodb_write``,
+``sqs_send`` (an on-failure destination) / ``sqs_consume`` (an SQS event source).
 """
 
 from __future__ import annotations
@@ -20,18 +25,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from lambdaflow import limits, variants
 from lambdaflow.errors import ConfigError
+from lambdaflow.runtime.backends.tiers import (  # noqa: F401 - the naming lives there
+    split_function_name,
+    tier_function_name,
+    tier_name,
+)
 
 TAG_KEY = "lambdaflow:deployment"
 BUCKET_TAG_KEY = "lambdaflow:bucket"  # on the role: the bucket destroy removes
+ENV_TAG_KEY = "lambdaflow:env"  # on each function: the --env keys deploy set last time
 POLICY_NAME = "lambdaflow-worker"
 DEFAULT_NAME = "lambdaflow"
 DEFAULT_PREFIX = "lambdaflow/"
 DEFAULT_TIERS = (1769, 3008, 10240)
-DEFAULT_TIMEOUT_S = 900
+DEFAULT_TIMEOUT_S = limits.MAX_TIMEOUT_S
 DEFAULT_EXPIRE_DAYS = 7
 DEFAULT_LOG_RETENTION_DAYS = 14
-DEFAULT_EPHEMERAL_MB = 512
+DEFAULT_EPHEMERAL_MB = limits.MIN_EPHEMERAL_MB
 LIFECYCLE_RULE_ID = "lambdaflow-expire-job-objects"
 #: CloudWatch Logs accepts only these retention values.
 LOG_RETENTION_DAYS = (
@@ -59,6 +71,12 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 
+#: DeploySettings fields that grant the worker access beyond the job prefix.
+GRANT_FIELDS = (
+    "read_locations", "write_locations", "dynamodb_read", "dynamodb_write",
+    "sqs_send", "sqs_consume",
+)  # fmt: skip
+
 _NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -70,15 +88,19 @@ class DeploySettings:
     bucket: str
     name: str = DEFAULT_NAME
     prefix: str = DEFAULT_PREFIX
-    image_uri: str | None = None  # None: <ECR repository URI>:<lambdaflow version>
+    image_uri: str | None = None  # None: <ECR repository URI>:<version>-<variant>
+    image_variant: str = ""  # "": the variant that matches this driver (variants.py)
     memory_tiers: tuple[int, ...] = DEFAULT_TIERS
     timeout_s: int = DEFAULT_TIMEOUT_S
     expire_days: int = DEFAULT_EXPIRE_DAYS
     log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
     ephemeral_mb: int = DEFAULT_EPHEMERAL_MB
     read_locations: tuple[str, ...] = ()  # "bucket" or "bucket/prefix" readable inputs
-    dynamodb_tables: tuple[str, ...] = ()  # names or ARNs
-    sqs_queues: tuple[str, ...] = ()  # names or ARNs
+    write_locations: tuple[str, ...] = ()  # "bucket" or "bucket/prefix" outputs
+    dynamodb_read: tuple[str, ...] = ()  # table names or ARNs: GetItem / Query
+    dynamodb_write: tuple[str, ...] = ()  # table names or ARNs: Put / Update / Delete
+    sqs_send: tuple[str, ...] = ()  # queue names or ARNs: SendMessage (destinations)
+    sqs_consume: tuple[str, ...] = ()  # queue names or ARNs: an SQS event source
     environment: dict[str, str] = field(
         default_factory=dict
     )  # extra function variables
@@ -103,16 +125,17 @@ class DeploySettings:
             )
         object.__setattr__(self, "prefix", prefix + "/")
         tiers = tuple(sorted({int(m) for m in self.memory_tiers}))
-        if not tiers or any(not 128 <= m <= 10240 for m in tiers):
+        low, high = limits.MIN_MEMORY_MB, limits.MAX_MEMORY_MB
+        if not tiers or any(not low <= m <= high for m in tiers):
             raise ConfigError(
-                f"memory tiers {self.memory_tiers!r}: each must be 128..10240 MB "
+                f"memory tiers {self.memory_tiers!r}: each must be {low}..{high} MB "
                 "(e.g. --memory 1769,3008,10240)"
             )
         object.__setattr__(self, "memory_tiers", tiers)
-        if not 1 <= self.timeout_s <= 900:
-            raise ConfigError(
-                f"--timeout {self.timeout_s}: Lambda allows 1..900 seconds"
-            )
+        try:
+            limits.check_timeout(self.timeout_s, "--timeout")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.expire_days < 1:
             raise ConfigError(
                 f"--expire-days {self.expire_days}: must be at least 1 day"
@@ -122,15 +145,22 @@ class DeploySettings:
                 f"--log-retention-days {self.log_retention_days}: CloudWatch accepts only "
                 f"{', '.join(map(str, LOG_RETENTION_DAYS))}"
             )
-        if not 512 <= self.ephemeral_mb <= 10240:
+        if not limits.MIN_EPHEMERAL_MB <= self.ephemeral_mb <= limits.MAX_EPHEMERAL_MB:
             raise ConfigError(
-                f"--ephemeral-mb {self.ephemeral_mb}: Lambda allows 512..10240"
+                f"--ephemeral-mb {self.ephemeral_mb}: Lambda allows "
+                f"{limits.MIN_EPHEMERAL_MB}..{limits.MAX_EPHEMERAL_MB}"
             )
         for key in self.environment:
             if key.startswith("AWS_"):
                 raise ConfigError(
                     f"--env {key}: AWS_* variables are reserved by Lambda"
                 )
+            if key in self._own_environment(self.memory_tiers[0]):
+                raise ConfigError(
+                    f"--env {key}: deploy sets {key} itself (use the matching flag)"
+                )
+        variant = self.image_variant or variants.driver_variant().name
+        object.__setattr__(self, "image_variant", variants.get_variant(variant).name)
 
     # -- derived names -------------------------------------------------------------------
 
@@ -143,7 +173,7 @@ class DeploySettings:
         return self.name
 
     def function_name(self, memory_mb: int) -> str:
-        return f"{self.name}-{memory_mb}"
+        return tier_name(self.name, memory_mb)
 
     @property
     def function_names(self) -> list[str]:
@@ -157,37 +187,34 @@ class DeploySettings:
     def tags(self) -> dict[str, str]:
         return {TAG_KEY: self.name}
 
-    def function_environment(self, memory_mb: int) -> dict[str, str]:
-        env = {
+    @property
+    def variant(self) -> variants.Variant:
+        return variants.get_variant(self.image_variant)
+
+    def _own_environment(self, memory_mb: int) -> dict[str, str]:
+        return {
             "LAMBDAFLOW_BUCKET": self.bucket,
             "LAMBDAFLOW_PREFIX": self.prefix,
             "LAMBDAFLOW_DEPLOYMENT": self.name,
             "LAMBDAFLOW_MEMORY_MB": str(memory_mb),
+            # what a worker needs to invoke the deployment itself (nested tasks)
+            "LAMBDAFLOW_FUNCTION_NAME": self.default_function_name,
+            "LAMBDAFLOW_MEMORY_TIERS": self.tiers_text,
         }
-        env.update(self.environment)
-        return env
+
+    def function_environment(self, memory_mb: int) -> dict[str, str]:
+        """The variables deploy owns on the function of tier ``memory_mb``."""
+        return {**self._own_environment(memory_mb), **self.environment}
+
+    @property
+    def grants(self) -> dict[str, list[str]]:
+        """The access given beyond the job prefix, by field (for the settings file)."""
+        return {name: list(getattr(self, name)) for name in GRANT_FIELDS}
+
+    @property
+    def tiers_text(self) -> str:
+        return ",".join(map(str, self.memory_tiers))
 
 
 def log_group_name(function_name: str) -> str:
     return f"/aws/lambda/{function_name}"
-
-
-def tier_function_name(name: str, memory_mb: int, tiers: tuple[int, ...]) -> str:
-    """The deployed function for a task asking ``memory_mb``: the smallest tier that fits.
-
-    For the Lambda backend: ``@remote(memory_mb=4000)`` runs on ``<name>-10240`` when the
-    tiers are (1769, 3008, 10240). Raises ConfigError when no tier is large enough.
-    """
-    for tier in sorted(tiers):
-        if tier >= memory_mb:
-            return f"{name}-{tier}"
-    raise ConfigError(
-        f"memory_mb={memory_mb}: the largest deployed tier is {max(tiers)} MB; deploy a "
-        f"larger one with `lambdaflow deploy --memory {','.join(map(str, tiers))},{memory_mb}`"
-    )
-
-
-def split_function_name(name: str, function_name: str) -> int | None:
-    """The memory tier of ``function_name`` if it is one of deployment ``name``'s."""
-    match = re.fullmatch(re.escape(name) + r"-(\d+)", function_name)
-    return int(match.group(1)) if match else None

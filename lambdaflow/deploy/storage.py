@@ -18,7 +18,10 @@ Log groups ``/aws/lambda/<function>`` are created ahead of the functions with a 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from lambdaflow.deploy.changes import (
     ABSENT,
@@ -29,7 +32,7 @@ from lambdaflow.deploy.changes import (
     UPDATED,
     Change,
 )
-from lambdaflow.deploy.clients import error_code
+from lambdaflow.deploy.errors import DENIED, NOT_FOUND, call, code, lookup, translate
 from lambdaflow.deploy.settings import LIFECYCLE_RULE_ID, TAG_KEY, DeploySettings
 from lambdaflow.errors import ConfigError
 
@@ -56,33 +59,35 @@ def lifecycle_rule(settings: DeploySettings) -> dict[str, Any]:
     }
 
 
+WHAT = "S3 bucket"
+
+
 def bucket_tags(s3: Any, bucket: str) -> dict[str, str]:
-    try:
-        tag_set = s3.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
-    except Exception as exc:
-        if error_code(exc) in ("NoSuchTagSet", "NoSuchTagSetError"):
-            return {}
-        raise
-    return {t["Key"]: t["Value"] for t in tag_set}
+    found = lookup(partial(s3.get_bucket_tagging, Bucket=bucket), WHAT, bucket)
+    return {t["Key"]: t["Value"] for t in (found or {}).get("TagSet", [])}
 
 
 def _bucket_exists(s3: Any, bucket: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
-        return True
-    except Exception as exc:
-        code = error_code(exc)
-        if code in ("404", "NoSuchBucket", "NotFound"):
+    except ClientError as exc:
+        if code(exc) in NOT_FOUND:
             return False
-        if code in ("403", "AccessDenied", "Forbidden"):
+        if code(exc) in DENIED:
             raise ConfigError(
                 f"bucket {bucket} exists but belongs to another account (or you may not "
                 "read it); bucket names are global: choose another --bucket"
             ) from exc
-        raise
+        raise translate(exc, WHAT, bucket) from exc
+    return True
 
 
 def ensure_bucket(s3: Any, settings: DeploySettings, region: str) -> Change:
+    """Create the bucket, or bring an existing one to the settings."""
+    return call(partial(_ensure_bucket, s3, settings, region), WHAT, settings.bucket)
+
+
+def _ensure_bucket(s3: Any, settings: DeploySettings, region: str) -> Change:
     bucket = settings.bucket
     if not _bucket_exists(s3, bucket):
         kwargs: dict[str, Any] = {
@@ -138,34 +143,21 @@ def _tag_set(tags: dict[str, str]) -> list[dict[str, str]]:
 
 
 def _public_access_block(s3: Any, bucket: str) -> dict[str, bool]:
-    try:
-        config = s3.get_public_access_block(Bucket=bucket)
-    except Exception as exc:
-        if error_code(exc) == "NoSuchPublicAccessBlockConfiguration":
-            return {}
-        raise
-    return dict(config.get("PublicAccessBlockConfiguration", {}))
+    config = lookup(partial(s3.get_public_access_block, Bucket=bucket), WHAT, bucket)
+    return dict((config or {}).get("PublicAccessBlockConfiguration", {}))
 
 
 def _encrypted(s3: Any, bucket: str) -> bool:
-    try:
-        rules = s3.get_bucket_encryption(Bucket=bucket)[
-            "ServerSideEncryptionConfiguration"
-        ]
-    except Exception as exc:
-        if error_code(exc) == "ServerSideEncryptionConfigurationNotFoundError":
-            return False
-        raise
+    found = lookup(partial(s3.get_bucket_encryption, Bucket=bucket), WHAT, bucket)
+    rules = (found or {}).get("ServerSideEncryptionConfiguration", {})
     return bool(rules.get("Rules"))
 
 
 def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
-    try:
-        return s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
-    except Exception as exc:
-        if error_code(exc) == "NoSuchLifecycleConfiguration":
-            return []
-        raise
+    found = lookup(
+        partial(s3.get_bucket_lifecycle_configuration, Bucket=bucket), WHAT, bucket
+    )
+    return list((found or {}).get("Rules", []))
 
 
 def _normal_rule(rule: dict[str, Any]) -> dict[str, Any]:
@@ -200,50 +192,80 @@ def delete_bucket(
         return Change("bucket", bucket, KEPT, [f"no tag {TAG_KEY}={deployment}"])
     if keep:
         return Change("bucket", bucket, KEPT, ["--keep-bucket"])
+    deleted = empty_bucket(s3, bucket)
+    if lookup(partial(s3.delete_bucket, Bucket=bucket), WHAT, bucket) is None:
+        return Change("bucket", bucket, ABSENT)
+    return Change("bucket", bucket, DELETED, [f"{deleted} objects"] if deleted else [])
+
+
+def empty_bucket(s3: Any, bucket: str) -> int:
+    """Delete every object version and delete marker; returns how many."""
     deleted = 0
-    paginator = s3.get_paginator("list_object_versions")
-    for page in paginator.paginate(Bucket=bucket):
+
+    def pages() -> list[dict[str, Any]]:
+        return list(s3.get_paginator("list_object_versions").paginate(Bucket=bucket))
+
+    for page in call(pages, WHAT, bucket):
         keys = [
             {"Key": v["Key"], "VersionId": v["VersionId"]}
             for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
         ]
         for start in range(0, len(keys), 1000):
-            s3.delete_objects(
-                Bucket=bucket,
-                Delete={"Objects": keys[start : start + 1000], "Quiet": True},
+            batch = keys[start : start + 1000]
+            reply = call(
+                partial(
+                    s3.delete_objects,
+                    Bucket=bucket,
+                    Delete={"Objects": batch, "Quiet": True},
+                ),
+                WHAT,
+                bucket,
             )
-            deleted += len(keys[start : start + 1000])
-    s3.delete_bucket(Bucket=bucket)
-    return Change("bucket", bucket, DELETED, [f"{deleted} objects"] if deleted else [])
+            if reply.get("Errors"):
+                first = reply["Errors"][0]
+                raise ConfigError(
+                    f"S3 bucket {bucket}: {len(reply['Errors'])} objects could not be "
+                    f"deleted (first: {first.get('Key')}: {first.get('Code')} "
+                    f"{first.get('Message')}); fix that and rerun destroy"
+                )
+            deleted += len(batch)
+    return deleted
 
 
 # -- log groups ----------------------------------------------------------------------------
 
 
+def _log_group(logs: Any, name: str) -> dict[str, Any] | None:
+    found = call(
+        partial(logs.describe_log_groups, logGroupNamePrefix=name), "log group", name
+    )
+    return next((g for g in found.get("logGroups", []) if g["logGroupName"] == name), None)
+
+
 def ensure_log_group(logs: Any, name: str, settings: DeploySettings) -> Change:
-    groups = logs.describe_log_groups(logGroupNamePrefix=name).get("logGroups", [])
-    group = next((g for g in groups if g["logGroupName"] == name), None)
+    group = _log_group(logs, name)
+    retention = partial(
+        logs.put_retention_policy,
+        logGroupName=name,
+        retentionInDays=settings.log_retention_days,
+    )
     if group is None:
-        logs.create_log_group(logGroupName=name, tags=settings.tags)
-        logs.put_retention_policy(
-            logGroupName=name, retentionInDays=settings.log_retention_days
-        )
+        call(partial(logs.create_log_group, logGroupName=name, tags=settings.tags),
+             "log group", name)  # fmt: skip
+        call(retention, "log group", name)
         return Change("log group", name, CREATED)
     details = []
     if group.get("retentionInDays") != settings.log_retention_days:
-        logs.put_retention_policy(
-            logGroupName=name, retentionInDays=settings.log_retention_days
-        )
+        call(retention, "log group", name)
         details.append(f"retention {settings.log_retention_days} d")
     return Change("log group", name, UPDATED if details else UNCHANGED, details)
 
 
 def delete_log_group(logs: Any, name: str, deployment: str) -> Change:
-    groups = logs.describe_log_groups(logGroupNamePrefix=name).get("logGroups", [])
-    if not any(g["logGroupName"] == name for g in groups):
+    if _log_group(logs, name) is None:
         return Change("log group", name, ABSENT)
-    tags = logs.list_tags_log_group(logGroupName=name).get("tags", {})
-    if tags.get(TAG_KEY) != deployment:
+    tags = lookup(partial(logs.list_tags_log_group, logGroupName=name), "log group", name)
+    if (tags or {}).get("tags", {}).get(TAG_KEY) != deployment:
         return Change("log group", name, KEPT, [f"no tag {TAG_KEY}={deployment}"])
-    logs.delete_log_group(logGroupName=name)
-    return Change("log group", name, DELETED)
+    gone = lookup(partial(logs.delete_log_group, logGroupName=name), "log group", name)
+    return Change("log group", name, ABSENT if gone is None else DELETED)

@@ -6,7 +6,8 @@ anything else fails late and obscurely inside a task. :func:`check_worker_versio
 worker with the version ping, one synchronous invoke::
 
     request  {"lambdaflow": "ping"}
-    reply    {"lambdaflow_version": "0.1.0", "python_version": "3.11.7", ...}
+    reply    {"lambdaflow_version": "0.1.0", "python_version": "3.11.7",
+              "cloudpickle_version": "3.1.2", "image_variant": "py3.11", ...}
 
 (the ping is answered by ``lambdaflow.runtime.lambda_entry.lambda_handler`` without running
 a task) and raises ConfigError with the fix on any mismatch or failure. ``lambdaflow
@@ -21,8 +22,11 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lambdaflow import variants
 from lambdaflow._version import __version__
-from lambdaflow.deploy.clients import error_code
+from lambdaflow.deploy.errors import NOT_FOUND, code
 from lambdaflow.errors import ConfigError
 
 PING_EVENT = {"lambdaflow": "ping"}
@@ -33,6 +37,8 @@ class WorkerVersion:
     function_name: str
     lambdaflow_version: str
     python_version: str
+    image_variant: str = ""  # "" from workers that predate variants
+    cloudpickle_version: str = ""
 
 
 def _major_minor(version: str) -> str:
@@ -52,9 +58,14 @@ def check_worker_version(
     ``client_python`` default to this process's.
     """
     client_python = client_python or platform.python_version()
+    try:
+        wanted = variants.driver_variant(client_python).name
+    except ConfigError:
+        wanted = "a variant of this Python"
     redeploy = (
-        "rebuild and push the worker image from this lambdaflow "
-        "(worker_image/build_and_push.sh) and run `lambdaflow deploy --image-uri URI`"
+        f"build and push image variant {wanted} from this lambdaflow "
+        f"(worker_image/build_and_push.sh {wanted}) and run `lambdaflow deploy "
+        f"--variant {wanted}`"
     )
     try:
         response = lambda_client.invoke(
@@ -62,8 +73,8 @@ def check_worker_version(
             InvocationType="RequestResponse",
             Payload=json.dumps(PING_EVENT).encode(),
         )
-    except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
+    except (ClientError, BotoCoreError) as exc:
+        if code(exc) in NOT_FOUND:
             raise ConfigError(
                 f"Lambda function {function_name} not found; create it with "
                 "`lambdaflow deploy --bucket BUCKET` (see docs/AWS.md)"
@@ -85,6 +96,8 @@ def check_worker_version(
             function_name,
             str(reply["lambdaflow_version"]),
             str(reply["python_version"]),
+            str(reply.get("image_variant") or ""),
+            str(reply.get("cloudpickle_version") or ""),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
@@ -95,12 +108,23 @@ def check_worker_version(
     if worker.lambdaflow_version != client_version or _major_minor(
         worker.python_version
     ) != _major_minor(client_python):
+        shown = f" (image variant {worker.image_variant})" if worker.image_variant else ""
         raise ConfigError(
-            f"worker {function_name} runs lambdaflow {worker.lambdaflow_version} on Python "
-            f"{worker.python_version}, this client runs lambdaflow {client_version} on "
+            f"worker {function_name}{shown} runs lambdaflow {worker.lambdaflow_version} "
+            f"on Python {worker.python_version}, this client runs lambdaflow "
+            f"{client_version} on "
             f"Python {client_python}; tasks are pickled, so lambdaflow must match exactly "
             f"and Python in major.minor: {redeploy}, or install lambdaflow=="
             f"{worker.lambdaflow_version} on Python {_major_minor(worker.python_version)} "
             "here"
+        )
+    import cloudpickle
+
+    if worker.cloudpickle_version and worker.cloudpickle_version != cloudpickle.__version__:
+        raise ConfigError(
+            f"worker {function_name} runs cloudpickle {worker.cloudpickle_version}, this "
+            f"client cloudpickle {cloudpickle.__version__}: functions pickled by one may "
+            f"not load in the other; {redeploy}, or install cloudpickle=="
+            f"{worker.cloudpickle_version} here"
         )
     return worker

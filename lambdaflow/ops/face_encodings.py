@@ -120,7 +120,7 @@ def load_encodings(source: str | os.PathLike | bytes, *, name: str | None = None
             _ENCODINGS_CACHE.move_to_end(key)
             return _ENCODINGS_CACHE[key]
     if data is None:
-        data = Path(source).read_bytes()
+        data = path.read_bytes()  # the path branch above set data = None
     known = _parse_encodings(data, label)
     with _LOCK:
         _ENCODINGS_CACHE[key] = known

@@ -34,9 +34,9 @@ import os
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from lambdaflow.ops.face_encodings import (  # re-exported: the public API is he
     load_encodings,
     match,
 )
+from lambdaflow.ops.videosource import VideoError, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ __all__ = [
     "sample_frames",
 ]
 
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]  # noqa: UP007 (3.9)
+Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 _LOCK = threading.Lock()
 _DLIB_LOCK = threading.Lock()  # dlib's models keep per-call buffers in the object
@@ -203,7 +204,7 @@ def sample_frames(
     *,
     max_samples: int | None = None,
     name: str | None = None,
-) -> Iterator[SampledFrame]:
+) -> Generator[SampledFrame, None, None]:
     """Yield one decoded RGB frame per ``every_s`` seconds (the first frame at or after
     0, every_s, 2*every_s, ...), all in memory.
 
@@ -229,9 +230,10 @@ def sample_frames(
             f"{name}: not a readable video ({exc}); upload an MP4/H.264 file"
         ) from exc
     with container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"{name}: has no video stream; upload a video file")
-        stream = container.streams.video[0]
+        try:
+            stream = video_stream(container, name)  # cover art is not video
+        except VideoError as exc:
+            raise VideoDecodeError(f"{exc}; upload a video file") from exc
         stream.thread_type = "AUTO"
         tb = float(stream.time_base) if stream.time_base else None
         rate = float(stream.average_rate) if stream.average_rate else 25.0

@@ -1,10 +1,11 @@
 """Per-frame, per-channel colour histograms: native kernel, numpy fallback, fused chunk op.
 
     frames (numpy) ──rgb_histograms / yuv_histograms──> (n, 3, bins) int64
-    source + chunk ──histogram_chunk──> decode one frame ─> swscale to planar RGB (gbrp,
-                                        one reused converter) ─> native kernel reads the
-                                        R, G, B planes in place ─> row of the result
-                                        (the frame is dropped before the next is decoded)
+    source + chunk ──histogram_chunk──> decode one frame ─> video.RGB24 (to_ndarray's
+                                        rgb24 conversion, one reused swscale context) ─>
+                                        native kernel reads the interleaved pixels in place
+                                        ─> row of the result (the frame is dropped before
+                                        the next is decoded)
 
 Bins split [0, 256) evenly: ``bin = value * bins // 256``; rows are R, G, B (or Y, U, V).
 The native kernel (``lambdaflow._native``, built from native/histogram.c) releases the GIL;
@@ -12,9 +13,11 @@ the numpy path (``np.bincount``) gives identical numbers. Choose with ``native=`
 ``None`` (default) uses the kernel when it is importable unless the environment variable
 ``LAMBDAFLOW_NATIVE=0`` is set; ``False`` forces numpy; ``True`` requires the kernel.
 
-The planar RGB that ``histogram_chunk`` histograms is the same swscale conversion as
-``decode(format="rgb24")`` (tests hold the two equal), so the fused op gives the numbers
-``rgb_histograms(decode(...))`` would, without materializing the chunk.
+The RGB that ``histogram_chunk`` histograms is the conversion ``decode(format="rgb24")``
+and ``frame.to_ndarray(format="rgb24")`` make (``video.RGB24``: same call, same
+defaults), so the fused op gives exactly the numbers of a sequential rgb24 decode plus
+``np.histogram``, for every pixel format and size, without materializing the chunk (the
+corpus tests hold them equal).
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from lambdaflow.ops.video import Chunk, Source, iter_frames, probe
+from lambdaflow.ops.video import RGB24, Chunk, DecodeStats, Source, iter_frames, probe
 
 log = logging.getLogger(__name__)
 
 try:
-    from lambdaflow import _native
+    from lambdaflow import _native  # type: ignore[attr-defined]
 except ImportError as _exc:  # not built: `python setup.py build_ext --inplace`
     _native = None
     _NATIVE_IMPORT_ERROR: Exception | None = _exc
@@ -77,7 +80,7 @@ def _as_uint8(frame: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _frames_list(frames: Any, ndim: int) -> Sequence[Any]:
+def _frames_list(frames: Any, ndim: int) -> Sequence[Any] | np.ndarray:
     """One frame (ndim dims) or a batch (ndim + 1 dims, or a sequence) → a sequence."""
     if isinstance(frames, np.ndarray):
         if frames.ndim == ndim:
@@ -116,7 +119,8 @@ def _yuv_planes(frame: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if isinstance(frame, (tuple, list)):
         if len(frame) != 3:
             raise ValueError(f"frame {i}: expected (Y, U, V) planes, got {len(frame)} items")
-        return tuple(_as_uint8(p, f"frame {i} plane {k}") for k, p in enumerate(frame))
+        y, u, v = (_as_uint8(p, f"frame {i} plane {k}") for k, p in enumerate(frame))
+        return y, u, v
     arr = _as_uint8(frame, f"frame {i}")
     if arr.ndim != 2 or arr.shape[0] % 3 or arr.shape[1] % 2:
         raise ValueError(
@@ -166,37 +170,25 @@ class ChunkHistogram:
     stop: int
     hist: np.ndarray  #: int64 (stop - start, 3, bins), R, G, B
     failed: list[int] = field(default_factory=list)
+    packets: int = 0  #: packets decoded to produce the chunk (measured amplification)
 
     def __iter__(self) -> Iterator[Any]:  # `hist, failed = histogram_chunk(...)`
         return iter((self.hist, self.failed))
 
 
-_REFORMAT_THREADS = True  # PyAV >= 16 takes threads=; older releases (the Lambda image's) do not
-
-
-def _reformat_gbrp(reformatter, frame):
-    """Planar RGB of ``frame`` (one swscale thread where PyAV lets us choose)."""
-    global _REFORMAT_THREADS
-    if _REFORMAT_THREADS:
-        try:
-            return reformatter.reformat(frame, format="gbrp", threads=1, interpolation="POINT")
-        except TypeError:
-            _REFORMAT_THREADS = False
-    return reformatter.reformat(frame, format="gbrp", interpolation="POINT")
-
-
-def _frame_rgb_hist(frame: Any, reformatter: Any, bins: int, fast: bool, out: np.ndarray) -> None:
+def _frame_rgb_hist(frame: Any, rgb24: RGB24, bins: int, fast: bool, out: np.ndarray) -> None:
     """Histogram one decoded av.VideoFrame into ``out`` (3, bins) without keeping it."""
-    rgb = _reformat_gbrp(reformatter, frame)
-    g, b, r = rgb.planes  # gbrp plane order
+    rgb = rgb24.frame(frame)
+    plane = rgb.planes[0]
+    h, w = rgb.height, rgb.width
     if fast:
-        h, w = rgb.height, rgb.width
-        _native.hist_planes([(p, h, w, p.line_size) for p in (r, g, b)], bins, out.reshape(-1))
+        _native.hist_interleaved(plane, h, w, plane.line_size, 3, bins, out.reshape(-1))
     else:
-        for c, p in enumerate((r, g, b)):
-            rows = np.frombuffer(p, np.uint8).reshape(rgb.height, p.line_size)
-            out[c] = _numpy_plane(rows[:, : rgb.width], bins)
-    del rgb, g, b, r  # free the converted frame before the next one is allocated
+        rows = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : 3 * w]
+        pixels = rows.reshape(h, w, 3)
+        for c in range(3):
+            out[c] = _numpy_plane(np.ascontiguousarray(pixels[:, :, c]), bins)
+    del rgb, plane  # free the converted frame before the next one is allocated
 
 
 def histogram_chunk(
@@ -218,8 +210,6 @@ def histogram_chunk(
     source is probed first. Frames that fail to decode are listed in ``failed``; the
     others are still histogrammed. Unpack as ``hist, failed = histogram_chunk(...)``.
     """
-    from av.video.reformatter import VideoReformatter
-
     bins = _check_bins(bins)
     fast = use_native(native)
     if chunk is None:
@@ -230,10 +220,13 @@ def histogram_chunk(
         )
     hist = np.zeros((stop - start, 3, bins), dtype=np.int64)
     failed: list[int] = []
-    reformatter = VideoReformatter()
-    frames = iter_frames(source, chunk, failed, client=client, threads=threads, keep_open=True)
+    rgb24 = RGB24()
+    stats = DecodeStats()
+    frames = iter_frames(
+        source, chunk, failed, client=client, threads=threads, keep_open=True, stats=stats
+    )
     for number, frame in frames:
-        _frame_rgb_hist(frame, reformatter, bins, fast, hist[number - start])
+        _frame_rgb_hist(frame, rgb24, bins, fast, hist[number - start])
         del frame
     if failed:
         log.warning(
@@ -244,4 +237,4 @@ def histogram_chunk(
             len(failed),
             failed[:20],
         )
-    return ChunkHistogram(start, stop, hist, failed)
+    return ChunkHistogram(start, stop, hist, failed, stats.packets)

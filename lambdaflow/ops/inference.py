@@ -218,7 +218,7 @@ class Model:
         if "__shape__" in attrs:
             shape = tuple(int(v) for v in ast.literal_eval(attrs["__shape__"]))
             if len(shape) == 4 and all(v > 0 for v in shape[1:]):
-                return shape[1:]  # type: ignore[return-value]
+                return shape[1], shape[2], shape[3]
         channels = self._first_conv_channels() or DEFAULT_INPUT_SHAPE[0]
         saved = {n: tuple(v.shape) for n, v in self._arg_params.items()}
         mx = import_mxnet()
@@ -277,7 +277,8 @@ def load_model(
     ``PREFIX-%04d.params`` (+ optional ``PREFIX-synset.txt``).
 
     ``prefix`` is a local path prefix or ``s3://bucket/key-prefix``; S3 uses
-    ``endpoint_url``, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` from the environment.
+    ``endpoint_url``, else :mod:`lambdaflow.aws`'s rule (``LAMBDAFLOW_S3_ENDPOINT_URL``,
+    then botocore's ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ...).
     ``input_shape`` (C, H, W) overrides the inferred one.
     """
     mx = import_mxnet()
@@ -382,7 +383,8 @@ def _load_local(
             f"model {display}: {params_path} holds unnamed arrays, not named parameters"
         )
     arg_names = set(symbol.list_arguments())
-    arg_params, aux_params = {}, {}
+    arg_params: dict[str, Any] = {}
+    aux_params: dict[str, Any] = {}
     for name, value in saved.items():
         kind, _, bare = name.partition(":")
         if not bare:  # Gluon save_parameters style: no arg:/aux: prefix
@@ -406,16 +408,16 @@ def _load_local(
 
 def _fetch_s3(prefix: str, epoch: int, endpoint_url: str | None) -> str:
     """Download the model files under an ``s3://`` prefix to a temp dir; return the local prefix."""
-    import boto3
     from botocore.exceptions import ClientError
+
+    from lambdaflow import aws
 
     bucket, _, key_prefix = prefix[len("s3://") :].partition("/")
     if not bucket or not key_prefix:
         raise ValueError(f"model {prefix}: expected s3://bucket/key-prefix")
-    endpoint = (
-        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    client = boto3.client("s3", endpoint_url=endpoint)
+    settings = aws.AwsSettings.from_env().with_endpoint("s3", endpoint_url)
+    client = aws.client("s3", settings, attempts=5, read_timeout=120.0)
+    endpoint = client.meta.endpoint_url
     local_dir = tempfile.mkdtemp(prefix="lambdaflow-model-")
     local_prefix = os.path.join(local_dir, key_prefix.rsplit("/", 1)[-1] or "model")
     suffixes = ["-symbol.json", f"-{int(epoch):04d}.params", "-synset.txt"]
@@ -427,7 +429,7 @@ def _fetch_s3(prefix: str, epoch: int, endpoint_url: str | None) -> str:
             if code == "NoSuchBucket":
                 raise FileNotFoundError(
                     f"model {prefix}: the bucket {bucket!r} does not exist (endpoint: "
-                    f"{endpoint or 'AWS'}); check the s3:// prefix"
+                    f"{endpoint}); check the s3:// prefix"
                 ) from None
             if code not in ("404", "NoSuchKey", "NotFound"):
                 raise

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 
@@ -40,7 +39,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
 #: ``imagenet`` resizes the shorter side to ``RESIZE_RATIO * crop`` (256 for a 224 crop).
 RESIZE_RATIO = 256.0 / 224.0
 
-Frames = Union[np.ndarray, Sequence[np.ndarray]]  # noqa: UP007 - runtime alias, py3.9
+Frames = np.ndarray | Sequence[np.ndarray]
 
 
 def check_preprocess(name: str) -> str:
@@ -122,7 +121,7 @@ def imagenet_rule(frame: np.ndarray, crop: tuple[int, int] = (224, 224)) -> np.n
     new_w = max(round(frame_w * scale), crop_w)
     new_h = max(round(frame_h * scale), crop_h)
     image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), mode="RGB")
-    resized = np.asarray(image.resize((new_w, new_h), Image.BILINEAR))
+    resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR))
     window = centre_crop(resized, crop).astype(np.float32)
     return ((window - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 

@@ -10,8 +10,10 @@
 The content changes smoothly inside a scene and abruptly at scene changes (new palette
 and gradient direction), so per-frame colour histograms move over time and jump at cuts.
 Keyframes come every ``gop`` frames exactly (x264 scene-cut detection is off), so chunk
-planning and seeking can be tested against a known layout. The same arguments always give
-the same pixels; x264 output is deterministic for the same build and settings.
+planning and seeking can be tested against a known layout. The same arguments give the
+same bytes on every machine with the same PyAV build: the encoder's thread count is fixed
+(``threads``), because x264's output depends on it (FFmpeg's default is one slice-thread
+per CPU, and each thread encodes its own slice of every frame).
 """
 
 from __future__ import annotations
@@ -85,15 +87,22 @@ def write_sample_video(
     preset: str = "veryfast",
     crf: int = 23,
     faststart: bool = False,
+    threads: int = 1,
+    slices: int = 1,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write an mp4 with moving content and a scene change every ``scene_seconds``.
 
     ``gop`` is the exact keyframe interval in frames; ``bframes`` turns on 2 B-frames
     (packets then arrive in decode order, not presentation order). Width and height must
     be even (yuv420p). ``faststart`` puts the index (moov) before the frames, as web
-    videos do; by default it follows them. Returns the path written.
+    videos do; by default it follows them. ``threads`` is the encoder's thread count (the
+    bytes depend on it, not on the machine); ``slices`` > 1 makes libx264 code every frame
+    as that many slices (as broadcast encoders do). ``pix_fmt`` is the coded pixel format
+    (e.g. ``yuv420p10le`` for 10-bit). Returns the path written.
     """
     import av  # optional dependency (extra "video")
+    from av.video.stream import VideoStream
 
     path = Path(path)
     if width <= 0 or height <= 0 or width % 2 or height % 2:
@@ -116,16 +125,19 @@ def write_sample_video(
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(tmp), mode="w", format="mp4", options=options) as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if not isinstance(stream, VideoStream):
+            raise ValueError(f"sample video {path}: {codec!r} is not a video codec")
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = 2 if bframes else 0
+        stream.codec_context.thread_count = threads
         if codec == "libx264":
             stream.options = {
                 "preset": preset,
                 "crf": str(crf),
                 # Fixed GOP: a keyframe every `gop` frames and nowhere else.
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:"
-                f"bframes={2 if bframes else 0}:open-gop=0",
+                f"bframes={2 if bframes else 0}:open-gop=0:slices={slices}",
             }
         for t in range(n_frames):
             frame = av.VideoFrame.from_ndarray(

@@ -40,19 +40,14 @@ class VideoError(ValueError):
 
 # ----------------------------------------------------------------------------- sources
 
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
 def s3_client() -> Any:
-    """A cached boto3 S3 client from the environment (AWS_ENDPOINT_URL_S3 honoured)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    with _clients_lock:
-        if endpoint not in _clients:
-            import boto3
+    """The process's S3 client for video sources, built by :mod:`lambdaflow.aws` from
+    the environment: ``LAMBDAFLOW_S3_ENDPOINT_URL``, then botocore's own resolution
+    (``AWS_ENDPOINT_URL_S3``, ...); region and credentials likewise (cached per
+    environment)."""
+    from lambdaflow import aws
 
-            _clients[endpoint] = boto3.client("s3", endpoint_url=endpoint)
-        return _clients[endpoint]
+    return aws.shared_client("s3", attempts=5, pool=32)
 
 
 class S3File(io.RawIOBase):
@@ -133,8 +128,9 @@ def open_container(source: Source, *, client: Any = None) -> Any:
     import av
 
     name = source_name(source)
+    opened: Any = source
     if isinstance(source, (str, os.PathLike)) and name.startswith("s3://"):
-        source = S3File(name, client=client)
+        opened = S3File(name, client=client)
     elif isinstance(source, (str, os.PathLike)):
         if not os.path.exists(name):
             raise VideoError(f"{name}: no such file; check the path")
@@ -143,17 +139,46 @@ def open_container(source: Source, *, client: Any = None) -> Any:
     elif hasattr(source, "seek"):
         source.seek(0)
     try:
-        container = av.open(source if not isinstance(source, os.PathLike) else name, "r")
+        container = av.open(opened if not isinstance(opened, os.PathLike) else name, "r")
     except av.FFmpegError as exc:
         raise VideoError(
             f"{name}: not a readable video (unknown format, corrupt or "
             f"truncated): {exc.strerror or exc}"
         ) from exc
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+    try:
+        video_stream(container, name)
+    except VideoError:
         container.close()
-        raise VideoError(f"{name}: has no video stream (streams: {', '.join(kinds)})")
+        raise
     return container
+
+
+#: AV_DISPOSITION_ATTACHED_PIC: a still image (cover art) stored as a one-packet stream.
+ATTACHED_PIC = 0x0400
+
+
+def _disposition(stream: Any) -> int:
+    """The stream's disposition bits (an IntFlag in PyAV >= 15, an enum flag before)."""
+    value = getattr(stream, "disposition", 0)
+    return int(getattr(value, "value", value) or 0)
+
+
+def video_stream(container: Any, name: str) -> Any:
+    """The stream a job decodes: the first video stream that is not an attached picture.
+
+    Music files carry cover art as a one-frame "video" stream with the attached_pic
+    disposition (an ID3 APIC frame, a Matroska image attachment); it is not video.
+    """
+    videos = list(container.streams.video)
+    moving = [s for s in videos if not _disposition(s) & ATTACHED_PIC]
+    if moving:
+        return moving[0]
+    if videos:
+        raise VideoError(
+            f"{name}: no video stream (only cover art: an attached picture); give a video file"
+        )
+    kinds = sorted({s.type for s in container.streams}) or ["none"]
+    raise VideoError(f"{name}: has no video stream (streams: {', '.join(kinds)})")
 
 
 # ------------------------------------------------------------------ container reuse
@@ -191,7 +216,7 @@ def acquire(
         _slot.entry = None
         return entry[1], key
     container = open_container(source, client=client)
-    codec = container.streams.video[0].codec_context
+    codec = video_stream(container, source_name(source)).codec_context
     if threads == 1:
         codec.thread_count = 1
     else:

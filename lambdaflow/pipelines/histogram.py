@@ -2,11 +2,13 @@
 
 Flow::
 
-    driver: probe(source) ─ plan_chunks(index, batch)      (bad input fails here, no task)
+    driver: probe(source) ─ plan_chunks(index, batch)      (bad input fails here, no task;
+            a truncated file is indexed up to where its data ends and reported after)
             one task per chunk: histogram_task(source, chunk, bins)
                 └─ worker: ops.histogram.histogram_chunk  (decode + native kernel, one
                            frame held at a time) -> ChunkHistogram (rows + failed frames)
-            lf.wait as tasks finish: copy rows into the (frames, 3, bins) array, count
+            lf.wait as tasks finish: copy rows into the (frames, 3, bins) array, add up
+            the packets each task decoded (the measured decode amplification), count
             progress; a chunk whose task failed is recorded and its rows stay zero,
             the other chunks' rows are kept
     -> HistogramResult: the array plus failures and stats
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,18 +54,21 @@ class HistogramResult:
     """Histograms of every frame (rows R, G, B) and how the job went.
 
     Rows of frames that could not be decoded are zero; their numbers are in
-    ``failed_frames`` (and whole failed chunks in ``chunk_failures``).
+    ``failed_frames`` (and whole failed chunks in ``chunk_failures``). ``problem`` is the
+    one-line report of a truncated source (its frames there are are all in ``hist``).
     """
 
     source: str
     hist: np.ndarray = field(repr=False)  #: int64 (frames, 3, bins)
     chunks: int
     seconds: float  #: wall time from the first task to the last result
-    decode_amplification: float  #: frames decoded / frames wanted
+    decode_amplification: float  #: measured: packets decoded / frames wanted
     failed_frames: list[int] = field(default_factory=list)
     chunk_failures: list[ChunkFailure] = field(default_factory=list)
     fps: float = 0.0  #: of the video (for plots), not of the job
     bounds: list[tuple[int, int]] = field(default_factory=list, repr=False)  #: chunks
+    problem: str | None = None  #: the source is truncated: file, last frame, length
+    planned_amplification: float = 1.0  #: what the chunk plan expected
 
     @property
     def frames(self) -> int:
@@ -78,9 +84,9 @@ class HistogramResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed_frames
+        return not self.failed_frames and self.problem is None
 
-    def __array__(self, dtype: object = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None) -> np.ndarray:
         return self.hist if dtype is None else self.hist.astype(dtype)
 
     def summary(self) -> str:
@@ -92,6 +98,8 @@ class HistogramResult:
         )
         if self.failed_frames:
             text += f", {len(self.failed_frames)} frames failed"
+        if self.problem:
+            text += ", source truncated"
         return text
 
 
@@ -121,14 +129,15 @@ def prepare_histogram(source: str | os.PathLike, batch: int = 50, bins: int = 16
     """Check the arguments, probe the video and plan the chunks; no runtime needed.
 
     Raises ``ValueError`` for bad ``batch``/``bins`` and ``VideoError`` for a missing file
-    or S3 key, a file that is not a video, has no video stream or is truncated.
+    or S3 key, a file that is not a video or has no video stream. A truncated file is
+    planned up to where its data ends (``index.truncated`` says so; the result reports it).
     """
     if not isinstance(bins, int) or not 1 <= bins <= 256:
         raise ValueError(f"bins must be an integer in 1..256, got {bins!r}")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a whole number of frames >= 1, got {batch!r}")
     src = _task_source(source)
-    index = video.probe(src)
+    index = video.probe(src, strict=False)
     return HistogramJob(src, bins, index, video.plan_chunks(index, batch))
 
 
@@ -154,6 +163,7 @@ def run_histogram(job: HistogramJob, progress: Progress | None = None) -> Histog
     hist = np.zeros((index.frame_count, 3, bins), dtype=np.int64)
     failed: list[int] = []
     failures: list[ChunkFailure] = []
+    packets = 0
 
     t0 = time.perf_counter()
     refs = [histogram_task.remote(src, chunk, bins) for chunk in plan]
@@ -181,6 +191,7 @@ def run_histogram(job: HistogramJob, progress: Progress | None = None) -> Histog
             else:
                 hist[part.start : part.stop] = part.hist
                 failed.extend(part.failed)
+                packets += part.packets
             done += chunk.frames
             if progress:
                 progress(done, index.frame_count)
@@ -189,11 +200,13 @@ def run_histogram(job: HistogramJob, progress: Progress | None = None) -> Histog
         hist=hist,
         chunks=len(plan),
         seconds=time.perf_counter() - t0,
-        decode_amplification=plan.decode_amplification,
+        decode_amplification=packets / index.frame_count if index.frame_count else 1.0,
         failed_frames=sorted(failed),
         chunk_failures=sorted(failures, key=lambda f: f.start),
         fps=float(index.fps or 0.0),
         bounds=[(c.start, c.stop) for c in plan],
+        problem=index.truncated,
+        planned_amplification=plan.decode_amplification,
     )
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import inspect
 import threading
 import types
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from lambdaflow import serialization
 from lambdaflow.errors import BackendError

@@ -16,6 +16,7 @@ other method is ``Future``'s own.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (
     CANCELLED,
@@ -25,7 +26,7 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import Any, Callable
+from typing import Any
 
 _DONE = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
 _CONDITIONS = threading.Lock()  # one Condition per future, even if two threads race
@@ -41,8 +42,8 @@ class TaskFuture(Future):
         self._waiters: list = []
         self._done_callbacks: list = []
 
-    @property  # type: ignore[override]
-    def _condition(self) -> threading.Condition:
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         """``Future``'s own methods (and ``concurrent.futures.wait``) use this."""
         if self._cond is None:
             with _CONDITIONS:

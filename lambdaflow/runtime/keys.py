@@ -39,3 +39,11 @@ def task_of(object_id: str) -> str:
     ``result_object_id``; task ids never contain a dot)."""
     head, dot, tail = object_id.rpartition(".")
     return head if dot and tail.isdigit() else object_id
+
+
+def function_digest(key: str) -> str | None:
+    """The SHA-256 hex digest a function key names (``<job>/fn/<sha256>``), or None."""
+    _, sep, digest = key.rpartition("/fn/")
+    if not sep or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        return None
+    return digest

@@ -12,8 +12,8 @@ for the scheduler's answer (default: nothing but wait).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from lambdaflow.errors import LambdaflowError, ObjectLostError
 from lambdaflow.runtime import calls, values

@@ -14,7 +14,8 @@ an uncounted *remote* ref (a Lambda task reads those from the store by key).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from lambdaflow import serialization
 

@@ -46,9 +46,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import CancelledError, Future
-from typing import Any, Callable
+from typing import Any
 
 from lambdaflow.errors import (
     GetTimeoutError,
@@ -87,10 +87,12 @@ class Scheduler:
                  progress: bool = False, eager_delete: bool = True, export: bool = False,
                  kill: Callable[[str], bool] | None = None, nested: dict | None = None,
                  max_lineage_bytes: int = DEFAULT_MAX_LINEAGE_BYTES,
-                 name: str = "lambdaflow-scheduler", known: dict | None = None) -> None:
+                 name: str = "lambdaflow-scheduler", known: dict | None = None,
+                 job_key: bytes | None = None) -> None:
         self.backend = backend
         self.store = store
         self.job_id = job_id
+        self.job_key = job_key  # sent in every message (runtime/integrity.py)
         self.inline_limit = inline_limit
         self.progress = progress
         self.eager_delete = eager_delete
@@ -457,6 +459,7 @@ class Scheduler:
             deps=[d.loc or {} for d in t.deps], num_returns=spec.options.num_returns,
             options=spec.options.worker_options, store_uri=self.store.uri,
             inline_limit=self.inline_limit, nested=self.nested, refs=refs,
+            job_key=self.job_key,
         )
 
     def _post_done(self, t: Task, attempt: int, fut: Future) -> None:
@@ -786,7 +789,7 @@ class Scheduler:
                 o.waiters.remove(w)
 
     def _on_flags(self, oids: list[str]) -> list:
-        return self._settled_list([self._objs.get(oid) for oid in oids])  # type: ignore[misc]
+        return self._settled_list([self._objs.get(oid) for oid in oids])
 
     def _settled_list(self, objs: list[Obj | None]) -> list:
         out: list = []

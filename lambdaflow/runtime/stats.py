@@ -259,7 +259,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             return "-"
         return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
-    def size(n: int) -> str:
+    def size(n: float) -> str:
         for unit in ("B", "KiB", "MiB", "GiB"):
             if n < 1024 or unit == "GiB":
                 return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -31,7 +31,8 @@ import msgpack
 from lambdaflow import serialization
 from lambdaflow.runtime.options import TaskOptions
 
-PROTOCOL_VERSION = 2
+#: 2: nested (tasks that submit tasks) and refs; 3: job_key (runtime/integrity.py)
+PROTOCOL_VERSION = 3
 
 
 @serialization.register_plain
@@ -91,6 +92,8 @@ class TaskMessage:
     #: state of each ref nested in the arguments, for workers that cannot ask the owner
     #: (Lambda): {object id: "ready" | "pending" | "lost"}
     refs: dict = field(default_factory=dict)
+    #: the job's 32-byte MAC key (runtime/integrity.py): only ever on the private channel
+    job_key: bytes | None = field(default=None, repr=False)
 
     def pack(self) -> bytes:
         return msgpack.packb(self.to_list(), use_bin_type=True)
@@ -100,6 +103,7 @@ class TaskMessage:
             self.version, self.job_id, self.task_id, self.name, self.fn_key, self.attempt,
             self.args, self.args_key, self.deps, self.num_returns, self.options,
             self.store_uri, self.inline_limit, self.fn_bytes, self.nested, self.refs,
+            self.job_key,
         ]
 
     @classmethod
@@ -116,8 +120,8 @@ class TaskMessage:
         return cls(
             version=f[0], job_id=f[1], task_id=f[2], name=f[3], fn_key=f[4], attempt=f[5],
             args=f[6], args_key=f[7], deps=f[8], num_returns=f[9], options=f[10],
-            store_uri=f[11], inline_limit=f[12], fn_bytes=f[13],
-            nested=f[14] if len(f) > 14 else {}, refs=f[15] if len(f) > 15 else {},
+            store_uri=f[11], inline_limit=f[12], fn_bytes=f[13], nested=f[14], refs=f[15],
+            job_key=f[16],
         )
 
 

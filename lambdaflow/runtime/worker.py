@@ -29,13 +29,14 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 
 from lambdaflow import serialization
 from lambdaflow.errors import ObjectLostError
-from lambdaflow.runtime import keys, values
+from lambdaflow.runtime import integrity, keys, values
 from lambdaflow.runtime.context import (
     Client,
     OwningClient,
@@ -44,7 +45,7 @@ from lambdaflow.runtime.context import (
     enter,
     leave,
 )
-from lambdaflow.runtime.store import Store, open_store
+from lambdaflow.runtime.store import Store
 from lambdaflow.runtime.task import ERROR, LOST, OK, DepSlot, TaskMessage, TaskResult
 
 _FN_CACHE: OrderedDict[str, Callable] = OrderedDict()
@@ -60,14 +61,16 @@ class _InputLost(Exception):
 
 
 def task_store(message: TaskMessage) -> Store:
-    """The store a task message names: the one place a worker opens one."""
-    return open_store(message.store_uri)
+    """The store a task message names, checked under its job key: the one place a worker
+    opens one (runtime/integrity.py)."""
+    return integrity.task_store(message)
 
 
 def load_function(message: TaskMessage, store: Store) -> Callable:
     fn = _FN_CACHE.get(message.fn_key)
     if fn is None:
         data = message.fn_bytes if message.fn_bytes is not None else _read(store, message.fn_key)
+        integrity.check_function(message.fn_key, data)
         fn = cloudpickle.loads(data)
         _FN_CACHE[message.fn_key] = fn
         if len(_FN_CACHE) > _FN_CACHE_SIZE:

@@ -11,12 +11,17 @@ Routes (REST-JSON, as in botocore's ``lambda/2015-03-31`` service model):
     PUT    /2017-10-31/functions/{name}/concurrency   PutFunctionConcurrency
     DELETE /2017-10-31/functions/{name}/concurrency   DeleteFunctionConcurrency
     GET    /2019-09-30/functions/{name}/concurrency   GetFunctionConcurrency
+    GET    /2016-08-19/account-settings/              GetAccountSettings (the emulator's account pool)
+    PUT    /2015-03-31/functions/{name}/configuration UpdateFunctionConfiguration
+    PUT    /2019-09-25/functions/{name}/event-invoke-config  PutFunctionEventInvokeConfig
     GET    /_emulator/stats                           the emulator's counters (not AWS)
     POST   /_emulator/functions                       create_function(**json) (not AWS)
 
 Errors are sent the way Lambda sends them: the status code, an ``x-amzn-ErrorType``
 header naming the exception (botocore maps it to ``client.exceptions.<Name>``) and a
-JSON body with ``Type`` and ``message``/``Message``. Requests are not authenticated.
+JSON body with ``Type`` and ``message``/``Message``. Every request, ``/_emulator/`` ones
+included, must be SigV4-signed by a key the emulator knows (``sigv4.SigV4Verifier``),
+else 403 as Lambda answers it; nothing is parsed before that check.
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ from lambdaflow.testing.emulator_env import (
     SYNC_PAYLOAD_LIMIT,
     FunctionConfig,
     Invocation,
+    check_env,
 )
 from lambdaflow.testing.emulator_http import HttpConnection, Request
+from lambdaflow.testing.sigv4 import AuthError
 
 _FUNCTIONS = "/2015-03-31/functions"
 _CONCURRENCY = ("/2017-10-31/functions/", "/2019-09-30/functions/")
+_EVENT_CONFIG = "/2019-09-25/functions/"
 
 
 def send_error(
@@ -77,6 +85,11 @@ class LambdaApi:
         self.core = core
 
     def __call__(self, req: Request, conn: HttpConnection) -> None:
+        try:
+            self.core.verifier.verify(req.method, req.target, req.headers, req.body)
+        except AuthError as exc:
+            send_error(conn, exc.status, exc.code, exc.message)
+            return
         path = req.path
         if path.startswith(_FUNCTIONS + "/") and path.endswith("/invocations"):
             self.invoke(
@@ -106,6 +119,19 @@ class LambdaApi:
             self.function(function_name(name), sub, req, conn)
         elif path.startswith(_CONCURRENCY) and path.endswith("/concurrency"):
             self.concurrency(function_name(path.split("/")[3]), req, conn)
+        elif path.rstrip("/") == "/2016-08-19/account-settings" and req.method == "GET":
+            reserved = sum(fs.config.concurrency or 0 for fs in self.core.functions.values())
+            limit = self.core.pool.account_concurrency
+            body = {
+                "AccountLimit": {
+                    "ConcurrentExecutions": limit,
+                    "UnreservedConcurrentExecutions": max(0, limit - reserved),
+                },
+                "AccountUsage": {"FunctionCount": len(self.core.functions)},
+            }
+            conn.respond(200, json.dumps(body).encode())
+        elif path.startswith(_EVENT_CONFIG) and path.endswith("/event-invoke-config"):
+            self.event_config(function_name(path.split("/")[3]), req, conn)
         elif path == "/_emulator/stats":
             conn.respond(200, json.dumps(self.core.stats()).encode())
         elif path == "/_emulator/functions" and req.method == "POST":
@@ -157,16 +183,14 @@ class LambdaApi:
         elif kind == "RequestResponse":
             tail = req.headers.get("x-amz-log-type", "None") == "Tail"
             inv = Invocation(fs.config, payload, conn, tail, context)
-            if not self.core.invoke(fs, inv):
+            reason = self.core.invoke(fs, inv)
+            if reason is not None:
                 send_error(
                     conn,
                     429,
                     "TooManyRequestsException",
                     "Rate Exceeded.",
-                    {
-                        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
-                        "retryAfterSeconds": "1",
-                    },
+                    {"Reason": reason, "retryAfterSeconds": "1"},
                     {"Retry-After": "1"},
                 )
         else:
@@ -183,10 +207,11 @@ class LambdaApi:
         try:
             spec = json.loads(req.body)
             config = FunctionConfig.build(spec.pop("name"), **spec)
+            conf = self.core.put_function(config)
         except (ValueError, TypeError, KeyError) as exc:
             send_error(conn, 400, "InvalidParameterValueException", str(exc))
             return
-        conn.respond(200, json.dumps(self.core.put_function(config)).encode())
+        conn.respond(200, json.dumps(conf).encode())
 
     def create(self, req: Request, conn: HttpConnection) -> None:
         try:
@@ -205,7 +230,11 @@ class LambdaApi:
                 f"Function already exist: {config.name}",
             )
             return
-        self.core.add_function(config)
+        try:
+            self.core.add_function(config)
+        except ValueError as exc:  # the role cannot be assumed
+            send_error(conn, 400, "InvalidParameterValueException", str(exc))
+            return
         conn.respond(201, json.dumps(config.configuration(self.core.region)).encode())
 
     def function(self, name: str, sub: str, req: Request, conn: HttpConnection) -> None:
@@ -219,6 +248,8 @@ class LambdaApi:
             conn.respond(204)
         elif req.method == "GET" and sub == "configuration":
             conn.respond(200, json.dumps(conf).encode())
+        elif req.method == "PUT" and sub == "configuration":
+            self.update_configuration(fs.config, req, conn)
         elif req.method == "GET" and not sub:
             out = {
                 "Configuration": conf,
@@ -257,6 +288,11 @@ class LambdaApi:
                     "ReservedConcurrentExecutions must be an integer >= 0",
                 )
                 return
+            try:
+                self.core.check_reservation(fs, value)
+            except ValueError as exc:
+                send_error(conn, 400, "InvalidParameterValueException", str(exc))
+                return
             fs.config.concurrency = value
         elif req.method == "DELETE":
             fs.config.concurrency = None
@@ -267,6 +303,61 @@ class LambdaApi:
             if fs.config.concurrency is None
             else {"ReservedConcurrentExecutions": fs.config.concurrency}
         )
+        conn.respond(200, json.dumps(body).encode())
+
+    def update_configuration(
+        self, config: FunctionConfig, req: Request, conn: HttpConnection
+    ) -> None:
+        """UpdateFunctionConfiguration: Environment, Timeout, MemorySize. Running
+        environments keep their settings; new ones get the new ones (as on Lambda)."""
+        try:
+            spec = json.loads(req.body or b"{}")
+            env = (spec.get("Environment") or {}).get("Variables")
+            checked = check_env(env) if env is not None else None
+            timeout = float(spec.get("Timeout", config.timeout_s))
+            memory = int(spec.get("MemorySize", config.memory_mb))
+            _check_limits(timeout, memory)
+            storage = _ephemeral(spec, config.ephemeral_mb)
+        except (ValueError, TypeError, AttributeError) as exc:
+            send_error(
+                conn, 400, "InvalidParameterValueException", f"UpdateFunctionConfiguration: {exc}"
+            )
+            return
+        if checked is not None:
+            config.env = checked
+        config.timeout_s, config.memory_mb = timeout, memory
+        config.ephemeral_mb = storage
+        config.last_modified = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+        conn.respond(200, json.dumps(config.configuration(self.core.region)).encode())
+
+    def event_config(self, name: str, req: Request, conn: HttpConnection) -> None:
+        """Put/GetFunctionEventInvokeConfig: MaximumRetryAttempts (0..2) and
+        MaximumEventAgeInSeconds (60..21600), the ranges of Lambda's API reference."""
+        fs = self.core.functions.get(name)
+        if fs is None:
+            send_error(conn, 404, "ResourceNotFoundException", self._not_found(name))
+            return
+        config = fs.config
+        if req.method in ("PUT", "POST"):
+            try:
+                spec = json.loads(req.body or b"{}")
+                retries = int(spec.get("MaximumRetryAttempts", 2))
+                age = int(spec.get("MaximumEventAgeInSeconds", 21600))
+                if not 0 <= retries <= 2 or not 60 <= age <= 21600:
+                    raise ValueError(
+                        "MaximumRetryAttempts must be 0..2 and MaximumEventAgeInSeconds "
+                        "60..21600"
+                    )
+            except (ValueError, TypeError) as exc:
+                send_error(conn, 400, "InvalidParameterValueException", str(exc))
+                return
+            config.max_retry_attempts, config.max_event_age_s = retries, float(age)
+        body = {
+            "FunctionArn": config.arn(self.core.region),
+            "MaximumRetryAttempts": config.max_retry_attempts,
+            "MaximumEventAgeInSeconds": int(config.max_event_age_s),
+            "LastModified": time.time(),
+        }
         conn.respond(200, json.dumps(body).encode())
 
     def _not_found(self, name: str) -> str:
@@ -288,18 +379,31 @@ def config_from_spec(spec: dict) -> FunctionConfig:
         ]  # the image's CMD names the handler, as in the Lambda base images
     timeout = spec.get("Timeout", 3)
     memory = int(spec.get("MemorySize", 128))
-    if not 1 <= float(timeout) <= 900:
-        raise ValueError(f"Timeout {timeout} is outside 1..900 seconds")
-    if not 128 <= memory <= 10240:
-        raise ValueError(f"MemorySize {memory} is outside 128..10240 MB")
+    _check_limits(float(timeout), memory)
+    storage = _ephemeral(spec, 512)
     return FunctionConfig(
+        ephemeral_mb=storage,
         name=name,
         handler=handler,
         timeout_s=timeout,
         memory_mb=memory,
-        env=dict((spec.get("Environment") or {}).get("Variables") or {}),
-        role=spec.get("Role") or FunctionConfig(name).role,
+        env=check_env(dict((spec.get("Environment") or {}).get("Variables") or {})),
+        role=spec.get("Role") or "",
         package_type=package_type,
         image_uri=(spec.get("Code") or {}).get("ImageUri", ""),
         last_modified=time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime()),
     )
+
+
+def _ephemeral(spec: dict, default: int) -> int:
+    size = int((spec.get("EphemeralStorage") or {}).get("Size", default))
+    if not 512 <= size <= 10240:
+        raise ValueError(f"EphemeralStorage.Size {size} is outside 512..10240 MB")
+    return size
+
+
+def _check_limits(timeout: float, memory: int) -> None:
+    if not 1 <= timeout <= 900:
+        raise ValueError(f"Timeout {timeout} is outside 1..900 seconds")
+    if not 128 <= memory <= 10240:
+        raise ValueError(f"MemorySize {memory} is outside 128..10240 MB")

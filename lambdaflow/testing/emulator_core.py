@@ -6,17 +6,30 @@ available ones (the most recently used environment is reused first, so a trickle
 calls stays on one warm environment and the rest can be reclaimed), a FIFO queue of
 pending asynchronous (Event) invocations and counters.
 
-    Invoke ──> invoke(): limits ──> acquire(): available env? ──yes──> assign()
-                                           │ no: below concurrency? spawn() + assign()
-                                           └ no: sync -> 429 TooManyRequestsException
-                                                 async -> stays queued
+Concurrency is Lambda's account model (``emulator_pool.AccountPool``): reserved
+functions own their share, the others share the unreserved pool; a 429 carries the
+``Reason`` of the limit that was hit, after an idle environment of another function
+was reclaimed if that made room.
+
+    Invoke ──> invoke(): acquire(): available env? ──yes──> assign()
+                            │ no: room in its pool? spawn() + assign()
+                            └ no: sync -> 429 TooManyRequestsException + Reason
+                                  async -> stays queued (until MaximumEventAge)
     runtime GET next ────────> deliver() (or park the poll until an invocation comes)
     runtime POST response/error ──> finish() ──> boto3 gets 200 (+ X-Amz-Function-Error)
     timeout timer / process exit ──> finish() with Sandbox.Timedout / Runtime.ExitError /
                                      Runtime.OutOfMemory; the environment is discarded
 
-Asynchronous invocations that fail are retried twice (as Lambda does), after
-``async_retry_delays_s``; then they are dropped and counted.
+Asynchronous invocations that fail are retried ``MaximumRetryAttempts`` times (default 2)
+after ``async_retry_delays_s`` (Lambda waits 1 minute, then 2: "Lambda retries the
+function twice more, with a one-minute wait between the first two attempts, and two
+minutes between the second and third", https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html);
+an event older than ``MaximumEventAgeInSeconds`` (default 6 h) is dropped instead of run.
+
+Environments left available for ``idle_timeout_s`` are reclaimed (Lambda reclaims idle
+environments after an unpublished while; the emulator makes it a setting). Requests
+to the Invoke API must be SigV4-signed by a known key (``sigv4``); Runtime API
+connections must come from the environment's own processes (``peer``).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import socket
 import time
 from functools import partial
 
+from lambdaflow import limits
 from lambdaflow.testing.emulator_env import (
     BUSY,
     DEAD,
@@ -44,12 +58,16 @@ from lambdaflow.testing.emulator_env import (
 )
 from lambdaflow.testing.emulator_events import EnvironmentEvents
 from lambdaflow.testing.emulator_http import HttpConnection, Request
+from lambdaflow.testing.emulator_pool import ACCOUNT_LIMIT, AccountPool
+from lambdaflow.testing.peer import peer_is_in_tree
+from lambdaflow.testing.roles import RoleSessions
+from lambdaflow.testing.sigv4 import Credential, SigV4Verifier
 
 logger = logging.getLogger(__name__)
 
 RUNTIME_PREFIX = "/2018-06-01/runtime/"
 #: Lambda's limit on a synchronous response, as its error message states it.
-RESPONSE_LIMIT = 6291556
+RESPONSE_LIMIT = limits.SYNC_RESPONSE_ENFORCED_BYTES
 _COUNTERS = (
     "invocations",
     "cold_starts",
@@ -61,6 +79,9 @@ _COUNTERS = (
     "async_invocations",
     "async_retries",
     "async_dropped",
+    "async_expired",
+    "idle_reclaimed",
+    "runtime_refused",
 )
 
 
@@ -79,17 +100,30 @@ class EmulatorCore(EnvironmentEvents):
         loop: asyncio.AbstractEventLoop,
         *,
         region: str,
-        default_concurrency: int,
+        account_concurrency: int,
+        min_unreserved: int,
         python_path: list[str],
         task_root: str,
         memory_limit: str | None,
         rlimit_headroom_mb: int,
         async_retry_delays_s: tuple[float, ...],
+        idle_timeout_s: float,
+        isolate: bool,
+        shared_paths: list[str],
         echo_logs: bool,
+        credentials: list[Credential],
+        roles: RoleSessions | None,
     ) -> None:
         self.loop = loop
         self.region = region
-        self.default_concurrency = default_concurrency
+        self.pool = AccountPool(account_concurrency, min_unreserved)
+        self.idle_timeout_s = idle_timeout_s
+        self.shared_paths = shared_paths if isolate else None
+        self.verifier = SigV4Verifier(region)
+        for credential in credentials:
+            self.verifier.add(credential)
+        self.roles = roles
+        self.endpoint_url = ""  # set once the Invoke API listens
         self.python_path = python_path
         self.task_root = task_root
         self.memory_limit = memory_limit
@@ -102,13 +136,26 @@ class EmulatorCore(EnvironmentEvents):
         self._closing = False
         self._watchdog: asyncio.TimerHandle | None = None
 
-    # -- registry -----------------------------------------------------------------
+    # -- registry and concurrency -----------------------------------------------
     def limit(self, fs: FunctionState) -> int:
-        return (
-            fs.config.concurrency
-            if fs.config.concurrency is not None
-            else self.default_concurrency
-        )
+        return self.pool.limit(fs, self.functions.values())
+
+    def check_reservation(self, fs: FunctionState, value: int) -> None:
+        self.pool.check_reservation(fs, value, self.functions.values())
+
+    def _room(self, fs: FunctionState) -> str | None:
+        """None if ``fs`` may start an environment now (after reclaiming an idle
+        environment of another function if that makes room), else the 429 Reason."""
+        reason = self.pool.room(fs, self.functions.values())
+        if reason == ACCOUNT_LIMIT:
+            victim = self.pool.idle_victim(fs, self.functions.values())
+            if victim is not None:
+                other, env = victim
+                other.available.remove(env)
+                other.counters["idle_reclaimed"] += 1
+                self._discard(env, "idle")
+                return None
+        return reason
 
     def state_of(self, config: FunctionConfig) -> FunctionState | None:
         """The live state of this exact function (None once deleted or replaced)."""
@@ -116,6 +163,13 @@ class EmulatorCore(EnvironmentEvents):
         return fs if fs is not None and fs.config is config else None
 
     def add_function(self, config: FunctionConfig) -> None:
+        """Register; the execution role is assumed first, as CreateFunction does (it
+        fails with "The role defined for the function cannot be assumed by Lambda")."""
+        if self.roles is not None and config.role:
+            config.credential = self.roles.assume(config.role, config.name)
+        elif config.credential is None:  # no STS: a key of the emulator's own
+            config.credential = Credential.generate(f"function/{config.name}")
+        self.verifier.add(config.credential)
         self.functions[config.name] = FunctionState(config)
 
     def put_function(self, config: FunctionConfig) -> dict:
@@ -127,20 +181,22 @@ class EmulatorCore(EnvironmentEvents):
 
     def remove_function(self, name: str) -> None:
         fs = self.functions.pop(name)
+        if fs.config.credential is not None:
+            self.verifier.discard(fs.config.credential.access_key_id)
         for env in list(fs.envs):
             self._discard(env, "stop")
         fs.counters["async_dropped"] += len(fs.queue)
         fs.queue.clear()
 
     # -- invoke -------------------------------------------------------------------
-    def invoke(self, fs: FunctionState, inv: Invocation) -> bool:
-        """Start a sync invocation; False if the function is at its concurrency limit."""
+    def invoke(self, fs: FunctionState, inv: Invocation) -> str | None:
+        """Start a sync invocation; the throttle Reason if there is no room for it."""
         env = self._acquire(fs)
         if env is None:
             fs.counters["throttles"] += 1
-            return False
+            return self.pool.room(fs, self.functions.values()) or ACCOUNT_LIMIT
         self._assign(env, inv)
-        return True
+        return None
 
     def invoke_async(self, fs: FunctionState, inv: Invocation) -> None:
         fs.counters["async_invocations"] += 1
@@ -149,6 +205,15 @@ class EmulatorCore(EnvironmentEvents):
 
     def _pump(self, fs: FunctionState) -> None:
         while fs.queue:
+            inv = fs.queue[0]
+            if time.monotonic() - inv.created > fs.config.max_event_age_s:
+                fs.queue.popleft()
+                fs.counters["async_expired"] += 1
+                logger.warning(
+                    "async event %s of %s dropped: older than MaximumEventAgeInSeconds=%s",
+                    inv.request_id, fs.config.name, fs.config.max_event_age_s,
+                )  # fmt: skip
+                continue
             env = self._acquire(fs)
             if env is None:
                 return
@@ -159,7 +224,7 @@ class EmulatorCore(EnvironmentEvents):
             env = fs.available.pop()
             if env.state != DEAD:
                 return env
-        if len(fs.envs) >= self.limit(fs) or self._closing:
+        if self._closing or self._room(fs) is not None:
             return None
         return self._spawn(fs)
 
@@ -180,7 +245,12 @@ class EmulatorCore(EnvironmentEvents):
         rlimit = None
         if self.memory_limit == "rlimit":
             rlimit = (fs.config.memory_mb + self.rlimit_headroom_mb) * 2**20
-        env.spawn(port, self.region, self.python_path, self.task_root, rlimit)
+        if self.roles is not None and fs.config.role:
+            fs.config.credential = self.roles.fresh(fs.config.credential, self.verifier)
+        env.spawn(
+            port, self.region, self.python_path, self.task_root, rlimit,
+            self.endpoint_url, self.shared_paths,
+        )  # fmt: skip
         fs.envs.add(env)
         self.history.append(env)
         fs.counters["cold_starts"] += 1
@@ -233,6 +303,7 @@ class EmulatorCore(EnvironmentEvents):
     def _deliver(self, env: Environment) -> None:
         inv = env.invocation
         conn, env.parked = env.parked, None
+        assert inv is not None and conn is not None, "deliver needs a parked poll"
         env.state = BUSY
         env.delivered = True
         now = time.time()
@@ -260,6 +331,17 @@ class EmulatorCore(EnvironmentEvents):
     def runtime_request(
         self, env: Environment, req: Request, conn: HttpConnection
     ) -> None:
+        if conn.context is not env and not self._peer_allowed(env, conn):
+            fs = self.state_of(env.function)
+            if fs is not None:
+                fs.counters["runtime_refused"] += 1
+            conn.respond(
+                403,
+                b'{"errorMessage":"this Runtime API serves only its own execution '
+                b'environment","errorType":"AccessDeniedException"}',
+            )
+            conn.close()
+            return
         path = req.path
         if not path.startswith(RUNTIME_PREFIX) or env.state == DEAD:
             conn.respond(
@@ -296,20 +378,13 @@ class EmulatorCore(EnvironmentEvents):
                     b'{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}',
                 )
                 return
+            if kind == "response" and len(req.body) > RESPONSE_LIMIT:
+                self._response_too_large(env, inv, conn)
+                return
             conn.respond(202, b'{"status":"OK"}')
             self._drain_output(env)
             if kind == "response":
-                if len(req.body) > RESPONSE_LIMIT:
-                    body = json.dumps(
-                        {
-                            "errorMessage": "Response payload size exceeded maximum "
-                            f"allowed payload size ({RESPONSE_LIMIT} bytes).",
-                            "errorType": "Function.ResponseSizeTooLarge",
-                        }
-                    ).encode()
-                    self._finish(inv, body, "Unhandled")
-                else:
-                    self._finish(inv, req.body, None)
+                self._finish(inv, req.body, None)
             else:
                 self._finish(inv, req.body, "Unhandled")
             env.invocation = None
@@ -318,13 +393,72 @@ class EmulatorCore(EnvironmentEvents):
             return
         conn.respond(404, b'{"errorType":"InvalidRequest"}')
 
+    def _peer_allowed(self, env: Environment, conn: HttpConnection) -> bool:
+        """Is this connection from the environment's own process tree? (once per
+        connection; the answer is kept in ``conn.context``)."""
+        transport = conn.transport
+        peer = transport.get_extra_info("peername") if transport else None
+        local = transport.get_extra_info("sockname") if transport else None
+        if not peer or not local or env.pid <= 0:
+            return False
+        if not peer_is_in_tree(peer[1], local[1], env.pid):
+            logger.warning(
+                "runtime API of %s refused a connection from 127.0.0.1:%d: not a "
+                "process of that environment", env.env_id, peer[1],
+            )  # fmt: skip
+            return False
+        conn.context = env
+        return True
+
+    def _response_too_large(
+        self, env: Environment, inv: Invocation, conn: HttpConnection
+    ) -> None:
+        """What Lambda does with a response over 6 MB: the Runtime API refuses it (413),
+        the caller gets Function.ResponseSizeTooLarge, the environment exits and is not
+        reused (a fresh one serves the next invoke)."""
+        conn.respond(
+            413,
+            json.dumps(
+                {
+                    "errorMessage": "Exceeded maximum allowed payload size "
+                    f"({RESPONSE_LIMIT} bytes).",
+                    "errorType": "RequestEntityTooLarge",
+                }
+            ).encode(),
+        )
+        body = json.dumps(
+            {
+                "errorMessage": "Response payload size exceeded maximum "
+                f"allowed payload size ({RESPONSE_LIMIT} bytes).",
+                "errorType": "Function.ResponseSizeTooLarge",
+            }
+        ).encode()
+        self._drain_output(env)
+        self._finish(inv, body, "Unhandled")
+        env.invocation = None
+        self._discard(env, "too-large")
+
     def _make_available(self, env: Environment) -> None:
         fs = self.state_of(env.function)
         if fs is None or env.state == DEAD:
             return
         fs.available.append(env)
+        env.available_since = time.monotonic()
+        self.loop.call_later(
+            self.idle_timeout_s, self._reclaim_idle, env, env.available_since
+        )
         if fs.queue:
             self._pump(fs)
+
+    def _reclaim_idle(self, env: Environment, since: float) -> None:
+        if env.state == DEAD or env.invocation is not None or env.available_since != since:
+            return
+        fs = self.state_of(env.function)
+        if fs is not None:
+            fs.counters["idle_reclaimed"] += 1
+            if env in fs.available:
+                fs.available.remove(env)
+        self._discard(env, "idle")
 
     # -- completion -----------------------------------------------------------------
     def _finish(
@@ -343,7 +477,8 @@ class EmulatorCore(EnvironmentEvents):
             fs.counters["function_errors"] += 1
         if inv.conn is None:  # async: retry or drop
             if function_error and fs is not None and not self._closing:
-                if inv.attempt <= len(self.async_retry_delays_s):
+                retries = min(fs.config.max_retry_attempts, len(self.async_retry_delays_s))
+                if inv.attempt <= retries:
                     fs.counters["async_retries"] += 1
                     delay = self.async_retry_delays_s[inv.attempt - 1]
                     self.loop.call_later(delay, self._requeue, fs, inv)

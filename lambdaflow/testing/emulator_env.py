@@ -18,6 +18,7 @@ caller keeps hitting the same warm environment instead of starting a new one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -29,7 +30,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR, RLIMIT_AS_VAR
+from lambdaflow import limits
+from lambdaflow.testing.emulator_bootstrap import ISOLATE_VAR, PARENT_PID_VAR, RLIMIT_AS_VAR
+from lambdaflow.testing.sigv4 import Credential
 
 if TYPE_CHECKING:
     import asyncio
@@ -39,12 +42,41 @@ if TYPE_CHECKING:
 ACCOUNT_ID = "123456789012"
 DEFAULT_HANDLER = "lambdaflow.runtime.lambda_entry.lambda_handler"
 #: Lambda's limits (bytes): synchronous request and response, asynchronous request.
-SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024
-ASYNC_PAYLOAD_LIMIT = 1024 * 1024
+SYNC_PAYLOAD_LIMIT = limits.SYNC_REQUEST_BYTES
+ASYNC_PAYLOAD_LIMIT = limits.ASYNC_REQUEST_BYTES
 #: X-Amz-Log-Result carries the last 4 KB of the invocation's log.
-LOG_TAIL_BYTES = 4096
+LOG_TAIL_BYTES = limits.LOG_TAIL_BYTES
 #: Lambda gives a cold environment's init phase up to 10 s on top of the timeout.
-INIT_ALLOWANCE_S = 10.0
+INIT_ALLOWANCE_S = float(limits.INIT_ALLOWANCE_S)
+
+#: Keys Lambda sets itself and refuses in a function's Environment.Variables
+#: (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html,
+#: "Defined runtime environment variables": reserved, cannot be set).
+RESERVED_ENV_KEYS = frozenset(
+    {
+        "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION",
+        "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ",
+    }
+)  # fmt: skip
+
+
+def check_env(env: dict) -> dict[str, str]:
+    """The variables as strings; ValueError (Lambda's message) for reserved keys."""
+    reserved = sorted(k for k in env if k in RESERVED_ENV_KEYS)
+    if reserved:
+        raise ValueError(
+            "Lambda was unable to configure your environment variables because the "
+            "environment variables you have provided contains reserved keys that are "
+            f"currently not supported for modification. Reserved keys used in this "
+            f"request: {','.join(reserved)}"
+        )
+    return {str(k): str(v) for k, v in env.items()}
+
 
 STARTING, IDLE, BUSY, RETURNING, DEAD = "starting", "idle", "busy", "returning", "dead"
 
@@ -69,10 +101,17 @@ class FunctionConfig:
     memory_mb: int = 128
     env: dict = field(default_factory=dict)
     concurrency: int | None = None  # reserved concurrency; None: the emulator default
-    role: str = f"arn:aws:iam::{ACCOUNT_ID}:role/lambdaflow-emulator"
+    role: str = ""  # the execution role ARN ("" for the Python API: no role assumed)
     package_type: str = "Zip"
     image_uri: str = ""
     last_modified: str = ""
+    #: the execution role's session (STS AssumeRole), or a key of the emulator's own
+    credential: Credential | None = None
+    #: PutFunctionEventInvokeConfig: async retries (0..2) and maximum event age (s)
+    max_retry_attempts: int = 2
+    max_event_age_s: float = 21600.0
+    #: EphemeralStorage.Size: the environment's /tmp in MB (Lambda: 512..10240)
+    ephemeral_mb: int = 512
 
     @classmethod
     def build(
@@ -84,6 +123,7 @@ class FunctionConfig:
         memory_mb: int = 128,
         env: dict | None = None,
         concurrency: int | None = None,
+        role: str = "",
     ) -> FunctionConfig:
         """A checked config for the emulator's Python API (fractional timeouts allowed)."""
         if not name or not isinstance(name, str):
@@ -99,8 +139,9 @@ class FunctionConfig:
             handler=handler,
             timeout_s=timeout_s,
             memory_mb=int(memory_mb),
-            env={str(k): str(v) for k, v in (env or {}).items()},
+            env=check_env(env or {}),
             concurrency=concurrency,
+            role=role,
             last_modified=time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime()),
         )
 
@@ -112,7 +153,7 @@ class FunctionConfig:
         conf = {
             "FunctionName": self.name,
             "FunctionArn": self.arn(region),
-            "Role": self.role,
+            "Role": self.role or f"arn:aws:iam::{ACCOUNT_ID}:role/lambdaflow-emulator",
             "Handler": self.handler,
             "CodeSize": 0,
             "Description": "lambdaflow emulator function",
@@ -125,6 +166,7 @@ class FunctionConfig:
             "State": "Active",
             "LastUpdateStatus": "Successful",
             "PackageType": self.package_type,
+            "EphemeralStorage": {"Size": self.ephemeral_mb},
             "Architectures": ["x86_64"],
         }
         if self.package_type == "Zip":
@@ -145,6 +187,7 @@ class Invocation:
         "env",
         "function",
         "logs",
+        "created",
         "payload",
         "request_id",
         "started",
@@ -161,6 +204,7 @@ class Invocation:
         client_context: str = "",
     ) -> None:
         self.request_id = str(uuid.uuid4())
+        self.created = time.monotonic()
         self.function = function
         self.payload = payload
         self.conn = conn
@@ -222,7 +266,8 @@ class Environment:
         self.cold_start_s: float | None = None  # spawn -> first `next` poll
         self.invocations = 0
         self.init_error: bytes | None = None
-        self.kill_reason = ""  # "timeout" | "oom" | "stop"
+        self.kill_reason = ""  # "timeout" | "oom" | "stop" | "idle" | "too-large"
+        self.available_since = 0.0  # when it last became available (idle reclaim)
         self.exit_status = ""
 
     @property
@@ -236,7 +281,11 @@ class Environment:
         python_path: list[str],
         task_root: str,
         rlimit_as: int | None,
+        lambda_endpoint: str = "",
+        shared_paths: list[str] | None = None,
     ) -> None:
+        """``shared_paths`` not None: a private /tmp (ephemeral storage size, keeping
+        those paths visible) and a read-only task root (emulator_bootstrap)."""
         """Start the runtime process; its stdout+stderr go to a non-blocking pipe."""
         fn = self.function
         env = {
@@ -264,10 +313,28 @@ class Environment:
                 if p
             ),
         )
+        if lambda_endpoint:  # nested tasks: the worker invokes the function itself
+            env["AWS_ENDPOINT_URL_LAMBDA"] = lambda_endpoint
+        env.update({str(k): str(v) for k, v in fn.env.items()})
+        cred = fn.credential
+        if cred is not None:  # the execution role's credentials, as Lambda sets them
+            env["AWS_ACCESS_KEY_ID"] = cred.access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = cred.secret_access_key
+            if cred.session_token:
+                env["AWS_SESSION_TOKEN"] = cred.session_token
         env[PARENT_PID_VAR] = str(os.getpid())
         if rlimit_as:
             env[RLIMIT_AS_VAR] = str(rlimit_as)
-        env.update({str(k): str(v) for k, v in fn.env.items()})
+        if shared_paths is not None:
+            under_tmp = [
+                p for p in [task_root, *python_path]
+                if os.path.abspath(p) == "/tmp" or os.path.abspath(p).startswith("/tmp/")
+            ]  # fmt: skip
+            env[ISOLATE_VAR] = json.dumps({
+                "tmp_mb": fn.ephemeral_mb,
+                "readonly": [task_root],
+                "shared": [os.path.abspath(p) for p in [*shared_paths, *under_tmp]],
+            })  # fmt: skip
         read_fd, write_fd = os.pipe()
         try:
             self.proc = subprocess.Popen(
@@ -304,12 +371,18 @@ class Environment:
                 pass
 
     def rss_mb(self) -> int:
-        """Resident memory in MB (0 if unknown)."""
-        try:
-            with open(f"/proc/{self.pid}/statm", "rb") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
-        except (OSError, ValueError, IndexError):
-            return 0
+        """Resident memory of the whole process tree in MB (Lambda's limit covers every
+        process of the environment, as one cgroup would)."""
+        from lambdaflow.testing.peer import process_tree
+
+        pages = 0
+        for pid in process_tree(self.pid) if self.pid > 0 else ():
+            try:
+                with open(f"/proc/{pid}/statm", "rb") as fh:
+                    pages += int(fh.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        return pages * os.sysconf("SC_PAGE_SIZE") // 2**20
 
     def peak_mb(self) -> int:
         """Peak resident memory (VmHWM) in MB, for the REPORT line."""

@@ -5,7 +5,8 @@ exits, output and memory (a mixin of ``EmulatorCore``, event-loop thread only).
     pidfd readable ───────> _exited: answer the invocation in flight with the init
                             error, Runtime.OutOfMemory or Runtime.ExitError
     stdout/stderr pipe ───> _take_output: echo (optional), keep the invocation's log tail
-    every 100 ms ("rss") ─> _check_memory: SIGKILL a busy environment over MemorySize
+    every 100 ms ("rss") ─> _check_memory: SIGKILL a busy environment whose process
+                            tree is over MemorySize (Runtime.OutOfMemory)
 
 An environment killed here leaves service at once (``_discard``), so the concurrency it
 held is free for the next invoke before its process is even reaped.
@@ -101,12 +102,14 @@ class EnvironmentEvents:
         self._exited(env)
 
     def _poll_exit(self, env: Environment) -> None:  # pragma: no cover - no pidfd
+        assert env.proc is not None
         if env.proc.poll() is None:
             self.loop.call_later(0.05, self._poll_exit, env)
         else:
             self._exited(env)
 
     def _exited(self, env: Environment) -> None:
+        assert env.proc is not None
         returncode = env.proc.wait()
         env.exit_status = env.describe_exit(returncode)
         self._drain_output(env)
@@ -117,12 +120,7 @@ class EnvironmentEvents:
         fs = self.state_of(env.function)
         if inv is None or reason == "timeout":
             return
-        if reason == "oom" or (
-            reason == ""
-            and env.init_error is None
-            and returncode == -9
-            and self.memory_limit is not None
-        ):
+        if reason == "oom":  # the watchdog's kill; a SIGKILL from outside is a crash
             error_type = "Runtime.OutOfMemory"
             if fs is not None:
                 fs.counters["out_of_memory"] += 1

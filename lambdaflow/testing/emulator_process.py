@@ -12,6 +12,11 @@ manager) over a child ``python -m lambdaflow.testing.lambda_emulator``:
     stop() ──SIGTERM──> child stops the emulator (kills and reaps every environment)
 
 If the child is killed outright, its environments die with it (PR_SET_PDEATHSIG).
+
+Secrets (the accepted keys, the STS service key) reach the child in the environment
+variable ``_LAMBDAFLOW_EMULATOR_SECRETS`` (JSON), which it removes at once: a command
+line is readable by every user on the host, a process's environment only by its owner.
+The ``/_emulator/`` calls are SigV4-signed like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import atexit
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -28,11 +34,39 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR, die_with_parent
 from lambdaflow.testing.emulator_env import DEFAULT_HANDLER
+from lambdaflow.testing.sigv4 import Credential
 
 logger = logging.getLogger(__name__)
 
 READY_LINE = "Lambda emulator on "
+SECRETS_VAR = "_LAMBDAFLOW_EMULATOR_SECRETS"
+
+
+def _encode_secrets(
+    credentials: list[Credential], sts_endpoint_url: str | None, service: Credential | None
+) -> str:
+    return json.dumps(
+        {
+            "credentials": [vars(c) for c in credentials],
+            "sts_endpoint_url": sts_endpoint_url,
+            "service_credential": vars(service) if service else None,
+        }
+    )
+
+
+def _decode_secrets(text: str) -> dict:
+    data = json.loads(text) if text else {}
+    return {
+        "credentials": [Credential(**c) for c in data.get("credentials", [])] or None,
+        "sts_endpoint_url": data.get("sts_endpoint_url"),
+        "service_credential": (
+            Credential(**data["service_credential"])
+            if data.get("service_credential")
+            else None
+        ),
+    }
 
 
 class EmulatorProcess:
@@ -44,25 +78,43 @@ class EmulatorProcess:
         port: int = 0,
         *,
         region: str = "us-east-1",
-        default_concurrency: int = 32,
+        account_concurrency: int = 1000,
+        min_unreserved: int = 100,
         python_path: Sequence[str] = (),
         task_root: str | None = None,
-        memory_limit: str | None = None,
+        memory_limit: str | None = "rss",
+        async_retry_delays_s: Sequence[float] = (60.0, 120.0),
+        idle_timeout_s: float = 600.0,
+        isolate: bool = True,
+        shared_paths: Sequence[str] = (),
         echo_logs: bool = False,
+        credentials: Sequence[Credential] | None = None,
+        sts_endpoint_url: str | None = None,
+        service_credential: Credential | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.region = region
+        creds = list(credentials or [Credential.generate("emulator-admin")])
+        self.credentials = creds[0]
+        self._secrets = _encode_secrets(creds, sts_endpoint_url, service_credential)
         self._argv = [
             "--host", host, "--port", str(port), "--region", region,
-            "--default-concurrency", str(default_concurrency),
+            "--account-concurrency", str(account_concurrency),
+            "--min-unreserved", str(min_unreserved),
+            "--idle-timeout", str(idle_timeout_s),
+            "--memory-limit", memory_limit or "none",
         ]  # fmt: skip
+        if not isolate:
+            self._argv.append("--no-isolate")
+        for entry in shared_paths:
+            self._argv += ["--shared-path", str(entry)]
+        for delay in async_retry_delays_s:
+            self._argv += ["--async-retry-delay", str(delay)]
         for entry in python_path:
             self._argv += ["--python-path", str(entry)]
         if task_root:
             self._argv += ["--task-root", task_root]
-        if memory_limit:
-            self._argv += ["--memory-limit", memory_limit]
         if echo_logs:
             self._argv.append("--echo-logs")
         self._proc: subprocess.Popen | None = None
@@ -87,6 +139,9 @@ class EmulatorProcess:
             [sys.executable, "-m", "lambdaflow.testing.lambda_emulator", *self._argv],
             stdout=subprocess.PIPE,
             text=True,
+            env=dict(
+                os.environ, **{SECRETS_VAR: self._secrets, PARENT_PID_VAR: str(os.getpid())}
+            ),
         )
         atexit.register(self.stop)
         line = _readline(self._proc, timeout)
@@ -131,11 +186,13 @@ class EmulatorProcess:
         memory_mb: int = 128,
         env: dict | None = None,
         concurrency: int | None = None,
+        role: str = "",
     ) -> dict:
         """As ``LambdaEmulator.create_function``."""
         spec = {
             "name": name, "handler": handler, "timeout_s": timeout_s,
             "memory_mb": memory_mb, "env": env or {}, "concurrency": concurrency,
+            "role": role,
         }  # fmt: skip
         return self._request("POST", "/_emulator/functions", spec)
 
@@ -146,9 +203,31 @@ class EmulatorProcess:
         """As ``LambdaEmulator.stats``."""
         return self._request("GET", "/_emulator/stats")
 
+    def client(self, service: str = "lambda", **kwargs: object) -> object:
+        """A boto3 client for this emulator, signed with ``.credentials``."""
+        from lambdaflow.testing.lambda_emulator import signed_client
+
+        return signed_client(self.endpoint_url, self.region, self.credentials, **kwargs)
+
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.endpoint_url + path, data=data, method=method)
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        data = json.dumps(body).encode() if body is not None else b""
+        signed = AWSRequest(method=method, url=self.endpoint_url + path, data=data)
+        cred = self.credentials
+        SigV4Auth(
+            Credentials(cred.access_key_id, cred.secret_access_key, cred.session_token),
+            "lambda",
+            self.region,
+        ).add_auth(signed)
+        req = urllib.request.Request(
+            self.endpoint_url + path,
+            data=data if body is not None else None,
+            method=method,
+            headers=dict(signed.headers.items()),
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 raw = resp.read()
@@ -163,9 +242,9 @@ class EmulatorProcess:
 def _readline(proc: subprocess.Popen, timeout: float) -> str:
     """The child's first stdout line, or "" if it says nothing within ``timeout``."""
     out: list[str] = []
-    reader = threading.Thread(
-        target=lambda: out.append(proc.stdout.readline()), daemon=True
-    )
+    stdout = proc.stdout
+    assert stdout is not None, "the emulator process is started with stdout=PIPE"
+    reader = threading.Thread(target=lambda: out.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     return out[0] if out else ""
@@ -179,10 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001, help="0: a free port")
     parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--default-concurrency", type=int, default=32)
+    parser.add_argument("--account-concurrency", type=int, default=1000)
+    parser.add_argument("--min-unreserved", type=int, default=100)
+    parser.add_argument("--idle-timeout", type=float, default=600.0)
+    parser.add_argument("--async-retry-delay", type=float, action="append", default=None)
     parser.add_argument("--python-path", action="append", default=[])
+    parser.add_argument("--shared-path", action="append", default=[])
+    parser.add_argument("--no-isolate", action="store_true")
     parser.add_argument("--task-root", default=None)
-    parser.add_argument("--memory-limit", choices=("rss", "rlimit"), default=None)
+    parser.add_argument("--memory-limit", choices=("rss", "rlimit", "none"), default="rss")
     parser.add_argument("--echo-logs", action="store_true")
     parser.add_argument(
         "--function-name", action="append", default=[],
@@ -199,16 +283,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    secrets = _decode_secrets(os.environ.pop(SECRETS_VAR, ""))
+    if PARENT_PID_VAR in os.environ:  # started by EmulatorProcess: die with the driver
+        die_with_parent(signal.SIGTERM)
     with LambdaEmulator(
         args.host,
         args.port,
         region=args.region,
-        default_concurrency=args.default_concurrency,
+        account_concurrency=args.account_concurrency,
+        min_unreserved=args.min_unreserved,
+        idle_timeout_s=args.idle_timeout,
+        isolate=not args.no_isolate,
+        shared_paths=args.shared_path,
+        async_retry_delays_s=tuple(args.async_retry_delay or (60.0, 120.0)),
         python_path=args.python_path,
         task_root=args.task_root,
-        memory_limit=args.memory_limit,
+        memory_limit=None if args.memory_limit == "none" else args.memory_limit,
         echo_logs=args.echo_logs,
+        **secrets,
     ) as emu:
+        if secrets["credentials"] is None:  # serving by hand: say which key to sign with
+            cred = emu.credentials
+            print(
+                f"# sign with AWS_ACCESS_KEY_ID={cred.access_key_id} "
+                f"AWS_SECRET_ACCESS_KEY={cred.secret_access_key}",
+                file=sys.stderr,
+                flush=True,
+            )
         for name in args.function_name:
             emu.create_function(
                 name,

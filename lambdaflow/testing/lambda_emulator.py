@@ -8,7 +8,7 @@ function's Environment.Variables and a PYTHONPATH of ``python_path`` + the task 
 
     with LambdaEmulator() as emu:
         emu.create_function("f", handler="mymodule.handler", timeout_s=3, concurrency=4)
-        client = boto3.client("lambda", endpoint_url=emu.endpoint_url, ...)
+        client = emu.client()  # boto3, signed with the emulator's per-run key
         client.invoke(FunctionName="f", Payload=b'{"x": 1}')
         emu.stats()  # cold starts, invocations, throttles, ... per function and environment
 
@@ -33,9 +33,21 @@ its environment and answers ``Unhandled`` / ``Sandbox.Timedout`` "Task timed out
 N.NN seconds"; a runtime that exits mid-invocation answers ``Unhandled`` /
 ``Runtime.ExitError`` "Runtime exited with error: exit status N" (or "signal: killed").
 
-Memory limits (``memory_limit``): ``None`` (default) enforces nothing; ``"rss"`` polls the
-resident size of busy environments every 100 ms and SIGKILLs one over its MemorySize,
-reported as ``Runtime.OutOfMemory`` (closest to Lambda's cgroup); ``"rlimit"`` sets
+Who may call: every Invoke API request must carry a SigV4 signature by one of
+``credentials`` (default: one key generated per run, ``.credentials``) or by the
+session of a function's execution role; the Runtime API answers only connections
+from its environment's own processes. With ``sts_endpoint_url`` (moto), CreateFunction
+assumes the function's role there (signed with ``service_credential``) and the
+environments get that session, so moto enforces the role's policy on them.
+
+Isolation (``isolate=True``, default): each environment has a private /tmp of the
+function's EphemeralStorage size and a read-only task root (``emulator_bootstrap``);
+``shared_paths`` under /tmp stay visible to it (tests pass their tmp directories).
+
+Memory limits (``memory_limit``): ``"rss"`` (default) polls the resident size of busy
+environments' whole process trees every 100 ms and SIGKILLs one over its MemorySize,
+reported as ``Runtime.OutOfMemory`` (closest to Lambda's cgroup); ``None`` enforces
+nothing; ``"rlimit"`` sets
 RLIMIT_AS to MemorySize + ``rlimit_headroom_mb`` — RLIMIT_AS counts *virtual* memory
 (thread stacks, numpy/BLAS arenas reserve far more than they use), so it needs headroom,
 and exceeding it raises ``MemoryError`` inside the handler instead of killing the process.
@@ -64,6 +76,9 @@ from lambdaflow.testing.emulator_api import LambdaApi
 from lambdaflow.testing.emulator_core import EmulatorCore
 from lambdaflow.testing.emulator_env import DEFAULT_HANDLER, FunctionConfig
 from lambdaflow.testing.emulator_http import HttpConnection
+from lambdaflow.testing.emulator_pool import AccountPool
+from lambdaflow.testing.roles import RoleSessions
+from lambdaflow.testing.sigv4 import Credential
 
 logger = logging.getLogger(__name__)
 
@@ -79,26 +94,48 @@ class LambdaEmulator:
         port: int = 0,
         *,
         region: str = "us-east-1",
-        default_concurrency: int = 32,
+        account_concurrency: int = 1000,
+        min_unreserved: int = 100,
         python_path: Sequence[str] = (),
         task_root: str | None = None,
-        memory_limit: str | None = None,
+        memory_limit: str | None = "rss",
         rlimit_headroom_mb: int = 1024,
-        async_retry_delays_s: Sequence[float] = (1.0, 2.0),
+        async_retry_delays_s: Sequence[float] = (60.0, 120.0),
+        idle_timeout_s: float = 600.0,
+        isolate: bool = True,
+        shared_paths: Sequence[str] = (),
         echo_logs: bool = False,
+        credentials: Sequence[Credential] | None = None,
+        sts_endpoint_url: str | None = None,
+        service_credential: Credential | None = None,
     ) -> None:
         if memory_limit not in (None, "rss", "rlimit"):
             raise ValueError(
                 f"memory_limit={memory_limit!r}: use None, 'rss' or 'rlimit'"
             )
-        if default_concurrency < 1:
-            raise ValueError(f"default_concurrency={default_concurrency}: must be >= 1")
+        AccountPool(account_concurrency, min_unreserved)  # checks the two numbers
+        if bool(sts_endpoint_url) != (service_credential is not None):
+            raise ValueError("sts_endpoint_url and service_credential go together")
         self.host = host
         self.port = port
         self.region = region
-        self._options = {
+        creds = list(credentials or [Credential.generate("emulator-admin")])
+        #: the key that signs this process's own calls (``client()``)
+        self.credentials = creds[0]
+        roles = (
+            RoleSessions(sts_endpoint_url, region, service_credential)
+            if sts_endpoint_url and service_credential is not None
+            else None
+        )
+        self._options: dict[str, Any] = {
             "region": region,
-            "default_concurrency": default_concurrency,
+            "account_concurrency": account_concurrency,
+            "min_unreserved": min_unreserved,
+            "idle_timeout_s": idle_timeout_s,
+            "isolate": isolate,
+            "shared_paths": [os.path.abspath(p) for p in shared_paths],
+            "credentials": creds,
+            "roles": roles,
             "python_path": list(python_path),
             "task_root": task_root or os.getcwd(),
             "memory_limit": memory_limit,
@@ -122,7 +159,7 @@ class LambdaEmulator:
             )
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> LambdaEmulator:
+    def start(self) -> Self:
         if self._thread is not None:
             return self
         ready: concurrent.futures.Future = concurrent.futures.Future()
@@ -154,6 +191,7 @@ class LambdaEmulator:
                 )
             )
             self.port = self._server.sockets[0].getsockname()[1]
+            self._core.endpoint_url = f"http://{self.host}:{self.port}"
         except BaseException as exc:  # noqa: BLE001 - handed to start() and re-raised there
             ready.set_exception(exc)
             loop.close()
@@ -203,13 +241,25 @@ class LambdaEmulator:
             self._server.close()
         for conn in list(self._connections):
             conn.close()
+        assert self._core is not None
         return self._core.close()
 
     def __enter__(self) -> Self:
         return self.start()
 
+    def client(self, service: str = "lambda", **kwargs: Any) -> Any:
+        """A boto3 client for this emulator, signed with ``.credentials``."""
+        return signed_client(self.endpoint_url, self.region, self.credentials, **kwargs)
+
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def core(self) -> EmulatorCore:
+        """The running scheduling core (its event-loop thread only)."""
+        if self._core is None:
+            raise RuntimeError("LambdaEmulator is not started: call .start() or use `with`")
+        return self._core
 
     # -- API ------------------------------------------------------------------------------
     def create_function(
@@ -221,6 +271,7 @@ class LambdaEmulator:
         memory_mb: int = 128,
         env: dict | None = None,
         concurrency: int | None = None,
+        role: str = "",
     ) -> dict:
         """Register (or replace) a function; returns its FunctionConfiguration.
 
@@ -234,14 +285,15 @@ class LambdaEmulator:
             memory_mb=memory_mb,
             env=env,
             concurrency=concurrency,
+            role=role,
         )
-        return self._call(lambda: self._core.put_function(config))
+        return self._call(lambda: self.core.put_function(config))
 
     def delete_function(self, name: str) -> None:
         def delete() -> None:
-            if name not in self._core.functions:
+            if name not in self.core.functions:
                 raise KeyError(f"function {name!r} is not registered in the emulator")
-            self._core.remove_function(name)
+            self.core.remove_function(name)
 
         self._call(delete)
 
@@ -250,7 +302,7 @@ class LambdaEmulator:
         timeouts, crashes, out_of_memory, function_errors, async_*, environments, busy,
         queued, concurrency}}, "environments": [{env_id, function, pid, state,
         cold_start_s, invocations, exit}, ...]}`` (every environment ever started)."""
-        return self._call(self._core.stats)
+        return self._call(lambda: self.core.stats())
 
     def _call(self, fn: Callable[[], Any], timeout: float = 60) -> Any:
         if self._loop is None or self._core is None or self._server is None:
@@ -269,6 +321,23 @@ class LambdaEmulator:
 
         self._loop.call_soon_threadsafe(run)
         return future.result(timeout=timeout)
+
+
+def signed_client(
+    endpoint_url: str, region: str, credential: Credential, **kwargs: Any
+) -> Any:
+    """boto3's ``lambda`` client for an emulator, with one attempt per call."""
+    import boto3
+    from botocore.config import Config
+
+    options: dict[str, Any] = {
+        "endpoint_url": endpoint_url,
+        "region_name": region,
+        "config": Config(retries={"total_max_attempts": 1}, read_timeout=120),
+        **credential.as_kwargs(),
+    }
+    options.update(kwargs)
+    return boto3.client("lambda", **options)
 
 
 if __name__ == "__main__":  # pragma: no cover

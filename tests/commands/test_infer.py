@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-if os.environ.get("LAMBDAFLOW_REQUIRE_MXNET"):  # CI: the MXNet tests must run, never skip
-    import mxnet  # noqa: F401
-else:
-    pytest.importorskip("mxnet")
-pytest.importorskip("av")
+from tests.conftest import NEEDS_MXNET
+
+pytestmark = pytest.mark.mxnet
+pytest.importorskip("mxnet", reason=NEEDS_MXNET)
 
 import lambdaflow as lf
 from lambdaflow.cli import main

@@ -139,3 +139,37 @@ def test_undecodable_frames_are_listed_and_exit_1(video, tmp_path, capsys):
     assert not hist[30].any()
     assert np.array_equal(hist[:30], expected[:30])
     assert np.array_equal(hist[45:], expected[45:])
+
+
+def test_truncated_video_keeps_its_frames_reports_one_line_and_exits_1(tmp_path, capsys):
+    """A Matroska file has no frame count: truncation is found by its duration."""
+    import av
+
+    from tests.ops import corpus
+
+    whole = corpus.x264(tmp_path / "whole.mkv", "matroska", "yuv420p", 160, 120, n=40)
+    cut = corpus.cut(whole, tmp_path / "cut.mkv", 0.6)
+    with av.open(str(cut)) as c:  # the reference: what a sequential decode reads
+        ref = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    out = tmp_path / "h.npy"
+    rc = main(
+        [
+            "histogram",
+            str(cut),
+            "--backend",
+            "threads",
+            "--batch",
+            "8",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "source truncated" in err[0]  # the summary line
+    assert len(err) == 2 and str(cut) in err[1] and "truncated" in err[1]
+    assert f"after frame {len(ref) - 1} " in err[1] and "about 40 frames" in err[1]
+    edges = np.arange(0, 257, 16)
+    want = [[np.histogram(f[:, :, c], bins=edges)[0] for c in range(3)] for f in ref]
+    assert np.array_equal(np.load(out), np.array(want))

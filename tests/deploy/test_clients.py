@@ -4,15 +4,20 @@ from lambdaflow.deploy.clients import AwsClients, endpoint_for
 
 
 def test_endpoint_precedence(monkeypatch):
-    for var in ("LAMBDAFLOW_S3_ENDPOINT_URL", "LAMBDAFLOW_ENDPOINT_URL"):
+    """The rule of lambdaflow.aws: the flag, then LAMBDAFLOW_<SVC>_ENDPOINT_URL, then
+    botocore's own (AWS_ENDPOINT_URL_<SVC>), which the clients show in their meta."""
+    for var in ("LAMBDAFLOW_S3_ENDPOINT_URL", "LAMBDAFLOW_LAMBDA_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
     assert endpoint_for("s3") is None
-    monkeypatch.setenv("LAMBDAFLOW_ENDPOINT_URL", "http://all")
-    assert endpoint_for("s3") == "http://all"
-    monkeypatch.setenv("LAMBDAFLOW_S3_ENDPOINT_URL", "http://s3")
-    assert endpoint_for("s3") == "http://s3"
-    assert endpoint_for("lambda") == "http://all"
-    assert endpoint_for("s3", "http://flag") == "http://flag"
+    monkeypatch.setenv("LAMBDAFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:1")
+    assert endpoint_for("s3") == "http://127.0.0.1:1"
+    assert endpoint_for("s3", "http://127.0.0.1:2") == "http://127.0.0.1:2"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", "http://127.0.0.1:3")
+    clients = AwsClients.create(region="us-east-1", aws_access_key_id="x",
+                                aws_secret_access_key="y")
+    assert clients.s3.meta.endpoint_url == "http://127.0.0.1:1"
+    assert clients.lambda_.meta.endpoint_url == "http://127.0.0.1:3"
+    assert clients.iam.meta.endpoint_url == "https://iam.amazonaws.com"
 
 
 def test_clients_talk_to_the_given_endpoint(clients, moto):

@@ -23,8 +23,9 @@ def role(clients, settings) -> str:
 def image(clients, settings) -> tuple[str, str]:
     """(image URI, digest) of a fake image pushed under the default tag."""
     _, repo_uri = functions.ensure_repository(clients.ecr, settings)
-    digest = push_fake_image(clients, settings.repository_name, __version__)
-    return functions.default_image_uri(repo_uri), digest
+    tag = settings.variant.image_tag(__version__)
+    digest = push_fake_image(clients, settings.repository_name, tag)
+    return functions.default_image_uri(repo_uri, settings), digest
 
 
 def test_repository_created_tagged_then_unchanged(clients, settings):
@@ -76,7 +77,9 @@ def test_function_created_from_image_with_settings(clients, settings, role, imag
     assert live["Tags"] == {
         "lambdaflow:deployment": "lftest",
         "lambdaflow:image-digest": digest,
+        "lambdaflow:env": "",
     }
+    assert uri.endswith(f":{__version__}-{settings.image_variant}")
     again = functions.ensure_function(
         clients.lambda_, settings, 3008, role, uri, digest
     )
@@ -138,3 +141,29 @@ def test_skipped_functions(settings):
     assert [c.action for c in changes] == ["skipped"] * 3
     assert changes[0].details == ["image not pushed yet"]
     assert json.dumps([c.line() for c in changes])
+
+
+def test_redeploy_keeps_variables_it_does_not_own(clients, settings, role, image):
+    """The classroom setup adds CLASSROOM_* and LAMBDAFLOW_EVENT_MODULES to the function;
+    the next deploy used to replace the whole environment and drop them (13.8)."""
+    uri, digest = image
+    first = DeploySettings(bucket=settings.bucket, name=settings.name,
+                           environment={"OLD_FLAG": "1", "MODE": "a"})  # fmt: skip
+    functions.ensure_function(clients.lambda_, first, 1769, role, uri, digest)
+    env = clients.lambda_.get_function_configuration(FunctionName="lftest-1769")[
+        "Environment"]["Variables"]  # fmt: skip
+    app_env = {"CLASSROOM_TABLE": "students", "LAMBDAFLOW_EVENT_MODULES": "classroom_app"}
+    clients.lambda_.update_function_configuration(
+        FunctionName="lftest-1769", Environment={"Variables": {**env, **app_env}})
+    second = DeploySettings(bucket=settings.bucket, name=settings.name, timeout_s=300,
+                            environment={"MODE": "b"})  # fmt: skip
+    change = functions.ensure_function(clients.lambda_, second, 1769, role, uri, digest)
+    assert change.action == "updated"
+    env = clients.lambda_.get_function_configuration(FunctionName="lftest-1769")[
+        "Environment"]["Variables"]  # fmt: skip
+    assert {k: env[k] for k in app_env} == app_env  # the app's variables survive
+    assert env["MODE"] == "b" and "OLD_FLAG" not in env  # dropped --env keys go
+    assert env["LAMBDAFLOW_MEMORY_TIERS"] == "1769,3008,10240"
+    assert env["LAMBDAFLOW_FUNCTION_NAME"] == "lftest-1769"
+    again = functions.ensure_function(clients.lambda_, second, 1769, role, uri, digest)
+    assert again.action == "unchanged"

@@ -18,46 +18,71 @@ def test_worker_policy_names_every_resource():
     assert "*" not in resources
     assert all(not r.endswith(":*:*") and r != "arn:aws:s3:::*" for r in resources)
     by_sid = {st["Sid"]: st for st in policy["Statement"]}
-    assert set(by_sid) == {"ListJobPrefix", "JobObjects", "OwnLogs"}
-    assert by_sid["ListJobPrefix"]["Resource"] == "arn:aws:s3:::jobs-bucket"
-    assert by_sid["ListJobPrefix"]["Condition"] == {
-        "StringLike": {"s3:prefix": ["jobs/*"]}
-    }
+    assert set(by_sid) == {"ListJobBucket", "JobObjects", "OwnLogs", "InvokeDeployment"}
+    # ListBucket decides 404 vs 403 for missing keys: unconditioned, on this bucket only.
+    assert by_sid["ListJobBucket"] == {
+        "Sid": "ListJobBucket", "Effect": "Allow", "Action": "s3:ListBucket",
+        "Resource": "arn:aws:s3:::jobs-bucket"}  # fmt: skip
     assert by_sid["JobObjects"]["Resource"] == "arn:aws:s3:::jobs-bucket/jobs/*"
+    # The worker never deletes job objects (the driver does): no s3:DeleteObject.
+    assert sorted(by_sid["JobObjects"]["Action"]) == [
+        "s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]  # fmt: skip
+    # Deploy makes the log groups: no logs:CreateLogGroup (it would recreate them).
+    assert by_sid["OwnLogs"]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert by_sid["OwnLogs"]["Resource"] == [
         f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/lf-{m}:*"
+        for m in (1769, 3008, 10240)
+    ]
+    # Nested tasks: the deployment's own functions, and nothing else.
+    assert by_sid["InvokeDeployment"]["Resource"] == [
+        f"arn:aws:lambda:us-east-1:123456789012:function:lf-{m}"
         for m in (1769, 3008, 10240)
     ]
     actions = {a for st in policy["Statement"] for a in _list(st["Action"])}
     assert not any(a.endswith("*") for a in actions)
 
 
-def test_dynamodb_sqs_and_inputs_only_when_asked():
+def test_access_beyond_the_prefix_only_when_asked_and_only_what_was_asked():
     s = DeploySettings(
         bucket="jobs-bucket",
         read_locations=("s3://videos/in/", "raw-bucket"),
-        dynamodb_tables=("attendance",),
-        sqs_queues=("arn:aws:sqs:us-east-1:123456789012:frames",),
+        write_locations=("s3://results/out/",),
+        dynamodb_read=("students",),
+        dynamodb_write=("arn:aws:dynamodb:us-east-1:123456789012:table/attendance",),
+        sqs_send=("failed-events",),
+        sqs_consume=("arn:aws:sqs:us-east-1:123456789012:frames",),
     )
     policy = iam.worker_policy(s, **IDS)
     by_sid = {st["Sid"]: st for st in policy["Statement"]}
-    assert by_sid["ReadInputs"]["Resource"] == [
-        "arn:aws:s3:::videos/in/*",
-        "arn:aws:s3:::raw-bucket/*",
-    ]
-    assert by_sid["ReadInputs"]["Action"] == "s3:GetObject"
-    table = "arn:aws:dynamodb:us-east-1:123456789012:table/attendance"
-    assert by_sid["DynamoDBTables"]["Resource"] == [table, f"{table}/index/*"]
-    assert by_sid["SQSQueues"]["Resource"] == [
-        "arn:aws:sqs:us-east-1:123456789012:frames"
-    ]
+    assert by_sid["ReadInputs"] == {
+        "Sid": "ReadInputs", "Effect": "Allow", "Action": "s3:GetObject",
+        "Resource": ["arn:aws:s3:::videos/in/*", "arn:aws:s3:::raw-bucket/*"]}  # fmt: skip
+    assert by_sid["WriteOutputs"]["Action"] == "s3:PutObject"
+    assert by_sid["WriteOutputs"]["Resource"] == ["arn:aws:s3:::results/out/*"]
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/"
+    assert by_sid["DynamoDBRead"]["Action"] == [
+        "dynamodb:BatchGetItem", "dynamodb:GetItem"]  # fmt: skip
+    assert by_sid["DynamoDBRead"]["Resource"] == [f"{table}students"]
+    assert by_sid["DynamoDBWrite"]["Resource"] == [f"{table}attendance"]
+    assert by_sid["SQSSend"] == {
+        "Sid": "SQSSend", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+        "Resource": ["arn:aws:sqs:us-east-1:123456789012:failed-events"]}  # fmt: skip
+    assert "sqs:SendMessage" not in by_sid["SQSConsume"]["Action"]
     assert "*" not in iam.resources_of(policy)
 
 
 @pytest.mark.parametrize("location", ["s3://", "s3://bucket/*"])
-def test_bad_read_location(location):
-    s = DeploySettings(bucket="jobs-bucket", read_locations=(location,))
-    with pytest.raises(ConfigError, match="--read"):
+@pytest.mark.parametrize("field, flag", [("read_locations", "--read"),
+                                         ("write_locations", "--write")])
+def test_bad_s3_location(location, field, flag):
+    s = DeploySettings(bucket="jobs-bucket", **{field: (location,)})
+    with pytest.raises(ConfigError, match=flag):
+        iam.worker_policy(s, **IDS)
+
+
+def test_wildcard_table_or_queue_is_refused():
+    s = DeploySettings(bucket="jobs-bucket", dynamodb_read=("arn:aws:dynamodb:*:*:table/*",))
+    with pytest.raises(ConfigError, match="no wildcards"):
         iam.worker_policy(s, **IDS)
 
 

@@ -22,8 +22,9 @@ PY = platform.python_version()
 def function(clients, settings) -> str:
     role = iam.ensure_role(clients.iam, settings, **IDS)[1]
     _, repo_uri = functions.ensure_repository(clients.ecr, settings)
-    digest = push_fake_image(clients, settings.repository_name, __version__)
-    uri = functions.default_image_uri(repo_uri)
+    tag = settings.variant.image_tag(__version__)
+    digest = push_fake_image(clients, settings.repository_name, tag)
+    uri = functions.default_image_uri(repo_uri, settings)
     functions.ensure_function(clients.lambda_, settings, 1769, role, uri, digest)
     return "lftest-1769"
 

@@ -4,6 +4,7 @@ checker, and (slow) 100 videos at once."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -197,3 +198,145 @@ def test_100_videos_at_once(tmp_path_factory, capsys):
     assert out["completed"] and not out["dead"]
     assert report.correct == report.total == 105 and not report.missing
     assert out["stats"]["cold_starts"] > 1  # processed with concurrency above 1
+
+
+# ------------------------------------------------- faults, IAM and the AWS setup
+
+
+def test_duplicate_and_poison_events_end_where_they_should(data, tmp_path):
+    """A duplicated notification gives one CSV (the same key, rewritten); a poison
+    message (not an S3 notification) ends in the dead-letter queue with its error after
+    3 deliveries; a notification for a bucket the app does not handle is reported as
+    unmatched, not retried; every video has its one correct CSV (14.12, 13.10). (A
+    handler that raises, through the emulator: test_events_bridge.py.)"""
+    dup = json.dumps(events.s3_event("classroom-input", "test_1.mp4"))
+    foreign = json.dumps(events.s3_event("someone-elses-bucket", "test_9.mp4"))
+    out = run_local.run(*_args(data, tmp_path / "results"), concurrency=2, timeout_s=600,
+                        extra_messages=(dup, foreign, "{truncated notification"))
+    report = out["report"]
+    assert out["completed"] and report.correct == report.total == 8, report.lines()
+    csvs = sorted(p.name for p in (tmp_path / "results").glob("*.csv"))
+    videos = sorted(p.name[:-4] + ".csv" for p in (data / "videos").iterdir())
+    assert csvs == videos  # one CSV per video: none lost, none extra
+    [failed] = out["failed"]
+    assert failed.kind == "dead-letter" and failed.objects == []
+    assert failed.error.startswith("JSONDecodeError")
+
+
+def test_the_app_runs_with_its_own_least_privilege_role(data, monkeypatch):
+    """The classroom app in process with the credentials of the role `lambdaflow deploy`
+    makes from setup_resources' flags, against moto with IAM enforced; every call it
+    makes is allowed, and every grant is used but those Lambda itself uses (14.4)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+    from iam_harness import EnforcedMoto, not_allowed, recording, unused
+
+    from lambdaflow.commands import deploy as deploy_command
+
+    names = setup_resources.Names()
+    parser = argparse.ArgumentParser()
+    deploy_command.register(parser.add_subparsers())
+    args = parser.parse_args(["deploy", "--bucket", "lambdaflow-jobs",
+                              *names.deploy_flags()])  # fmt: skip
+    settings = deploy_command.settings_from_args(args)
+    with EnforcedMoto() as moto:
+        s3, dynamodb = moto.client("s3"), moto.client("dynamodb")
+        setup_resources.common(s3, dynamodb, names, setup_resources.load_students(
+            data / "student_data.json"), data / "encoding", "us-east-1")  # fmt: skip
+        for video in ("test_1.mp4", "test_no_record.mp4"):
+            s3.put_object(Bucket=names.input_bucket, Key=video,
+                          Body=(data / "videos" / video).read_bytes())  # fmt: skip
+        policy = moto.role(settings)
+        moto.enforce()
+        try:
+            for key, value in names.function_env(str(CLASSROOM / "app.py")).items():
+                monkeypatch.setenv(key, value)
+            with moto.as_role(monkeypatch), recording() as calls:
+                events.clear_handlers()
+                spec = importlib.util.spec_from_file_location("classroom_app_iam",
+                                                              CLASSROOM / "app.py")
+                app = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = app  # dataclasses look the module up
+                spec.loader.exec_module(app)
+                for video in ("test_1.mp4", "test_no_record.mp4"):
+                    app.handle_upload(names.input_bucket, video, {})
+            out = s3.get_object(Bucket=names.output_bucket, Key="test_1.csv")["Body"].read()
+            assert out.decode().splitlines()[1] == "Joe Biden,History,freshman"
+            # The role writes the CSVs but cannot read them back (or anything else there).
+            with pytest.raises(Exception, match="AccessDenied"):
+                app._client("s3").get_object(Bucket=names.output_bucket, Key="test_1.csv")
+            assert not_allowed(policy, calls) == []
+            assert unused(policy, calls) == {  # the app runs no lambdaflow job:
+                "ListJobBucket": ["s3:ListBucket"],
+                "JobObjects": ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+                "OwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "InvokeDeployment": ["lambda:InvokeFunction"],
+                "DynamoDBRead": ["dynamodb:BatchGetItem"],  # a key read, as GetItem
+                "SQSSend": ["sqs:SendMessage"],  # Lambda sends to the destination
+            }
+            denied = app._client("dynamodb")
+            with pytest.raises(denied.exceptions.ClientError, match="AccessDenied|not authorized"):
+                denied.put_item(TableName=names.table, Item={"name": {"S": "x"}})
+        finally:
+            moto.enforce(False)
+            events.clear_handlers()
+            sys.modules.pop("classroom_app_iam", None)
+
+
+def test_aws_setup_and_the_next_deploy(data, monkeypatch):
+    """setup_aws against moto's Lambda control plane: the on-failure destination, the
+    S3 permission scoped to the bucket and the account, the app's environment, which
+    the next `lambdaflow deploy` keeps (13.8, 13.10)."""
+    from lambdaflow.deploy import AwsClients, deploy
+    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS, MotoServer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+    from conftest import push_fake_image, set_lambda_docker
+
+    from lambdaflow._version import __version__
+    from lambdaflow.commands import deploy as deploy_command
+
+    names = setup_resources.Names()
+    with MotoServer() as moto:
+        set_lambda_docker(moto, False)
+        for key, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ENDPOINT_URL": moto.endpoint_url}.items():
+            monkeypatch.setenv(key, value)
+        parser = argparse.ArgumentParser()
+        deploy_command.register(parser.add_subparsers())
+        settings = deploy_command.settings_from_args(parser.parse_args(
+            ["deploy", "--bucket", "lambdaflow-jobs", "--memory", "1769",
+             *names.deploy_flags()]))  # fmt: skip
+        clients = AwsClients.create(region="us-east-1")
+        deploy(clients, settings)
+        push_fake_image(clients, settings.repository_name,
+                        settings.variant.image_tag(__version__))  # fmt: skip
+        deploy(clients, settings)
+        import boto3
+
+        session = boto3.Session(region_name="us-east-1")
+        setup_resources.setup_aws(session, names, setup_resources.load_students(
+            data / "student_data.json"), data / "encoding", "lambdaflow-1769",
+            "classroom_app")  # fmt: skip
+        lam = clients.lambda_
+        config = lam.get_function_event_invoke_config(FunctionName="lambdaflow-1769")
+        assert config["MaximumRetryAttempts"] == 2
+        assert config["DestinationConfig"]["OnFailure"]["Destination"].endswith(
+            ":classroom-uploads-failed")
+        statement = json.loads(lam.get_policy(FunctionName="lambdaflow-1769")["Policy"])[
+            "Statement"][0]  # fmt: skip
+        assert statement["Condition"]["StringEquals"]["AWS:SourceAccount"] == "123456789012"
+        assert statement["Condition"]["ArnLike"]["AWS:SourceArn"] == (
+            "arn:aws:s3:::classroom-input")
+        change = [c for c in deploy(clients, settings).changes if c.kind == "function"]
+        env = lam.get_function_configuration(FunctionName="lambdaflow-1769")[
+            "Environment"]["Variables"]  # fmt: skip
+        assert env["LAMBDAFLOW_EVENT_MODULES"] == "classroom_app"
+        assert env["CLASSROOM_TABLE"] == names.table
+        assert change[0].action == "unchanged"
+        # destroy removes what the app's setup made, too (it is tagged).
+        from lambdaflow.deploy import destroy
+
+        actions = {(c.kind, c.name): c.action for c in destroy(clients, "lambdaflow")}
+        for kind, name in (("bucket", "classroom-input"), ("bucket", "classroom-output"),
+                           ("table", names.table), ("queue", names.failed_queue)):
+            assert actions[(kind, name)] == "deleted", actions

@@ -77,6 +77,43 @@ def test_every_kernel_path_matches_the_definition(path, bins):
         assert np.array_equal(got, reference(p, bins))
 
 
+@pytest.mark.parametrize("path", ["auto", "avx2", "scalar"])
+@pytest.mark.parametrize("bins", BINS)
+def test_every_interleaved_kernel_path_matches_the_definition(path, bins):
+    if path == "avx2" and native.simd() != "avx2":
+        pytest.skip(f"avx2 not available here ({native.simd()})")
+    rng = np.random.default_rng(bins)
+    # Widths around the kernel's 32-pixel groups, padded rows, and a constant image big
+    # enough to overflow 8-bit lane counters that are not flushed in time.
+    images = [
+        rng.integers(0, 256, (h, w * 3 + pad), dtype=np.uint8)
+        for h, w, pad in [(1, 1, 0), (3, 31, 0), (5, 32, 7), (7, 33, 0), (9, 854, 16), (4, 1366, 2)]
+    ]
+    images.append(np.full((900, 3 * 1000), 77, np.uint8))
+    for img in images:
+        h, w = img.shape[0], img.shape[1] // 3
+        out = np.zeros(3 * bins, np.int64)
+        native.hist_interleaved(img, h, w, img.shape[1], 3, bins, out, path=path)
+        pixels = img[:, : 3 * w].reshape(h, w, 3)
+        for c in range(3):
+            assert np.array_equal(out[c * bins : (c + 1) * bins], reference(pixels[:, :, c], bins))
+
+
+def test_fused_chunk_equals_a_sequential_rgb24_decode_at_854x480(tmp_path):
+    """The size of issue 11: gbrp/POINT differed from to_ndarray's rgb24 here."""
+    import av
+
+    path = write_sample_video(tmp_path / "w.mp4", seconds=0.5, width=854, height=480)
+    with av.open(str(path)) as c:
+        ref = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    edges = np.arange(0, 257, 16)
+    want = np.array([[np.histogram(f[:, :, c], bins=edges)[0] for c in range(3)] for f in ref])
+    for use in (True, False):
+        res = histogram_chunk(path, 0, len(ref), native=use)
+        assert np.array_equal(res.hist, want)
+        assert res.packets == len(ref)  # one GOP, decoded once
+
+
 def test_yuv_native_equals_numpy_on_decoded_frames(video):
     frames = decode(video, 0, 30, format="yuv420p")
     for bins in (16, 5, 256):

@@ -3,7 +3,6 @@ direct MXNet run, input-shape inference, top-k, synsets and clear errors."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -12,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-if os.environ.get("LAMBDAFLOW_REQUIRE_MXNET"):  # CI: the MXNet tests must run, never skip
-    import mxnet as mx
-else:
-    mx = pytest.importorskip("mxnet")
+from tests.conftest import NEEDS_MXNET
+
+pytestmark = pytest.mark.mxnet
+mx = pytest.importorskip("mxnet", reason=NEEDS_MXNET)
 
 from lambdaflow.ops.inference import clear_cache, load_model, predict_frames, topk
 from lambdaflow.ops.modelzoo import export_model

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-if os.environ.get("LAMBDAFLOW_REQUIRE_MXNET"):  # CI: the MXNet tests must run, never skip
-    import mxnet  # noqa: F401
-else:
-    pytest.importorskip("mxnet")
+from tests.conftest import NEEDS_MXNET
+
+pytestmark = pytest.mark.mxnet
+pytest.importorskip("mxnet", reason=NEEDS_MXNET)
 
 from lambdaflow.ops.inference import clear_cache, load_model, predict_frames
 from lambdaflow.ops.modelzoo import export_model

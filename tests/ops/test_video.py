@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -142,6 +143,25 @@ def test_decode_rejects_bad_range_and_format(videos):
         decode(videos["plain"], 0, 1, format="bgr48")
 
 
+def test_rgb24_is_to_ndarray_for_every_colour_tag(videos):
+    """The one conversion follows the frame's matrix and range tags as to_ndarray does
+    (untagged: BT.601, limited range)."""
+    from lambdaflow.ops.video import RGB24
+
+    with av.open(str(videos["plain"])) as c:
+        frame = next(c.decode(video=0))
+    rgb24 = RGB24()
+    seen = []
+    for colorspace, color_range in [(2, 0), (1, 0), (6, 0), (1, 2), (2, 1)]:
+        frame.colorspace, frame.color_range = colorspace, color_range
+        want = frame.to_ndarray(format="rgb24")
+        assert np.array_equal(rgb24.array(frame), want), (colorspace, color_range)
+        seen.append(want)
+    assert not np.array_equal(seen[0], seen[1])  # BT.709 differs from untagged
+    assert np.array_equal(seen[0], seen[2])  # untagged is BT.601
+    assert not np.array_equal(seen[1], seen[3])  # full range differs
+
+
 def test_decode_threads_give_the_same_frames(videos, full):
     got = decode(videos["bframes"], 10, 50, threads=2)
     assert all(np.array_equal(a, b) for a, b in zip(got, full["bframes"][10:50]))
@@ -158,20 +178,76 @@ def test_file_like_source(videos, full):
     assert all(np.array_equal(a, b) for a, b in zip(got, full["bframes"][33:40]))
 
 
-def test_failed_frames_are_reported_by_number(videos, full, tmp_path):
-    # The index of the whole file, frames read from a copy cut after ~2/3 of its frames.
-    index = probe(videos["faststart"])
-    data = videos["faststart"].read_bytes()
+def _slice_offsets(packet_bytes: bytes) -> list[int]:
+    """Byte offsets of the NAL units in an mp4 (AVCC, 4-byte lengths) H.264 packet."""
+    offsets, i = [], 0
+    while i + 4 <= len(packet_bytes):
+        offsets.append(i)
+        i += 4 + int.from_bytes(packet_bytes[i : i + 4], "big")
+    return offsets
+
+
+@pytest.fixture(scope="module")
+def two_slices(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("slices")
+    return write_sample_video(d / "s2.mp4", seconds=4, width=W, height=H, faststart=True, slices=2)
+
+
+@pytest.mark.parametrize("where", ["packet start", "mid first slice", "after first slice"])
+def test_failed_frames_are_reported_by_number(two_slices, tmp_path, where):
+    """Cut the file inside (or at the start of) the packet of a P-frame after keyframe 60.
+
+    Regression (issue 10): the old test cut at 2/3 of the bytes, an arbitrary place in
+    the packet layout. Where the cut left a packet's first slice whole, the decoder
+    concealed the second and returned a damaged frame that ``iter_frames`` yielded as
+    good. Whether 2/3 lands there depends on the bytes (x264 made one slice per CPU
+    thread, the av wheel's version strings), so the test failed on some installs only.
+    Frames from data cut short are failed now, and the cuts here are chosen exactly.
+    """
+    full = full_decode(two_slices)
+    index = probe(two_slices)
+    with av.open(str(two_slices)) as c:
+        packets = [(p.pts, p.pos, bytes(p)) for p in c.demux(video=0) if p.size]
+    pts_of = {pts: n for n, pts in enumerate(index.frame_pts)}
+    victim = next(p for p in packets if pts_of[p[0]] >= 75 and len(_slice_offsets(p[2])) >= 2)
+    nals = _slice_offsets(victim[2])
+    offset = {
+        "packet start": 0,
+        "mid first slice": (nals[0] + nals[-1]) // 2,
+        "after first slice": nals[-1],
+    }[where]
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    cut.write_bytes(two_slices.read_bytes()[: victim[1] + offset])
     failed: list[int] = []
     got = decode(cut, 60, 120, index=index, failed=failed)
     assert failed and failed == sorted(failed) and failed[-1] == 119
+    assert pts_of[victim[0]] in failed  # the frame whose data was cut is not "decoded"
     assert len(got) + len(failed) == 60
     good = [n for n in range(60, 120) if n not in failed]
-    assert all(np.array_equal(a, full["faststart"][n]) for a, n in zip(got, good))
+    assert all(np.array_equal(a, full[n]) for a, n in zip(got, good))
     with pytest.raises(VideoError, match=r"cut\.mp4.*failed to decode"):
         decode(cut, 60, 120, index=index)
+
+
+def test_sample_video_bytes_do_not_depend_on_the_cpu_count(tmp_path):
+    """x264's output depends on its thread count, which FFmpeg derives from the CPUs this
+    process may run on: a writer pinned to one CPU must write the same bytes."""
+    import subprocess
+    import sys
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs to compare against a writer pinned to one")
+    code = (
+        "import os, sys; from lambdaflow.ops.samplevideo import write_sample_video as w; "
+        f"os.sched_setaffinity(0, {{{cpus[0]}}}); "
+        f"w(sys.argv[1], seconds=1, width={W}, height={H})"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "one.mp4")], check=True)
+    many = write_sample_video(tmp_path / "many.mp4", seconds=1, width=W, height=H)
+    assert (tmp_path / "one.mp4").read_bytes() == many.read_bytes()
+    two = write_sample_video(tmp_path / "two.mp4", seconds=1, width=W, height=H, threads=2)
+    assert two.read_bytes() != many.read_bytes()  # the thread count does matter to x264
 
 
 # -------------------------------------------------------------------------- bad input
@@ -268,14 +344,11 @@ def test_s3_missing_key_and_bucket(s3):
 
 def test_s3_client_from_environment(s3, monkeypatch, full):
     """Without client=, the source uses boto3 from the environment (AWS_ENDPOINT_URL_S3)."""
-    from lambdaflow.ops import videosource
-
     endpoint = s3.meta.endpoint_url
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(videosource, "_clients", {})
     got = decode("s3://videos/plain.mp4", 0, 3)
     assert all(np.array_equal(a, b) for a, b in zip(got, full["plain"][:3]))
 

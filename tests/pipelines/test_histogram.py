@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from lambdaflow.pipelines.histogram import (
     video_histogram,
     write_this_files,
 )
+from tests.conftest import BACKENDS
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +67,32 @@ def test_whole_video_equals_sequential_decode(runtime, sample):
         (60, 90),
         (90, 120),
     ]
+    # Measured (packets decoded / frames): chunks of whole GOPs decode each packet once.
     assert result.decode_amplification == 1.0 and result.seconds > 0
+    assert result.planned_amplification == 1.0
     assert calls[0] == (0, 120) and calls[-1] == (120, 120)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 5
     text = result.summary()
     assert "120 frames, 4 chunks" in text and "decode amplification 1.00" in text
+
+
+def test_measured_amplification_counts_what_was_decoded(runtime, tmp_path):
+    """One 120-frame GOP cut into 20-frame pieces: each piece decodes from the keyframe,
+    and the figure reported is the packets the workers decoded, not the plan's guess."""
+    from lambdaflow.ops.samplevideo import write_sample_video
+    from lambdaflow.ops.video import plan_chunks
+
+    path = write_sample_video(
+        tmp_path / "g.mp4", seconds=4, width=96, height=64, gop=120, bframes=False
+    )
+    job = prepare_histogram(path, batch=20)
+    job = type(job)(
+        job.source, job.bins, job.index, plan_chunks(job.index, 20, split_long_gops=True)
+    )
+    result = run_histogram(job)
+    assert result.ok and result.chunks == 6
+    # Piece k decodes frames 0 .. 20(k+1)-1 (no B-frames: no reorder delay).
+    assert result.decode_amplification == pytest.approx(sum(range(20, 121, 20)) / 120)
 
 
 def test_other_bins_and_batch(runtime, sample):
@@ -134,24 +154,20 @@ def test_scene_changes_this_files_and_plot(sample, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _lambda_available() -> bool:
-    if os.environ.get("LAMBDAFLOW_TEST_LAMBDA", "1") == "0":
-        return False
-    return importlib.util.find_spec("lambdaflow.testing.aws_local") is not None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _lambda_available(), reason="Lambda stand-ins not available")
+@pytest.mark.skipif("lambda" not in BACKENDS, reason="LAMBDAFLOW_TEST_LAMBDA=0")
 def test_lambda_backend_reads_the_video_from_s3(local_aws_env, sample, monkeypatch):
     """The driver probes and the Lambda workers decode ``s3://`` with ranged GETs."""
-    from lambdaflow.ops import videosource
-
     path, expected = sample
     s3 = local_aws_env.client("s3")
     bucket = local_aws_env.config["bucket"]
     s3.upload_file(str(path), bucket, "inputs/v.mp4")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", local_aws_env.moto.endpoint_url)
-    monkeypatch.setattr(videosource, "_clients", {})
+    for name, value in local_aws_env.env.items():  # what `lambdaflow local-aws` prints
+        monkeypatch.setenv(name, value)
+    from lambdaflow import aws
+
+    aws.clear_shared_clients()  # the driver's probe builds its client from these
+    monkeypatch.setattr(aws, "_SHARED", {})
     lf.shutdown()
     with lf.init(backend="lambda", **local_aws_env.config):
         result = video_histogram(f"s3://{bucket}/inputs/v.mp4", batch=50)

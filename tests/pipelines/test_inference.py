@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-if os.environ.get("LAMBDAFLOW_REQUIRE_MXNET"):  # CI: the MXNet tests must run, never skip
-    import mxnet as mx
-else:
-    mx = pytest.importorskip("mxnet")
-pytest.importorskip("av")
+from tests.conftest import NEEDS_MXNET
+
+pytestmark = pytest.mark.mxnet
+mx = pytest.importorskip("mxnet", reason=NEEDS_MXNET)
 
 import lambdaflow as lf
 from lambdaflow import api
@@ -187,16 +185,19 @@ def test_fuse_and_split_on_the_lambda_emulator_through_s3(assets, direct, reques
     aws = request.getfixturevalue("local_aws_env")
     source, model, _ = assets
     bucket = aws.config["bucket"]
-    for name, value in aws.function_env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)  # the driver reads the same S3 as the functions
+    for name, value in aws.env.items():  # what `lambdaflow local-aws` prints: the driver
+        monkeypatch.setenv(name, value)  # reads the same S3 as the functions
+    from lambdaflow import aws as lf_aws
+
+    lf_aws.clear_shared_clients()  # the driver's probe builds its client from these
+    monkeypatch.setattr(lf_aws, "_SHARED", {})
     s3 = aws.client("s3")
     for suffix in ("-symbol.json", "-0000.params", "-synset.txt"):
-        s3.upload_file(model + suffix, bucket, f"test-models/mb{suffix}")
-    s3.upload_file(source, bucket, "test-videos/v.mp4")
+        s3.upload_file(model + suffix, bucket, f"inputs/test-models/mb{suffix}")
+    s3.upload_file(source, bucket, "inputs/test-videos/v.mp4")
     s3_source, s3_model = (
-        f"s3://{bucket}/test-videos/v.mp4",
-        f"s3://{bucket}/test-models/mb",
+        f"s3://{bucket}/inputs/test-videos/v.mp4",
+        f"s3://{bucket}/inputs/test-models/mb",
     )
     classes, probs = direct("this")
     with lf.init(backend="lambda", **aws.config):

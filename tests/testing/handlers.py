@@ -69,12 +69,24 @@ def record(event, context):
 def s3_roundtrip(event, context):
     """Write an object with boto3's default endpoint resolution (AWS_ENDPOINT_URL_S3)."""
     import boto3
+    from botocore.exceptions import ClientError
 
     s3 = boto3.client("s3")
     s3.put_object(
         Bucket=event["bucket"], Key=event["key"], Body=b"from the environment"
     )
+    denied = None
+    if event.get("outside_key"):  # a key the role's policy does not cover
+        try:
+            s3.put_object(Bucket=event["bucket"], Key=event["outside_key"], Body=b"x")
+        except ClientError as exc:
+            denied = exc.response["Error"]["Code"]
+    identity = boto3.client("sts").get_caller_identity()["Arn"]
     return {
+        "denied": denied,
+        "identity": identity,
+        "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "lambda_endpoint": os.environ.get("AWS_ENDPOINT_URL_LAMBDA"),
         "s3_endpoint": os.environ.get("AWS_ENDPOINT_URL_S3"),
         "lambdaflow_s3_endpoint": os.environ.get("LAMBDAFLOW_S3_ENDPOINT_URL"),
         "region": os.environ.get("AWS_REGION"),
@@ -93,3 +105,37 @@ def wait_for_file(event, context):
     while not os.path.exists(event["path"]) and time.monotonic() < deadline:
         time.sleep(0.01)
     return {"env_id": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]}
+
+
+def storage(event, context):
+    """Write ``mb`` MB to /tmp and one byte into the code directory; report errnos."""
+    import errno
+
+    out = {"tmp_entries": sorted(os.listdir("/tmp"))}
+    try:
+        with open("/tmp/fill", "wb") as fh:
+            for _ in range(int(event["mb"])):
+                fh.write(b"\0" * 2**20)
+        out["tmp"] = "ok"
+    except OSError as exc:
+        out["tmp"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    finally:
+        if os.path.exists("/tmp/fill"):
+            os.remove("/tmp/fill")
+    try:
+        with open(os.path.join(os.environ["LAMBDA_TASK_ROOT"], "written-by-fn"), "w") as fh:
+            fh.write("x")
+        out["code_dir"] = "ok"
+    except OSError as exc:
+        out["code_dir"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    return out
+
+
+def hog_child(event, context):
+    """A child process allocates ``mb`` MB (the parent stays small)."""
+    import subprocess
+    import sys
+
+    code = f"b = bytearray({int(event['mb'])} * 2**20)\nimport time\ntime.sleep(5)\n"
+    subprocess.run([sys.executable, "-c", code], check=False)
+    return "survived"

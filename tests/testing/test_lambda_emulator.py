@@ -26,21 +26,16 @@ from lambdaflow.testing.lambda_emulator import LambdaEmulator
 HANDLERS_DIR = str(Path(__file__).resolve().parent)
 
 
-def lambda_client(endpoint_url: str):
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=60),
-    )
+def lambda_client(emu):
+    """boto3's lambda client, signed with the emulator's per-run key."""
+    return emu.client(config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
 
 
 @pytest.fixture(scope="module")
-def emulator():
+def emulator(tmp_path_factory):
     with LambdaEmulator(
         python_path=[HANDLERS_DIR],
+        shared_paths=[str(tmp_path_factory.getbasetemp())],
         memory_limit="rss",
         async_retry_delays_s=(0.05, 0.05),
     ) as emu:
@@ -49,7 +44,7 @@ def emulator():
 
 @pytest.fixture(scope="module")
 def client(emulator):
-    return lambda_client(emulator.endpoint_url)
+    return lambda_client(emulator)
 
 
 def new_function(emulator, handler: str, **kwargs) -> str:
@@ -207,7 +202,12 @@ def test_response_over_6_mb_is_a_function_error(emulator, client):
     resp, body = invoke(client, name, {"n": 7 * 1024 * 1024})
     assert resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "Function.ResponseSizeTooLarge"
-    assert invoke(client, name, {"n": 3})[1] == "xxx"  # the environment lives on
+    # as on AWS the environment exits; a fresh one serves the next invoke
+    assert invoke(client, name, {"n": 3})[1] == "xxx"
+    envs = [e for e in emulator.stats()["environments"] if e["function"] == name]
+    assert [e["state"] for e in envs] == ["dead", "returning"] or [
+        e["state"] for e in envs
+    ] == ["dead", "idle"]
 
 
 def test_log_tail_carries_the_handler_output(emulator, client):
@@ -223,9 +223,13 @@ def test_log_tail_carries_the_handler_output(emulator, client):
 def test_http_layer_chunked_expect_continue_and_bad_requests(emulator):
     host, port = emulator.endpoint_url.rsplit("/", 1)[1].split(":")
     body = json.dumps({"name": "chunked", "handler": "handlers.echo"}).encode()
+    auth = "".join(
+        f"{k}: {v}\r\n"
+        for k, v in sign(emulator, "POST", "/_emulator/functions", body).items()
+    ).encode()
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
-            b"POST /_emulator/functions HTTP/1.1\r\nHost: x\r\n"
+            b"POST /_emulator/functions HTTP/1.1\r\n" + auth +
             b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
         )
         assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
@@ -240,6 +244,131 @@ def test_http_layer_chunked_expect_continue_and_bad_requests(emulator):
         assert reply.startswith(b"HTTP/1.1 400") and b"Connection: close" in reply
         assert sock.recv(65536) == b""
     assert emulator.stats()["functions"]["chunked"]["invocations"] == 0
+
+
+def sign(emu, method: str, path: str, body: bytes, credential=None) -> dict:
+    """SigV4 headers (Host included) for a raw request to the emulator."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    cred = credential or emu.credentials
+    request = AWSRequest(method=method, url=emu.endpoint_url + path, data=body)
+    SigV4Auth(
+        Credentials(cred.access_key_id, cred.secret_access_key, cred.session_token),
+        "lambda",
+        "us-east-1",
+    ).add_auth(request)
+    return {"Host": emu.endpoint_url.split("//", 1)[1], **dict(request.headers.items())}
+
+
+def raw_post(emu, path: str, body: bytes, headers: dict) -> tuple[int, dict, bytes]:
+    import http.client
+
+    host, port = emu.endpoint_url.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_invoke_api_refuses_unsigned_and_foreign_requests(emulator, tmp_path):
+    """An unsigned POST carrying a task (fn_bytes) ran code before; now Lambda's 403s."""
+    import cloudpickle
+
+    from lambdaflow.testing.sigv4 import Credential
+
+    marker = tmp_path / "ran"
+    name = new_function(emulator, "record")
+    path = f"/2015-03-31/functions/{name}/invocations"
+    evil = json.dumps({
+        "path": str(marker), "marker": "evil",
+        "fn_bytes": base64.b64encode(cloudpickle.dumps(print)).decode(),
+    }).encode()  # fmt: skip
+    status, headers, body = raw_post(emulator, path, evil, {})
+    assert status == 403
+    assert headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    stranger = Credential.generate("stranger")
+    status, headers, _ = raw_post(
+        emulator, path, evil, sign(emulator, "POST", path, evil, stranger)
+    )
+    assert (status, headers["x-amzn-ErrorType"]) == (403, "UnrecognizedClientException")
+    forged = Credential(emulator.credentials.access_key_id, "x" * 40)  # right id, wrong key
+    status, headers, _ = raw_post(
+        emulator, path, evil, sign(emulator, "POST", path, evil, forged)
+    )
+    assert (status, headers["x-amzn-ErrorType"]) == (403, "InvalidSignatureException")
+    good = sign(emulator, "POST", path, b'{"path": "x", "marker": "y"}')
+    status, headers, _ = raw_post(emulator, path, evil, good)  # body swapped after signing
+    assert (status, headers["x-amzn-ErrorType"]) == (403, "InvalidSignatureException")
+    with pytest.raises(ClientError, match="UnrecognizedClientException"):
+        boto3.client(
+            "lambda", endpoint_url=emulator.endpoint_url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        ).invoke(FunctionName=name, Payload=evil)  # fmt: skip
+    assert not marker.exists()
+    assert emulator.stats()["functions"][name]["invocations"] == 0
+
+
+def test_runtime_api_answers_only_its_own_environment(emulator, client, tmp_path):
+    """Knowing an environment's Runtime API port is not enough to take its invocations."""
+    import http.client
+
+    name = new_function(emulator, "wait_for_file", timeout_s=20)
+    release = tmp_path / "release"
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(invoke(client, name, {"path": str(release)})[1])
+    )
+    thread.start()
+    try:
+        wait_until(
+            lambda: emulator.stats()["functions"][name]["busy"] == 1, "a busy environment"
+        )
+        env = next(
+            e for e in emulator.stats()["environments"] if e["function"] == name
+        )
+        host, port = env["runtime_api"].split(":")
+        for method, target in (
+            ("GET", "/2018-06-01/runtime/invocation/next"),
+            ("POST", "/2018-06-01/runtime/invocation/whatever/response"),
+        ):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request(method, target, body=b"{}" if method == "POST" else None)
+            resp = conn.getresponse()
+            assert resp.status == 403, (method, resp.status)
+            assert b"AccessDeniedException" in resp.read()
+            conn.close()
+    finally:
+        release.write_text("go")
+        thread.join(30)
+    assert result["env_id"].endswith(env["env_id"])  # the real runtime got its answer
+    assert emulator.stats()["functions"][name]["runtime_refused"] == 2
+
+
+def test_reserved_environment_keys_are_refused(emulator, client):
+    name = new_function(emulator, "echo")
+    for variables in ({"AWS_ACCESS_KEY_ID": "x"}, {"AWS_REGION": "eu-west-1", "OK": "1"}):
+        with pytest.raises(ClientError, match="reserved keys") as info:
+            client.update_function_configuration(
+                FunctionName=name, Environment={"Variables": variables}
+            )
+        assert info.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    with pytest.raises(ClientError, match="AWS_SESSION_TOKEN"):
+        client.create_function(
+            FunctionName="reserved-keys", Role="arn:aws:iam::123456789012:role/r",
+            PackageType="Image", Code={"ImageUri": "x"},
+            Environment={"Variables": {"AWS_SESSION_TOKEN": "t"}},
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="reserved keys"):
+        emulator.create_function("reserved-py", env={"_HANDLER": "x"})
+    client.update_function_configuration(
+        FunctionName=name, Environment={"Variables": {"HANDLER_EXTRA": "updated"}}
+    )
+    assert invoke(client, name)[1]["extra"] == "updated"
 
 
 def test_unknown_function_is_resource_not_found(client):
@@ -321,7 +450,7 @@ def test_rlimit_memory_limit_raises_memory_error_in_the_handler():
     ) as emu:
         emu.create_function("hog", handler="handlers.hog", memory_mb=128)
         resp, body = invoke(
-            lambda_client(emu.endpoint_url), "hog", {"mb": 2048, "hold_s": 0}
+            lambda_client(emu), "hog", {"mb": 2048, "hold_s": 0}
         )
     assert resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "MemoryError"
@@ -329,7 +458,7 @@ def test_rlimit_memory_limit_raises_memory_error_in_the_handler():
 
 def test_stop_leaves_no_processes_behind():
     emu = LambdaEmulator(python_path=[HANDLERS_DIR]).start()
-    client = lambda_client(emu.endpoint_url)
+    client = lambda_client(emu)
     emu.create_function("busy", handler="handlers.sleep", timeout_s=30)
     emu.create_function("idle", handler="handlers.echo")
     invoke(client, "idle")
@@ -351,7 +480,7 @@ def test_emulator_process_has_the_same_api_and_its_environments_die_with_it():
     emu = EmulatorProcess(python_path=[HANDLERS_DIR]).start()
     try:
         emu.create_function("f", handler="handlers.sleep", timeout_s=0.5)
-        client = lambda_client(emu.endpoint_url)
+        client = lambda_client(emu)
         assert "FunctionError" not in invoke(client, "f", {"seconds": 0})[0]
         assert invoke(client, "f", {"seconds": 5})[1]["errorType"] == "Sandbox.Timedout"
         body = invoke(client, "f", {"seconds": 0})[1]
@@ -382,3 +511,146 @@ def _gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_tmp_follows_ephemeral_storage_and_code_dir_is_read_only(tmp_path):
+    with LambdaEmulator(python_path=[HANDLERS_DIR], task_root=str(tmp_path)) as emu:
+        client = lambda_client(emu)
+        (tmp_path / "outside-marker").write_text("host /tmp is not the function's")
+        client.create_function(
+            FunctionName="storage", Role="arn:aws:iam::123456789012:role/r",
+            PackageType="Image", Code={"ImageUri": "x"},
+            ImageConfig={"Command": ["handlers.storage"]}, MemorySize=256, Timeout=60,
+            EphemeralStorage={"Size": 512},
+        )  # fmt: skip
+        within = invoke(client, "storage", {"mb": 400})[1]
+        beyond = invoke(client, "storage", {"mb": 600})[1]
+        client.update_function_configuration(
+            FunctionName="storage", EphemeralStorage={"Size": 1024}
+        )
+        with pytest.raises(ClientError, match="EphemeralStorage"):
+            client.update_function_configuration(
+                FunctionName="storage", EphemeralStorage={"Size": 20480}
+            )
+    assert within["tmp"] == "ok" and beyond.get("tmp") == "ENOSPC", (within, beyond)
+    assert within["code_dir"] == "EROFS"
+    assert not (tmp_path / "written-by-fn").exists()
+    # /tmp is private: only the (shared) task root shows through
+    assert "outside-marker" not in within["tmp_entries"]
+
+
+def test_memory_limit_covers_child_processes(emulator, client):
+    name = new_function(emulator, "hog_child", memory_mb=128, timeout_s=20)
+    resp, body = invoke(client, name, {"mb": 400})
+    assert resp.get("FunctionError") == "Unhandled", body
+    assert body["errorType"] == "Runtime.OutOfMemory"
+
+
+def test_account_pool_is_shared_and_429_names_its_cause(tmp_path):
+    """Lambda's account model: reserved functions own their share; the others share
+    the rest; each 429 says which limit was hit."""
+    release = tmp_path / "release"
+    with LambdaEmulator(
+        python_path=[HANDLERS_DIR], account_concurrency=3, min_unreserved=1,
+        shared_paths=[str(tmp_path)],
+    ) as emu:  # fmt: skip
+        client = lambda_client(emu)
+        for name in ("tier-a", "tier-b", "reserved"):
+            emu.create_function(name, handler="handlers.wait_for_file", timeout_s=20)
+        client.put_function_concurrency(
+            FunctionName="reserved", ReservedConcurrentExecutions=1
+        )
+        with pytest.raises(ClientError, match="below its minimum value of \\[1\\]"):
+            client.put_function_concurrency(
+                FunctionName="tier-a", ReservedConcurrentExecutions=2
+            )
+        threads = [
+            threading.Thread(
+                target=invoke, args=(client, n, {"path": str(release)})
+            )
+            for n in ("tier-a", "tier-b", "reserved")
+        ]
+        for t in threads:
+            t.start()
+        wait_until(
+            lambda: sum(f["busy"] for f in emu.stats()["functions"].values()) == 3,
+            "three busy environments",
+        )
+        reasons = {}
+        for name in ("tier-a", "reserved"):
+            with pytest.raises(ClientError) as info:
+                invoke(client, name, {"path": str(release)})
+            reasons[name] = info.value.response["Reason"]
+        release.write_text("go")
+        for t in threads:
+            t.join(30)
+        # tier-a's idle environment is reclaimed when tier-b needs the pool's last slot
+        invoke(client, "tier-b", {"path": str(release)})
+        invoke(client, "tier-b", {"path": str(release)})
+    assert reasons == {
+        "tier-a": "ConcurrentInvocationLimitExceeded",
+        "reserved": "ReservedFunctionConcurrentInvocationLimitExceeded",
+    }
+
+
+def test_idle_environments_are_reclaimed(tmp_path):
+    with LambdaEmulator(python_path=[HANDLERS_DIR], idle_timeout_s=0.5) as emu:
+        client = lambda_client(emu)
+        emu.create_function("idle", handler="handlers.echo")
+        first = invoke(client, "idle")[1]["env_id"]
+        wait_until(
+            lambda: emu.stats()["functions"]["idle"]["idle_reclaimed"] == 1, "a reclaim"
+        )
+        assert emu.stats()["functions"]["idle"]["environments"] == 0
+        assert invoke(client, "idle")[1]["env_id"] != first  # a cold start again
+
+
+def test_async_events_honour_retry_attempts_and_maximum_age(tmp_path):
+    path = tmp_path / "log"
+    with LambdaEmulator(
+        python_path=[HANDLERS_DIR], async_retry_delays_s=(0.05, 0.05),
+        shared_paths=[str(tmp_path)],
+    ) as emu:  # fmt: skip
+        client = lambda_client(emu)
+        emu.create_function("once", handler="handlers.record")
+        client.put_function_event_invoke_config(
+            FunctionName="once", MaximumRetryAttempts=0, MaximumEventAgeInSeconds=60
+        )
+        event = {"path": str(path), "marker": "m", "fail": True}
+        client.invoke(
+            FunctionName="once", InvocationType="Event", Payload=json.dumps(event)
+        )
+        wait_until(lambda: emu.stats()["functions"]["once"]["async_dropped"] == 1, "drop")
+        with pytest.raises(ClientError, match="MaximumRetryAttempts"):
+            client.put_function_event_invoke_config(
+                FunctionName="once", MaximumRetryAttempts=3
+            )
+    assert len(path.read_text().splitlines()) == 1  # no retry with 0 attempts
+
+
+def test_default_async_retry_schedule_is_lambdas():
+    from lambdaflow.testing.lambda_emulator import LambdaEmulator as Emu
+
+    emu = Emu()
+    assert emu._options["async_retry_delays_s"] == (60.0, 120.0)
+
+
+def test_async_events_older_than_the_maximum_age_are_dropped(tmp_path):
+    """An event queued behind a busy environment longer than MaximumEventAgeInSeconds
+    is dropped, not run (the API's minimum is 60 s; the test shortens it in place)."""
+    release, log = tmp_path / "release", tmp_path / "log"
+    with LambdaEmulator(python_path=[HANDLERS_DIR], shared_paths=[str(tmp_path)]) as emu:
+        client = lambda_client(emu)
+        emu.create_function("aged", handler="handlers.wait_for_file", concurrency=1,
+                            timeout_s=20)  # fmt: skip
+        emu._call(lambda: setattr(emu.core.functions["aged"].config, "max_event_age_s", 0.3))
+        holder = threading.Thread(target=invoke, args=(client, "aged", {"path": str(release)}))
+        holder.start()
+        wait_until(lambda: emu.stats()["functions"]["aged"]["busy"] == 1, "a busy env")
+        client.invoke(FunctionName="aged", InvocationType="Event",
+                      Payload=json.dumps({"path": str(log)}))  # fmt: skip
+        time.sleep(0.6)  # the event ages past 0.3 s while the only environment is busy
+        release.write_text("go")
+        holder.join(30)
+        wait_until(lambda: emu.stats()["functions"]["aged"]["async_expired"] == 1, "expiry")
+        assert emu.stats()["functions"]["aged"]["invocations"] == 1

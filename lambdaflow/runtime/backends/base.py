@@ -15,9 +15,9 @@ A backend never raises for a task's failure: the future's result says what happe
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from typing import Any, Callable, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 from lambdaflow.runtime.store.base import Store
 from lambdaflow.runtime.task import TaskMessage, TaskResult, TaskSpec
@@ -37,7 +37,10 @@ class Backend(Protocol):
         ...
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> Store:
+        """The backend's store. Every concrete backend keeps it in a plain attribute,
+        which the driver replaces with a SignedStore over it (api.py)."""
+        ...
 
     def submit(self, msg: TaskMessage) -> Future[TaskResult]: ...
 

@@ -33,9 +33,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from lambdaflow import config as config_mod
 from lambdaflow.errors import (
@@ -52,6 +52,7 @@ from lambdaflow.runtime.owner import OwnerClient, WaitFn
 from lambdaflow.runtime.refs import ObjectRef
 from lambdaflow.runtime.scheduler import Scheduler
 from lambdaflow.runtime.store.base import Store
+from lambdaflow.runtime.store.signed import SignedStore
 from lambdaflow.runtime.task import TaskMessage, TaskResult
 
 if TYPE_CHECKING:
@@ -59,15 +60,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_PATIENCE_S = 10.0
-_BACKENDS: dict[tuple, LambdaBackend] = {}  # one per warm environment and settings
+_BACKENDS: dict[tuple, LambdaBackend] = {}  # per (settings, job) in a warm environment
+_BACKENDS_KEPT = 4
 _BACKENDS_LOCK = threading.Lock()
 _POLL_MAX_S = 0.5
 
 
-def _lambda_backend(settings: dict, job_id: str) -> LambdaBackend:
-    key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+def _lambda_backend(settings: dict, job_id: str, job_key: bytes | None) -> LambdaBackend:
+    """The warm environment's LambdaBackend for these settings and this job: its store is
+    signed under the job's key (what it spills, the children read through
+    ``integrity.task_store``). The last few jobs' backends are kept warm; older ones are
+    shut down."""
+    key = (tuple(sorted((k, str(v)) for k, v in settings.items())), job_id)
     with _BACKENDS_LOCK:
-        backend = _BACKENDS.get(key)
+        backend = _BACKENDS.pop(key, None)
         if backend is None:
             from lambdaflow.runtime.backends.aws_lambda import LambdaBackend
 
@@ -80,7 +86,12 @@ def _lambda_backend(settings: dict, job_id: str) -> LambdaBackend:
             fields = set(config_mod.Config.valid_names())
             cfg = config_mod.Config(backend="lambda", stats_path="", **{
                 k: v for k, v in settings.items() if k in fields})
-            backend = _BACKENDS[key] = _InWorker(cfg, job_id)
+            backend = _InWorker(cfg, job_id)
+            if job_key is not None:
+                backend.store = SignedStore(backend.store, job_key)  # type: ignore[assignment]
+        _BACKENDS[key] = backend  # most recently used last
+        while len(_BACKENDS) > _BACKENDS_KEPT:
+            _BACKENDS.pop(next(iter(_BACKENDS))).shutdown()
         return backend
 
 
@@ -94,7 +105,7 @@ class NestedBackend:
 
     def __init__(self, inner: LambdaBackend, limit: int) -> None:
         self.inner = inner
-        self.store = inner.store
+        self.store = inner.store  # signed under the job's key (_lambda_backend)
         self.pool = TaskThreads(limit, self._invoke, "lambdaflow-nested")
 
     def _invoke(self, msg: TaskMessage) -> TaskResult:
@@ -208,7 +219,8 @@ class NestedClient(OwningClient):
             settings = dict(self.message.nested.get("lambda") or {})
             depth = int(self.message.nested.get("depth", 0))
             limit = max(1, int(settings.get("max_concurrency", 1)) - depth - 1)
-            backend = NestedBackend(_lambda_backend(settings, self.job_id), limit)
+            backend = NestedBackend(
+                _lambda_backend(settings, self.job_id, self.message.job_key), limit)
             nested = {"depth": depth + 1,
                       "max_retries": self.message.nested.get("max_retries", 3),
                       "lambda": settings}
@@ -217,7 +229,8 @@ class NestedClient(OwningClient):
                               eager_delete=False, export=True, nested=nested,
                               max_lineage_bytes=int(settings.get("max_lineage_bytes",
                                                                  64 * 1024 * 1024)),
-                              name="lambdaflow-nested", known=self.known)
+                              name="lambdaflow-nested", known=self.known,
+                              job_key=self.message.job_key)
             self._owner = _NestedOwner(self, sched, backend, settings, depth)
         return self._owner
 

@@ -30,9 +30,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Callable
 
 from lambdaflow.errors import BackendError
 from lambdaflow.runtime.dagstate import Reply

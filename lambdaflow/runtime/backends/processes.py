@@ -42,8 +42,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 
@@ -293,9 +294,10 @@ class ProcessesBackend:
                 for entry in list(self._queue):  # likely wait for them (work-stealing
                     if entry.taken:  # spreads them when others have room)
                         continue
-                    p = self._origin.pop(entry.msg.task_id, None)
-                    if p is not None and not p.dead and not p.blocked and self._take(entry):
-                        sends.setdefault(p, []).append(entry)
+                    origin = self._origin.pop(entry.msg.task_id, None)
+                    if (origin is not None and not origin.dead and not origin.blocked
+                            and self._take(entry)):
+                        sends.setdefault(origin, []).append(entry)
             ready = sorted((p for p in self._procs if not p.dead and not p.blocked),
                            key=lambda p: len(p.inflight))
             for p in ready:

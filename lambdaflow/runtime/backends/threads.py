@@ -21,9 +21,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Callable
 
 from lambdaflow.runtime import keys
 from lambdaflow.runtime.backends.base import TaskHost

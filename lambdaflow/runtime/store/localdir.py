@@ -3,8 +3,15 @@
 Each key is a file under the root (``<root>/<job>/obj/<id>``). Writes go to a temporary
 file that is renamed into place, so a key either holds a whole value or does not exist;
 ``get`` maps large objects copy-on-write (no copy; writable, page-aligned arrays) and
-reads small ones into a 64-byte aligned buffer. The default
-root is on ``/dev/shm`` (memory-backed) when it exists and has room, else the temp dir.
+reads small ones into a 64-byte aligned buffer.
+
+The default root is per user: ``/dev/shm/lambdaflow-<uid>`` (memory-backed) when /dev/shm
+exists and has room, else ``<tempdir>/lambdaflow-<uid>``. Every directory lambdaflow
+makes is 0700 and files are 0600. A root is checked before use (``private_dir``): it must
+be a real directory owned by this user that no one else can write; one that another
+user created first, or that is group/world-writable, is refused (``ConfigError``), since
+whoever controls it could swap the files of every run under it. /dev/shm and /tmp are
+sticky, so once the directory is ours no one else can rename or remove it.
 """
 
 from __future__ import annotations
@@ -12,31 +19,75 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 
-from lambdaflow.errors import ObjectLostError
+from lambdaflow.errors import ConfigError, ObjectLostError
 from lambdaflow.runtime.store.base import Data, Readable, buffers
 from lambdaflow.serialization import aligned_buffer
 
 MMAP_MIN = 256 * 1024  # whole-object reads at least this big are memory-mapped
+PRIVATE = 0o700
+SHM_DIR = "/dev/shm"
 
 
 def default_root() -> str:
-    shm = "/dev/shm"
+    """The per-user base directory of local stores, created 0700 and checked."""
+    base = tempfile.gettempdir()
     try:
-        st = os.statvfs(shm)
-        if st.f_bavail * st.f_frsize > 1 << 30 and os.access(shm, os.W_OK):
-            return os.path.join(shm, "lambdaflow")
+        st = os.statvfs(SHM_DIR)
+        if st.f_bavail * st.f_frsize > 1 << 30 and os.access(SHM_DIR, os.W_OK):
+            base = SHM_DIR
     except OSError:
         pass
-    return os.path.join(tempfile.gettempdir(), "lambdaflow")
+    return private_dir(os.path.join(base, f"lambdaflow-{os.geteuid()}"))
+
+
+def private_dir(path: str) -> str:
+    """Create ``path`` with mode 0700 if it is missing (its parents as needed) and check
+    it: a directory, not a symlink, owned by this user, writable by no one else.
+    Returns ``path``; raises ConfigError naming the problem and the fix."""
+    make_dirs(os.path.dirname(path))
+    try:
+        os.mkdir(path, PRIVATE)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    fix = ("remove it (as its owner or root) or point lambdaflow elsewhere with "
+           "store_dir=... / LAMBDAFLOW_STORE_DIR")
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(
+            f"local store directory {path} is not a plain directory (a symlink or a file "
+            f"there could redirect every run's files); {fix}")
+    if st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"local store directory {path} belongs to uid {st.st_uid}, not to this user "
+            f"(uid {os.geteuid()}): whoever owns it could swap the files of every run "
+            f"under it, so lambdaflow will not use it; {fix}")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"local store directory {path} is writable by its group or by everyone (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}): others could swap its files; make it private "
+            f"with `chmod 700 {path}`, or {fix}")
+    return path
+
+
+def make_dirs(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)`` with every directory it creates 0700
+    (``makedirs``' own mode reaches only the last one)."""
+    if not path or os.path.isdir(path):
+        return
+    make_dirs(os.path.dirname(path))
+    try:
+        os.mkdir(path, PRIVATE)
+    except FileExistsError:
+        pass
 
 
 class LocalDirStore:
     def __init__(self, root: str | None = None) -> None:
-        self.root = os.path.abspath(root or default_root())
-        os.makedirs(self.root, exist_ok=True)
+        self.root = private_dir(os.path.realpath(root or default_root()))
         self.uri = f"file://{self.root}"
         self._dirs: set[str] = set()
 
@@ -53,7 +104,7 @@ class LocalDirStore:
         path = self._path(key)
         parent = os.path.dirname(path)
         if parent not in self._dirs:
-            os.makedirs(parent, exist_ok=True)
+            make_dirs(parent)
             self._dirs.add(parent)
         tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
         bufs = buffers(data)

@@ -13,10 +13,13 @@ State and flow::
       ├─ delete(key) ──────────────► DeleteObject
       └─ delete_prefix(p) ─────────► ListObjectsV2 pages → DeleteObjects in 1000s
 
+The client comes from :mod:`lambdaflow.aws` (endpoint, region, credentials; botocore
+retries off, a pool of ``max_pool_connections``), unless one is passed in.
+
 Every store key is joined under ``prefix`` (``"lambdaflow/" + "<job>/obj/<id>"``); the
 store never invents key names (``lambdaflow.runtime.keys`` does). ``put`` of a list of
 buffers never joins them (except below 64 KiB): request bodies are read straight from the
-caller's buffers through :class:`_BuffersReader`, part by part for multipart uploads.
+caller's buffers through :class:`BuffersReader`, part by part for multipart uploads.
 ``get`` reads the body into one preallocated ``bytearray`` of ``ContentLength`` bytes.
 
 Retries: botocore's own retries are off (``total_max_attempts=1``) so the whole budget is
@@ -38,7 +41,6 @@ lock; read them with :meth:`S3Store.counters`.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -46,13 +48,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from lambdaflow import aws
+from lambdaflow.aws import AwsSettings
 from lambdaflow.errors import BackendError, ConfigError, ObjectLostError
 from lambdaflow.runtime.store.base import Data, buffers
-from lambdaflow.runtime.store.s3_io import _BodyError, _BuffersReader, _read_body
+from lambdaflow.runtime.store.s3_io import BodyError, BuffersReader, read_body
 
 try:
     from botocore import exceptions as bx
-except ImportError:  # pragma: no cover - depends on the install; make_client explains
+except ImportError:  # pragma: no cover - depends on the install; aws.client explains
     bx = None
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,6 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB
-#: Environment variables naming an S3 endpoint (moto, MinIO, LocalStack); first wins.
-ENDPOINT_ENV_VARS = ("LAMBDAFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 #: Error codes meaning "try again later" (besides any HTTP status >= 500).
 # fmt: off
 RETRYABLE_CODES = frozenset({
@@ -94,8 +96,7 @@ class S3Store:
         prefix: str = "lambdaflow/",
         *,
         client: Any = None,
-        region: str | None = None,
-        endpoint_url: str | None = None,
+        settings: AwsSettings | None = None,
         max_attempts: int = 5,
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
@@ -119,7 +120,6 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.uri = f"s3://{bucket}/{self.prefix}"
-        self.endpoint_url = endpoint_url
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -130,23 +130,24 @@ class S3Store:
             ("bytes_read", "bytes_written", "requests", "retries"), 0
         )
         self._bucket_checked = False
-        self.client = client or make_client(
-            region=region,
-            endpoint_url=endpoint_url,
-            max_pool_connections=max_pool_connections,
+        self.client = client or aws.client(
+            "s3", settings, attempts=1, pool=max_pool_connections, read_timeout=60.0
+        )
+        #: where the client sends requests (its meta), for error messages
+        self.endpoint_url: str | None = getattr(
+            getattr(self.client, "meta", None), "endpoint_url", None
         )
 
     @classmethod
     def from_uri(cls, uri: str, **kwargs: Any) -> S3Store:
-        """The store for ``s3://bucket/prefix``. Without ``endpoint_url`` the endpoint
-        comes from ``LAMBDAFLOW_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3`` (else AWS)."""
+        """The store for ``s3://bucket/prefix``. Without ``client`` or ``settings`` the
+        client follows :mod:`lambdaflow.aws`'s rules from the environment
+        (``LAMBDAFLOW_S3_ENDPOINT_URL``, then botocore's ``AWS_ENDPOINT_URL_S3``, ...)."""
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ConfigError(
                 f"store URI {uri!r} is not an S3 URI: expected s3://bucket/prefix/"
             )
-        if kwargs.get("endpoint_url") is None and kwargs.get("client") is None:
-            kwargs["endpoint_url"] = endpoint_from_env()
         return cls(parsed.netloc, parsed.path.lstrip("/"), **kwargs)
 
     def __repr__(self) -> str:
@@ -173,7 +174,7 @@ class S3Store:
                     Key=self._full(key),
                     Body=b"".join(views)
                     if size <= _SMALL_PUT
-                    else _BuffersReader(views, 0, size),
+                    else BuffersReader(views, 0, size),
                     ContentLength=size,
                 ),
             )
@@ -204,27 +205,37 @@ class S3Store:
                 if _code(exc) in ("InvalidRange", "416"):  # start past the end: empty
                     return bytearray()
                 raise
-            return _read_body(resp["Body"], int(resp["ContentLength"]))
+            return read_body(resp["Body"], int(resp["ContentLength"]))
 
         out = self._call("GetObject", key, get_once)
         self._count(bytes_read=len(out))
         return out
 
     def exists(self, key: str) -> bool:
-        def head_once() -> bool:
+        """HeadObject; when S3 answers 403 (it does for a missing key unless the caller
+        may list the whole bucket, and the worker role may list only its prefix), or
+        on the first miss (HEAD says 404 for a missing bucket too), a ListObjectsV2
+        of exactly this key decides: the prefix-limited ListBucket allows that one."""
+        full = self._full(key)
+
+        def head_once() -> bool | None:
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+                self.client.head_object(Bucket=self.bucket, Key=full)
                 return True
             except bx.ClientError as exc:
                 if _code(exc) in _MISSING_KEY:
                     return False
+                if _status(exc) == 403 or _code(exc) in ("AccessDenied", "403"):
+                    return None  # missing, or really forbidden: ask the listing
                 raise
 
+        def list_once() -> bool:
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1)
+            return any(obj["Key"] == full for obj in page.get("Contents", []))
+
         found = self._call("HeadObject", key, head_once)
-        if not found and not self._bucket_checked:  # HEAD says 404 for no bucket too
-            self._call(
-                "HeadBucket", "", lambda: self.client.head_bucket(Bucket=self.bucket)
-            )
+        if found is None or (not found and not self._bucket_checked):
+            found = self._call("ListObjectsV2", key, list_once)  # NoSuchBucket raises
             self._bucket_checked = True
         return found
 
@@ -256,13 +267,13 @@ class S3Store:
             keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
             for i in range(0, len(keys), size):
                 batch = keys[i : i + size]
-                resp = self._call(
-                    "DeleteObjects",
-                    prefix,
-                    lambda b=batch: self.client.delete_objects(
+
+                def delete_batch(b: list[dict[str, str]] = batch) -> Any:
+                    return self.client.delete_objects(
                         Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}
-                    ),
-                )
+                    )
+
+                resp = self._call("DeleteObjects", prefix, delete_batch)
                 if resp.get("Errors"):
                     err = resp["Errors"][0]
                     raise BackendError(
@@ -326,16 +337,16 @@ class S3Store:
             parts = []
             for number, offset in enumerate(range(0, size, part_size), start=1):
                 n = min(part_size, size - offset)
-                resp = self._call(
-                    "UploadPart",
-                    key,
-                    lambda number=number, offset=offset, n=n: self.client.upload_part(
+
+                def upload(number: int = number, offset: int = offset, n: int = n) -> Any:
+                    return self.client.upload_part(
                         PartNumber=number,
-                        Body=_BuffersReader(views, offset, offset + n),
+                        Body=BuffersReader(views, offset, offset + n),
                         ContentLength=n,
                         **common,
-                    ),
-                )
+                    )
+
+                resp = self._call("UploadPart", key, upload)
                 # Keep the part checksums botocore added: Complete must repeat them.
                 parts.append(
                     {"PartNumber": number, "ETag": resp["ETag"]}
@@ -397,7 +408,8 @@ class S3Store:
         """Raise the typed error for a ClientError that retrying will not fix."""
         code, status = _code(exc), _status(exc)
         if code == "NoSuchBucket" or (op == "HeadBucket" and status == 404):
-            where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+            custom = self.endpoint_url and not aws.is_aws_endpoint(self.endpoint_url)
+            where = f" at {self.endpoint_url}" if custom else ""
             raise ConfigError(
                 f"S3 bucket {self.bucket!r} does not exist{where}: create it with "
                 f"`lambdaflow deploy` or `aws s3 mb s3://{self.bucket}`"
@@ -423,58 +435,9 @@ class S3Store:
             ) from exc
 
 
-def endpoint_from_env() -> str | None:
-    """The S3 endpoint named by the environment, or None for AWS itself."""
-    return next((os.environ[n] for n in ENDPOINT_ENV_VARS if os.environ.get(n)), None)
-
-
-def make_client(
-    *,
-    region: str | None = None,
-    endpoint_url: str | None = None,
-    max_pool_connections: int = 64,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-    **client_kwargs: Any,
-) -> Any:
-    """A boto3 S3 client with botocore retries off (S3Store owns the retry budget),
-    kept-alive connections sized for the invoker pool, and path-style addressing for
-    custom endpoints (moto, MinIO). ``client_kwargs`` (``aws_access_key_id``,
-    ``region_name``, ...) go to ``boto3.client``."""
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "the S3 store needs boto3: pip install 'lambdaflow[aws]'"
-        ) from exc
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": 1},
-        max_pool_connections=max_pool_connections,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        tcp_keepalive=True,
-        s3={"addressing_style": "path"} if endpoint_url else None,
-    )
-    region = (
-        region
-        or client_kwargs.pop("region_name", None)
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or "us-east-1"
-    )
-    return boto3.session.Session().client(
-        "s3",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=config,
-        **client_kwargs,
-    )
-
-
 #: Errors below the HTTP status line, all retried: connection refused / reset / closed,
 #: connect and read timeouts, a body cut short or failing its checksum.
-_TRANSIENT: tuple[type[Exception], ...] = (_BodyError,) + tuple(
+_TRANSIENT: tuple[type[Exception], ...] = (BodyError,) + tuple(
     getattr(bx, name)
     for name in ("ConnectionError", "HTTPClientError", "IncompleteReadError",
                  "FlexibleChecksumError")

@@ -8,11 +8,11 @@ import io
 from typing import Any
 
 
-class _BodyError(Exception):
+class BodyError(Exception):
     """A response body shorter or longer than its Content-Length (retried)."""
 
 
-def _read_body(body: Any, length: int) -> bytearray:
+def read_body(body: Any, length: int) -> bytearray:
     """Read exactly ``length`` bytes of a streaming body into one new bytearray."""
     out = bytearray(length)
     view = memoryview(out)
@@ -21,11 +21,11 @@ def _read_body(body: Any, length: int) -> bytearray:
         while got < length:
             n = body.readinto(view[got:])
             if not n:
-                raise _BodyError(f"response body ended after {got} of {length} bytes")
+                raise BodyError(f"response body ended after {got} of {length} bytes")
             got += n
         # One more read lets botocore verify length and checksum at the end of stream.
         if body.readinto(bytearray(1)):
-            raise _BodyError(
+            raise BodyError(
                 f"response body is longer than its Content-Length {length}"
             )
     finally:
@@ -33,7 +33,7 @@ def _read_body(body: Any, length: int) -> bytearray:
     return out
 
 
-class _BuffersReader(io.RawIOBase):
+class BuffersReader(io.RawIOBase):
     """A seekable read-only file over bytes ``[start, end)`` of a list of buffers, so a
     request body is sent from the caller's buffers without joining them."""
 

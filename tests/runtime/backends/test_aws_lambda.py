@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import lambdaflow as lf
+from lambdaflow.errors import LambdaThrottledError
 from lambdaflow.testing.moto_server import FAKE_CREDENTIALS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -40,13 +41,14 @@ def crash():
 
 @pytest.fixture(scope="module")
 def small_aws():
-    """A function with reserved concurrency 2 and a 3 s timeout."""
+    """A function with reserved concurrency 2 and a 6 s timeout (short, but above a cold
+    first task on a loaded machine)."""
     from lambdaflow.testing.aws_local import local_aws
 
     saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
     os.environ.update(FAKE_CREDENTIALS)
     try:
-        with local_aws(concurrency=2, timeout_s=3, python_path=[ROOT]) as aws:
+        with local_aws(concurrency=2, timeout_s=6, python_path=[ROOT]) as aws:
             yield aws
     finally:
         for k, v in saved.items():
@@ -136,8 +138,9 @@ def test_no_credentials_is_one_clear_line(small_aws, fresh, monkeypatch, tmp_pat
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    config = {k: v for k, v in small_aws.config.items() if not k.startswith("aws_")}
     with pytest.raises(lf.ConfigError, match="no AWS credentials"):
-        lf.init(backend="lambda", **small_aws.config)
+        lf.init(backend="lambda", **config)
 
 
 @lf.remote
@@ -163,3 +166,296 @@ def test_memory_mb_routes_to_the_smallest_fitting_tier(small_aws, fresh):
         assert lf.get(memory_size.options(memory_mb=2000).remote()) == 3008
         with pytest.raises(lf.ConfigError, match="largest deployed tier"):
             lf.get(memory_size.options(memory_mb=9000).remote())
+
+
+# ---------------------------------------------------------------- issue 13 and 12.10
+
+
+def make_function(aws, name: str, *, timeout: int = 30, concurrency: int | None = None,
+                  handler: str = "lambdaflow.runtime.lambda_entry.lambda_handler") -> str:
+    """A function on the emulator, as local_aws creates its own (idempotent)."""
+    from lambdaflow.testing.aws_local import LOCAL_IMAGE_URI, LOCAL_ROLE
+
+    lam = aws.client("lambda")
+    try:
+        lam.create_function(
+            FunctionName=name, Role=LOCAL_ROLE, PackageType="Image",
+            Code={"ImageUri": LOCAL_IMAGE_URI}, ImageConfig={"Command": [handler]},
+            Timeout=timeout, MemorySize=1769,
+            Environment={"Variables": {**aws.function_env(), "PYTHONPATH": ROOT}},
+        )
+    except lam.exceptions.ResourceConflictException:
+        pass
+    if concurrency is not None:
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=concurrency)
+    return name
+
+
+def counters(aws, name: str) -> dict:
+    return aws.emulator.stats()["functions"][name]
+
+
+def settle(aws, name: str, timeout: float = 30.0) -> dict:
+    """The function's counters once none of its environments is busy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = counters(aws, name)
+        if c["busy"] == 0:
+            return c
+        time.sleep(0.1)
+    return counters(aws, name)
+
+
+def test_read_timeout_is_a_task_timeout_and_runs_once(small_aws, fresh):
+    """Issue 13.1: with the client timeout below the task's length the body ran 20 times
+    (5 re-sends x 4 attempts) and the error said "could not reach Lambda"."""
+    name = make_function(small_aws, "slowpoke", timeout=30)
+    cfg = dict(small_aws.config, function_name=name, invoke_timeout_s=2)
+    with lf.init(backend="lambda", **cfg):
+        before = settle(small_aws, name)["invocations"]
+        with pytest.raises(lf.TaskTimeoutError, match="not re-sent"):
+            lf.get(nap.remote(1, 5))  # max_retries=3 by default
+        after = settle(small_aws, name)["invocations"]
+    assert after - before == 1
+
+
+def test_read_timeout_follows_the_function_configuration(small_aws, fresh):
+    from lambdaflow import limits
+    from lambdaflow.runtime.backends.aws_lambda import READ_MARGIN_S
+    from lambdaflow.runtime.lambda_deadline import HARD_STOP_GRACE_S
+
+    name = make_function(small_aws, "slowpoke", timeout=30)
+    with lf.init(backend="lambda", **dict(small_aws.config, function_name=name)) as rt:
+        fn = rt.backend._function(name)
+        assert fn.timeout_s == 30  # what CreateFunction set, read back
+        allowance = limits.INIT_ALLOWANCE_S + READ_MARGIN_S
+        assert rt.backend.read_timeout(fn) == 30 + allowance
+        assert rt.backend.read_timeout(fn, 2) == 2 + HARD_STOP_GRACE_S + allowance
+
+
+def test_throttling_past_the_budget_is_a_typed_error(small_aws, fresh):
+    """Issue 13.3: throttling retried forever. Past retry_budget_s it is a
+    LambdaThrottledError naming the function, its and the account's concurrency."""
+    name = make_function(small_aws, "tight", concurrency=1)
+    cfg = dict(small_aws.config, function_name=name, retry_budget_s=1.0, max_concurrency=4)
+    with lf.init(backend="lambda", **cfg):
+        refs = [nap.options(max_retries=0).remote(i, 3) for i in range(2)]
+        outcomes = []
+        for ref in refs:
+            try:
+                outcomes.append(lf.get(ref))
+            except lf.BackendError as exc:
+                outcomes.append(exc)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(errors) == 1 and isinstance(errors[0], LambdaThrottledError)
+    text = str(errors[0])
+    assert "'tight'" in text and "Reserved concurrency: 1" in text
+    assert "account concurrency: 1000" in text and "retry_budget_s" in text
+    assert errors[0].reserved == 1 and errors[0].account == 1000
+
+
+def test_reserved_concurrency_zero_fails_at_once(small_aws, fresh):
+    name = make_function(small_aws, "frozen", concurrency=0)
+    before = counters(small_aws, name)["throttles"]
+    with pytest.raises(LambdaThrottledError, match="reserved concurrency 0"):
+        lf.init(backend="lambda", **dict(small_aws.config, function_name=name))
+    assert counters(small_aws, name)["throttles"] - before == 1
+
+
+def test_nothing_is_invoked_after_shutdown(small_aws, fresh):
+    """Issue 13.3: throttled invocations kept being sent after shutdown()."""
+    name = make_function(small_aws, "tight2", concurrency=1)
+    cfg = dict(small_aws.config, function_name=name, retry_budget_s=120, max_concurrency=4)
+    rt = lf.init(backend="lambda", **cfg)
+    [nap.remote(i, 2) for i in range(4)]  # one runs, three are throttled and retry
+    deadline = time.monotonic() + 20
+    while counters(small_aws, name)["throttles"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rt.shutdown()
+    c = counters(small_aws, name)
+    time.sleep(2.5)
+    c2 = settle(small_aws, name)
+    assert (c2["invocations"], c2["throttles"]) == (c["invocations"], c["throttles"])
+
+
+def test_5xx_and_resource_not_ready_are_retried(small_aws, fresh, monkeypatch):
+    from tests.runtime.backends.netfixtures import ForwardProxy
+
+    proxy = ForwardProxy()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with lf.init(backend="lambda", **small_aws.config):
+            n = len(proxy.invocations())
+            proxy.inject("/invocations", 503, "ServiceException", 1)
+            proxy.inject("/invocations", 502, "ResourceNotReadyException", 1)
+            assert lf.get(echo.remote(5)) == 5
+            assert len(proxy.invocations()) - n == 3  # two answered by the faults
+            proxy.inject("/invocations", 502, "KMSAccessDeniedException", 1)
+            with pytest.raises(lf.BackendError, match="KMSAccessDeniedException"):
+                lf.get(echo.remote(6))
+    finally:
+        proxy.close()
+
+
+def test_tasks_and_the_ping_follow_http_proxy_and_no_proxy(small_aws, fresh, monkeypatch):
+    """Issue 13.2: the ping went through boto3 (proxy honoured), tasks did not."""
+    from tests.runtime.backends.netfixtures import ForwardProxy
+
+    proxy = ForwardProxy()
+    try:
+        for var in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        with lf.init(backend="lambda", **small_aws.config):
+            assert len(proxy.invocations()) == 1  # the version ping
+            assert lf.get(echo.remote(1)) == 1
+            assert len(proxy.invocations()) == 2
+        assert any("/configuration" in u for _, u in proxy.seen)  # control plane too
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        seen = len(proxy.seen)
+        with lf.init(backend="lambda", **small_aws.config):
+            assert lf.get(echo.remote(2)) == 2
+        assert len(proxy.seen) == seen
+    finally:
+        proxy.close()
+
+
+def test_https_endpoint_through_a_tunnel_with_aws_ca_bundle(small_aws, fresh, monkeypatch,
+                                                            tmp_path):
+    from tests.runtime.backends.netfixtures import ForwardProxy, TlsRelay, make_ca
+
+    ca, cert, key = make_ca(tmp_path)
+    port = int(small_aws.emulator.endpoint_url.rsplit(":", 1)[1])
+    relay, proxy = TlsRelay(port, cert, key), ForwardProxy()
+    try:
+        for var in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "REQUESTS_CA_BUNDLE"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
+        cfg = dict(small_aws.config, lambda_endpoint_url=relay.url)
+        with lf.init(backend="lambda", **cfg):
+            assert lf.get(echo.remote(3)) == 3
+        tunnels = [u for m, u in proxy.seen if m == "CONNECT"]
+        assert tunnels and set(tunnels) == {relay.url.removeprefix("https://")}
+        monkeypatch.delenv("AWS_CA_BUNDLE")  # the system store does not know the test CA
+        with pytest.raises(lf.LambdaflowError, match="(?i)certificate"):
+            lf.init(backend="lambda", **cfg)
+    finally:
+        lf.shutdown()
+        relay.close()
+        proxy.close()
+
+
+def test_a_worker_of_another_python_is_refused_with_the_variant_to_deploy(small_aws, fresh):
+    """Issue 13.6: the ping compares Python minor, cloudpickle and lambdaflow."""
+    import platform
+
+    name = make_function(small_aws, "oldworker",
+                         handler="tests.runtime.backends.handlers.old_worker")
+    with pytest.raises(lf.ConfigError) as info:
+        lf.init(backend="lambda", **dict(small_aws.config, function_name=name))
+    text = str(info.value)
+    minor = ".".join(platform.python_version_tuple()[:2])
+    assert f"Python 3.9.18 (the driver runs {platform.python_version()})" in text
+    assert "cloudpickle 2.2.1" in text and "lambdaflow 0.0.1" in text
+    assert "image variant py3.9" in text and f"variant 'py{minor}'" in text
+    name = make_function(small_aws, "preworker",
+                         handler="tests.runtime.backends.handlers.pre_variant_worker")
+    with pytest.raises(lf.ConfigError, match="cloudpickle unknown"):
+        lf.init(backend="lambda", **dict(small_aws.config, function_name=name))
+
+
+@lf.remote
+def raise_big(n):
+    raise ValueError("x" * n)
+
+
+def test_a_7mb_error_message_is_a_value_error_and_runs_once(small, small_aws):
+    """Issue 13.4: it was a "response too large" WorkerCrashedError, run 4 times."""
+    name = small_aws.config["function_name"]
+    before = settle(small_aws, name)["invocations"]
+    with pytest.raises(ValueError) as info:
+        lf.get(raise_big.remote(7 * 1024 * 1024))
+    assert isinstance(info.value, lf.TaskError)
+    assert not isinstance(info.value, lf.WorkerCrashedError)
+    assert "characters cut by lambdaflow" in str(info.value)
+    assert settle(small_aws, name)["invocations"] - before == 1
+
+
+@lf.remote
+def stuck_in_c(seconds):
+    """Stands in for a C call that does not return to the interpreter: SIGALRM is
+    blocked, and the sleep releases the GIL."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    return "slept"
+
+
+def test_timeout_s_is_enforced_in_the_worker(small_aws, fresh):
+    """Issue 12.10: a timeout_s=1 task that sleeps 30 s returned its value."""
+    name = make_function(small_aws, "patient", timeout=60)
+    with lf.init(backend="lambda", **dict(small_aws.config, function_name=name)):
+        with pytest.raises(lf.TaskTimeoutError, match="timeout_s=1") as info:
+            lf.get(nap.options(timeout_s=1).remote(1, 30))
+        assert "did not return to Python" not in str(info.value)  # the soft stop did it
+        assert lf.get(nap.options(timeout_s=10).remote(2, 0.1)) == 2
+        with pytest.raises(lf.TaskTimeoutError, match="did not return to Python"):
+            lf.get(stuck_in_c.options(timeout_s=1).remote(30))
+        assert lf.get(echo.remote(3)) == 3  # a fresh environment took over
+
+
+# ------------------------------------------------------------ payload spill paths
+
+
+@lf.remote
+def total(*parts):
+    return sum(int(p.sum()) for p in parts)
+
+
+def test_inline_dependencies_over_the_request_limit_run_end_to_end(small_aws, fresh):
+    name = make_function(small_aws, "patient", timeout=60)
+    with lf.init(backend="lambda", **dict(small_aws.config, function_name=name)):
+        parts = [lf.put(np.full(7_000, i, dtype=np.int64)) for i in range(120)]  # 56 kB each
+        assert lf.get(total.remote(*parts)) == sum(7_000 * i for i in range(120))
+
+
+def test_describe_says_where_and_how_without_secrets(small_aws, fresh, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    cfg = dict(small_aws.config)  # the stand-ins verify SigV4: their own per-run key
+    key, secret = cfg["aws_access_key_id"], cfg["aws_secret_access_key"]
+    with lf.init(backend="lambda", **cfg) as rt:
+        info = rt.backend.describe()
+    assert info["function"] == small_aws.config["function_name"]
+    assert info["lambda_endpoint"] == small_aws.emulator.endpoint_url
+    assert info["s3_endpoint"] == small_aws.moto.endpoint_url
+    assert info["function_timeout_s"] == 6 and info["reserved_concurrency"] == 2
+    assert info["account_concurrency"] == 1000 and info["keepalive_idle_s"] < 60
+    assert secret not in repr(info) and key not in repr(info)
+
+
+def test_credentials_in_the_config_are_enough_and_stay_out_of_messages(small_aws, fresh,
+                                                                        monkeypatch, tmp_path):
+    """Credentials can travel with the config (issue 10.3): with none in the
+    environment or ~/.aws, the config's own reach the backend and its store; no task
+    payload carries them."""
+    for k in list(os.environ):
+        if k.startswith("AWS_") and k != "AWS_DEFAULT_REGION":
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    cfg = dict(small_aws.config)  # carries the stand-ins' per-run key (they verify SigV4)
+    key, secret = cfg["aws_access_key_id"], cfg["aws_secret_access_key"]
+    with lf.init(backend="lambda", **cfg) as rt:
+        assert lf.get(echo.remote(np.arange(3))).tolist() == [0, 1, 2]
+        from lambdaflow.runtime.task import TaskMessage
+
+        msg = TaskMessage(job_id=rt.job_id, task_id="c", name="t", fn_key="fn/x", args=b"a",
+                          store_uri=rt.backend.store.uri)
+        payload = rt.backend.payload(msg)
+        assert secret.encode() not in payload and key.encode() not in payload
+        assert secret not in repr(rt.config)

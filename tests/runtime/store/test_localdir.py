@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
+
 import numpy as np
 import pytest
 
-from lambdaflow.errors import ObjectLostError
+import lambdaflow as lf
+from lambdaflow.errors import ConfigError, ObjectLostError
 from lambdaflow.runtime.store import open_store
-from lambdaflow.runtime.store.localdir import LocalDirStore
+from lambdaflow.runtime.store.localdir import LocalDirStore, default_root
 from lambdaflow.runtime.store.memory import MemoryStore
 
 
@@ -54,3 +59,84 @@ def test_localdir_rejects_escaping_keys(tmp_path):
     s = LocalDirStore(str(tmp_path))
     with pytest.raises(ValueError):
         s.put("../evil", b"x")
+
+
+# -- private directories (issue 14.3) ---------------------------------------------------
+
+OTHER_UID = 54321  # a user that is not us: as root, os.chown simulates them
+
+
+@pytest.fixture
+def shm(tmp_path, monkeypatch):
+    """A stand-in for /dev/shm (sticky and world-writable, as the real one)."""
+    from lambdaflow.runtime.store import localdir
+
+    path = tmp_path / "shm"
+    path.mkdir()
+    os.chmod(path, 0o1777)
+    monkeypatch.setattr(localdir, "SHM_DIR", str(path), raising=False)
+    return path
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_default_root_is_per_user_and_private(shm):
+    root = default_root()
+    assert root == str(shm / f"lambdaflow-{os.geteuid()}")
+    assert mode(root) == 0o700 and os.lstat(root).st_uid == os.geteuid()
+    store = LocalDirStore(os.path.join(root, "run-x"))
+    store.put("job/obj/a", b"v")
+    for d in (store.root, os.path.join(store.root, "job"), os.path.join(store.root, "job/obj")):
+        assert mode(d) == 0o700, d
+    assert mode(os.path.join(store.root, "job/obj/a")) == 0o600
+
+
+def test_temp_dir_fallback_is_private_too(tmp_path, monkeypatch):
+    from lambdaflow.runtime.store import localdir
+
+    monkeypatch.setattr(localdir, "SHM_DIR", str(tmp_path / "no-shm-here"), raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    root = default_root()
+    assert root == str(tmp_path / f"lambdaflow-{os.geteuid()}") and mode(root) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another uid")
+def test_a_root_another_user_created_first_is_refused(shm):
+    squatted = shm / f"lambdaflow-{os.geteuid()}"
+    squatted.mkdir(mode=0o700)
+    os.chown(squatted, OTHER_UID, OTHER_UID)
+    with pytest.raises(ConfigError, match=f"belongs to uid {OTHER_UID}") as info:
+        default_root()
+    assert str(squatted) in str(info.value) and "LAMBDAFLOW_STORE_DIR" in str(info.value)
+    with pytest.raises(ConfigError, match="belongs to uid"):  # and through the backend
+        lf.init(backend="processes", num_workers=1)
+    assert os.listdir(squatted) == []  # nothing was written into it
+
+
+@pytest.mark.parametrize("bad_mode", [0o777, 0o770, 0o702])
+def test_a_root_others_can_write_is_refused(shm, bad_mode):
+    root = shm / f"lambdaflow-{os.geteuid()}"
+    root.mkdir()
+    os.chmod(root, bad_mode)
+    with pytest.raises(ConfigError, match="writable by its group or by everyone"):
+        default_root()
+    with pytest.raises(ConfigError, match="chmod 700"):
+        LocalDirStore(str(root))
+
+
+def test_a_symlinked_root_is_refused(shm, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    os.symlink(elsewhere, shm / f"lambdaflow-{os.geteuid()}")
+    with pytest.raises(ConfigError, match="not a plain directory"):
+        default_root()
+
+
+def test_processes_run_directory_is_private(shm, fresh):
+    with lf.init(backend="processes", num_workers=1) as rt:
+        root = rt.backend.store.root
+        assert os.path.dirname(root) == str(shm / f"lambdaflow-{os.geteuid()}")
+        assert mode(root) == 0o700
+        assert lf.get(lf.put(np.zeros(100_000))).sum() == 0  # the workers accept it too

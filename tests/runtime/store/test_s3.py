@@ -15,8 +15,9 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
+from lambdaflow import aws
 from lambdaflow.errors import BackendError, ConfigError, ObjectLostError
-from lambdaflow.runtime.store.s3 import MiB, S3Store, make_client
+from lambdaflow.runtime.store.s3 import MiB, S3Store
 from lambdaflow.testing.moto_server import MotoServer
 
 BUCKET = "lf-test-store"
@@ -39,10 +40,20 @@ def store(moto):
     )
 
 
+def _settings(endpoint_url: str, moto: MotoServer) -> aws.AwsSettings:
+    creds = moto.client_kwargs
+    return aws.AwsSettings(
+        region=moto.region,
+        endpoints=(("s3", endpoint_url),),
+        access_key_id=creds["aws_access_key_id"],
+        secret_access_key=creds["aws_secret_access_key"],
+        session_token=creds["aws_session_token"],
+    )
+
+
 def _client(endpoint_url: str, moto: MotoServer):
     """A client configured as S3Store configures its own, with moto's credentials."""
-    kwargs = dict(moto.client_kwargs, endpoint_url=endpoint_url)
-    return make_client(**kwargs)
+    return aws.client("s3", _settings(endpoint_url, moto), attempts=1)
 
 
 # -- a fault-injecting proxy -------------------------------------------------------------
@@ -148,7 +159,6 @@ def proxy_store(moto):
             BUCKET,
             prefix=f"p-{uuid.uuid4().hex[:8]}/",
             client=_client(proxy.endpoint_url, moto),
-            endpoint_url=proxy.endpoint_url,
             max_attempts=max_attempts,
             backoff_base=0.001,
             backoff_cap=0.01,
@@ -324,7 +334,7 @@ def test_no_credentials_is_config_error(moto, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    store = S3Store(BUCKET, endpoint_url=moto.endpoint_url)
+    store = S3Store(BUCKET, settings=aws.AwsSettings(endpoints=(("s3", moto.endpoint_url),)))
     with pytest.raises(ConfigError) as info:
         store.get("j/obj/a")
     assert "no AWS credentials" in str(info.value)
@@ -402,7 +412,7 @@ def test_buffers_reader_reads_any_range_of_any_split():
     import io
     import random
 
-    from lambdaflow.runtime.store.s3 import _BuffersReader
+    from lambdaflow.runtime.store.s3_io import BuffersReader
 
     rng = random.Random(0)
     bufs = [bytes(rng.getrandbits(8) for _ in range(n)) for n in (0, 5, 17, 1, 30)]
@@ -410,7 +420,7 @@ def test_buffers_reader_reads_any_range_of_any_split():
     for _ in range(500):
         a = rng.randint(0, len(full))
         b = rng.randint(a, len(full))
-        reader = _BuffersReader(views, a, b)
+        reader = BuffersReader(views, a, b)
         assert len(reader) == b - a
         chunks = []
         while chunk := reader.read(rng.choice([1, 3, 7, 100, -1])):
