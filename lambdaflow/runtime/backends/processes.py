@@ -8,8 +8,9 @@
 One IO thread owns every pipe and every ``_Proc``: it assigns queued tasks to workers
 with room, writes batches (non-blocking, buffered), reads results and requests. Other
 threads reach it only through ``submit`` (the queue) and ``_call`` (a callable run on
-the IO thread). A worker gets up to ``depth`` tasks ahead, adapted to how long tasks
-take (deep for tiny tasks, 1 for long ones). Values above the inline limit go through a
+the IO thread). A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by
+each function's measured duration (deep for tiny tasks; nothing queued behind a long or
+not yet measured one). Values above the inline limit go through a
 ``LocalDirStore`` (on /dev/shm when possible), never through pipes.
 
 Tasks inside a worker call the API through its pipe (``process_client``): the driver
@@ -67,6 +68,9 @@ from lambdaflow.runtime.task import (
 log = logging.getLogger(__name__)
 MAX_DEPTH = 64
 QUEUED_WORK_S = 0.01  # how much work (by recent task durations) to keep queued per worker
+YIELD_WAIT_S = 0.05  # longest wait for a blocked worker's YIELD before dealing others out
+UNMEASURED_S = 1.0  # a function not timed yet: never queued behind, nothing behind it
+MAX_FUNCTIONS_TIMED = 4096
 IDLE_S = 1.0  # a temporary worker idle this long exits
 
 
@@ -112,6 +116,9 @@ class _Proc:
         self.routes: dict[int, set[str]] = {}  # request -> task ids it waits for
         self.idle_since = time.monotonic()
         self.revoking = False  # a REVOKE is unanswered
+        #: monotonic time until which this worker's YIELD is awaited: it was told it is
+        #: blocked while it held queued tasks, which it hands back at once
+        self.yield_due = 0.0
         self.revoked_at = 0.0
 
     def __hash__(self) -> int:  # the borrower token of this process
@@ -164,6 +171,7 @@ class ProcessesBackend:
         self._woken = False
         self._closing = False
         self._avg_s = 0.05
+        self._fn_avg: dict[str, float] = {}  # function key -> recent duration (s)
         self._started = 0
         self._warned_cap = False
         self._procs = [self._spawn(temporary=False) for _ in range(self.num_workers)]
@@ -267,8 +275,19 @@ class ProcessesBackend:
                 fn = self._calls.popleft()
             fn()
 
-    def _depth(self) -> int:
-        return max(1, min(MAX_DEPTH, int(QUEUED_WORK_S / max(self._avg_s, 1e-6)) + 1))
+    def _fits(self, p: _Proc, entry: _Entry, sends: dict[_Proc, list]) -> bool:
+        """Whether a subtask may go back to its submitter ``p``: nothing is queued there
+        beyond the tasks it is running (the submitter, likely to wait for it), or what
+        is queued plus ``entry`` is at most QUEUED_WORK_S of expected work."""
+        running = {seq for seq, _ in p.stack.entries()}
+        ahead = [e for seq, e in p.inflight.items() if seq not in running]
+        ahead += sends.get(p, [])
+        return not ahead or sum(map(self._cost, ahead)) + self._cost(entry) <= QUEUED_WORK_S
+
+    def _cost(self, entry: _Entry) -> float:
+        """Seconds ``entry`` is expected to run: its function's recent average, or
+        UNMEASURED_S for a function not seen finishing yet."""
+        return self._fn_avg.get(entry.msg.fn_key, UNMEASURED_S)
 
     def _take(self, entry: _Entry) -> bool:
         """(Under the lock) claim a queued entry; False if it was cancelled meanwhile."""
@@ -289,36 +308,52 @@ class ProcessesBackend:
                 entry = self._queued[tid]
                 if self._take(entry):
                     inline.append((p, req, entry))
-            depth = self._depth()
             if self._origin:  # a task's subtasks go back to its worker, which will
                 for entry in list(self._queue):  # likely wait for them (work-stealing
                     if entry.taken:  # spreads them when others have room)
                         continue
                     origin = self._origin.pop(entry.msg.task_id, None)
                     if (origin is not None and not origin.dead and not origin.blocked
-                            and self._take(entry)):
+                            and self._fits(origin, entry, sends) and self._take(entry)):
                         sends.setdefault(origin, []).append(entry)
-            ready = sorted((p for p in self._procs if not p.dead and not p.blocked),
-                           key=lambda p: len(p.inflight))
+            # A worker that just blocked hands its queued tasks back within a moment;
+            # until then nothing else is dealt out, so they keep their place in line.
+            now = time.monotonic()
+            yielding = any(p.yield_due > now and not p.dead for p in self._procs)
+            ready = [] if yielding else sorted(
+                (p for p in self._procs if not p.dead and not p.blocked),
+                key=lambda p: len(p.inflight))
             for p in ready:
-                room = depth - len(p.inflight)
-                while room > 0 and self._queue:
-                    entry = self._queue.popleft()
-                    if entry.taken or not self._take(entry):
-                        continue  # routed inline already, or cancelled while queued
+                # Queue ahead only as much work as QUEUED_WORK_S, by each function's own
+                # measured duration: a quick task never waits behind a long (or not yet
+                # measured) one in a worker's queue while another worker could run it.
+                n = len(p.inflight)
+                work = sum(self._cost(e) for e in p.inflight.values())
+                while self._queue and n < MAX_DEPTH:
+                    entry = self._queue[0]
+                    if entry.taken:  # routed inline already
+                        self._queue.popleft()
+                        continue
+                    cost = self._cost(entry)
+                    if n and work + cost > QUEUED_WORK_S:
+                        break
+                    self._queue.popleft()
+                    if not self._take(entry):
+                        continue  # cancelled while queued
                     sends.setdefault(p, []).append(entry)
-                    room -= 1
+                    n, work = n + 1, work + cost
                 if not self._queue:
                     break
             while self._queue and self._queue[0].taken:
                 self._queue.popleft()
-            backlog = bool(self._queued)
+            backlog = bool(self._queued) and not yielding
         for p, req, entry in inline:
             self._send_tasks(p, [entry], req)
         for p, entries in sends.items():
             self._send_tasks(p, entries)
         if backlog:
-            self._grow()
+            if self._grow():
+                self._assign()  # give the new worker its tasks now, not at the next wake-up
         else:
             self._steal()
 
@@ -338,18 +373,19 @@ class ProcessesBackend:
             p.outbuf += data
             self._flush(p)
 
-    def _grow(self) -> None:
-        """Tasks wait and workers are blocked: start a temporary worker."""
+    def _grow(self) -> bool:
+        """Tasks wait and workers are blocked: start a temporary worker (True if so)."""
         working = sum(1 for p in self._procs if not p.dead and not p.blocked)
         if working >= self.num_workers or self._closing:
-            return
+            return False
         if len(self._procs) >= self.max_workers:
             if not self._warned_cap:
                 self._warned_cap = True
                 log.warning("processes backend: %d workers are running, most blocked in "
                             "get()/wait(); not starting more (max_workers)", len(self._procs))
-            return
+            return False
         self._procs.append(self._spawn(temporary=True))
+        return True
 
     def _steal(self) -> None:
         """A worker has room while another holds queued tasks behind one that has run
@@ -411,7 +447,12 @@ class ProcessesBackend:
             if entry is None:
                 continue
             result = TaskResult.from_list(result_fields)
-            self._avg_s = 0.8 * self._avg_s + 0.2 * (result.stats.get("duration_s") or 0.0)
+            took = result.stats.get("duration_s") or 0.0
+            self._avg_s = 0.8 * self._avg_s + 0.2 * took
+            fn, avg = entry.msg.fn_key, self._fn_avg
+            avg[fn] = took if fn not in avg else 0.7 * avg[fn] + 0.3 * took
+            if len(avg) > MAX_FUNCTIONS_TIMED:
+                avg.clear()
             entry.fut.set_result(result)
         if not p.inflight:
             p.idle_since = time.monotonic()
@@ -441,6 +482,7 @@ class ProcessesBackend:
             self._close_request(p, fields[1])
         elif kind == wire.YIELD:
             p.revoking = False
+            p.yield_due = 0.0
             with self._lock:
                 for seq in reversed(fields[1]):
                     entry = p.inflight.pop(seq, None)
@@ -478,6 +520,8 @@ class ProcessesBackend:
         if req in p.watches and not p.dead:
             if main:
                 p.blocked.add(req)
+                if len(p.inflight) > len(p.stack.entries()):
+                    p.yield_due = time.monotonic() + YIELD_WAIT_S
             self._send(p, wire.frame(wire.BLOCKED, req))
 
     def _reply(self, p: _Proc, req: int, settled: list) -> None:
@@ -553,6 +597,10 @@ class ProcessesBackend:
         """How long select may sleep: wake to check timeouts, and to steal queued tasks
         from behind a long one while some worker has room."""
         idle = any(not p.inflight and not p.blocked and not p.dead for p in self._procs)
+        now = time.monotonic()
+        due = [p.yield_due for p in self._procs if p.yield_due > now and not p.dead]
+        if due:
+            return min(due) - now
         for p in self._procs:
             if any(e.msg.options.get("timeout_s") for e in p.inflight.values()):
                 return 0.05

@@ -190,3 +190,30 @@ def test_blocked_workers_get_temporary_helpers(fresh):
         refs = [hold_then.remote("x", 0.5) for _ in range(4)]
         assert lf.get(refs, timeout=120) == [0.5] * 4
         assert rt.backend._started >= 2
+
+
+@lf.remote
+def first_done(delays):
+    """Submit one subtask per delay and return the index of the first to finish."""
+    refs = [nap_index.remote(i, d) for i, d in enumerate(delays)]
+    ready, _ = lf.wait(refs, num_returns=1, timeout=20)
+    return lf.get(ready[0]) if ready else None
+
+
+@lf.remote
+def nap_index(i, seconds):
+    time.sleep(seconds)
+    return i
+
+
+@pytest.mark.parametrize("delays", [[30, 0, 30], [0, 30, 30]])
+def test_a_quick_subtask_never_waits_behind_long_ones(fresh, delays):
+    """2 workers, a parent waiting for the first of three subtasks: the blocked parent
+    gives its slot back, so the first two subtasks start at once, in submission order
+    (as in Ray: the third waits for a free slot). Found: the temporary worker started
+    for them got no task until another worker's next message; a quick subtask could be
+    queued behind a long one; and the subtasks a blocked worker handed back lost their
+    place in line to later ones."""
+    with lf.init(backend="processes", num_workers=2):
+        # wait() gives up after 20 s, before any 30 s subtask could finish
+        assert lf.get(first_done.remote(delays), timeout=60) == delays.index(0)
