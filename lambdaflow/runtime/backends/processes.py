@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 MAX_DEPTH = 64
 QUEUED_WORK_S = 0.01  # how much work (by recent task durations) to keep queued per worker
 IDLE_S = 1.0  # a temporary worker idle this long exits
+EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exiting
 
 
 class _Entry:
@@ -624,7 +625,15 @@ class ProcessesBackend:
                 self._queued[entry.msg.task_id] = entry
 
     def _crashed(self, p: _Proc) -> None:
-        p.popen.poll()
+        """``p``'s process exited, or closed its pipe (it is exiting: a pipe closes
+        before the exit status exists, so wait a moment for the status, which names
+        the signal, rather than kill it and report our SIGKILL)."""
+        if p.dead:
+            return
+        try:
+            p.popen.wait(timeout=EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
         self._replace(p, f"worker process {p.popen.pid} died")
 
     def _kill(self, task_id: str) -> None:
