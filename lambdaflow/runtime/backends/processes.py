@@ -19,13 +19,24 @@ waits in ``get``/``wait`` gives its slot back: the worker hands back its queued 
 otherwise wait; the tasks it waits for are sent to it to run inline (INLINE) when they
 are queued here. Temporary workers beyond ``num_workers`` exit after idling IDLE_S.
 
-Crashes: each worker keeps its running stack and a result log in shared memory. When
-a process dies (os._exit, a signal, the OOM killer, ``exit()``) the results in its log
-complete their tasks, the tasks on its stack fail with CRASH (retried per
-``max_retries``), its other queued tasks are requeued without using an attempt, its
-borrowed refs are released, and a replacement starts. A task past its ``timeout_s``
-gets its worker killed and a TIMEOUT result; ``kill(task)`` (``cancel(force=True)``)
-kills the worker running it. All process handling is in ``_Proc`` and ``_replace``.
+Crashes: each worker keeps its running stack and a result log in shared memory. A
+death (os._exit, a signal, the OOM killer, ``exit()``) is seen from the process itself:
+its pidfd polls readable in the IO thread's select (without pidfd, a thread waits for
+it with ``waitid(WNOWAIT)``), so a helper that a task forked and that still holds the
+pipe open cannot hide it; EOF on the pipe counts too. Then what it sent before dying is
+read, the results in its log complete their tasks, the tasks on its stack fail with
+CRASH (retried per ``max_retries``), its other queued tasks are requeued without using
+an attempt, its borrowed refs are released, and a replacement starts. A task past its
+``timeout_s`` gets its worker killed and a TIMEOUT result; ``kill(task)``
+(``cancel(force=True)``) kills the worker running it. All process handling is in
+``_Proc`` and ``_replace``.
+
+No orphans (``process_life``): the IO thread forks every worker, and each worker dies
+with it (PDEATHSIG), exits when its pipe reaches EOF while a task runs, and ignores
+Ctrl-C. SIGTERM / SIGHUP of the driver kill the workers and remove the run directory
+(``_abandon``) before the process dies of the signal; a normal exit shuts down through
+api.py's atexit. A run directory that outlives its driver anyway (SIGKILL) is removed
+by the next runtime's sweep (``store/rundirs.py``).
 """
 
 from __future__ import annotations

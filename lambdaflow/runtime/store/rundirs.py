@@ -96,7 +96,7 @@ def claim(root: str) -> str:
 
 def sweep(root: str) -> list[str]:
     """Remove the run directories under ``root`` whose owner is gone; returns them."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(root)
     except OSError:

@@ -1,9 +1,12 @@
-"""processes backend: crashes, timeouts, replacement, the store for large values."""
+"""processes backend: crashes, timeouts, replacement, the store for large values, how
+workers are started (and what happens when they cannot be)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 
 import numpy as np
@@ -190,3 +193,38 @@ def test_blocked_workers_get_temporary_helpers(fresh):
         refs = [hold_then.remote("x", 0.5) for _ in range(4)]
         assert lf.get(refs, timeout=120) == [0.5] * 4
         assert rt.backend._started >= 2
+
+
+def _worker_pids() -> set[int]:
+    return {c.pid for c in psutil.Process().children(recursive=True)
+            if "process_worker" in " ".join(c.cmdline())}
+
+
+def test_workers_outlive_the_thread_that_started_the_runtime(fresh):
+    """PDEATHSIG fires when the thread that forked a worker ends: the IO thread forks
+    them, so a runtime started from a short-lived thread keeps its workers."""
+    box: list = []
+    starter = threading.Thread(target=lambda: box.append(lf.init(backend="processes",
+                                                                 num_workers=2)))
+    starter.start()
+    starter.join()
+    try:
+        first = _worker_pids()
+        assert len(first) == 2
+        time.sleep(0.5)  # a PDEATHSIG would have killed them by now
+        assert set(lf.get([pid.remote() for _ in range(20)], timeout=60)) <= first
+        assert box[0].backend._started == 2, "no worker had to be replaced"
+    finally:
+        box[0].shutdown()
+
+
+def test_workers_that_cannot_start_are_a_backend_error_and_leave_nothing(fresh, monkeypatch):
+    from lambdaflow.runtime.store.localdir import default_root
+
+    before = set(os.listdir(default_root()))
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(lf.BackendError, match="could not start its worker processes"):
+        lf.init(backend="processes", num_workers=2)
+    mine = {n for n in set(os.listdir(default_root())) - before
+            if n.startswith(f"run-{os.getpid()}-")}
+    assert not mine, f"run directories left: {mine}"
