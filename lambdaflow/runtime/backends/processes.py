@@ -143,13 +143,13 @@ class _Proc:
         return id(self)
 
     def close(self, kill: bool = False) -> None:
+        if kill and self.popen.poll() is None:
+            self.popen.kill()  # before the pipe closes: EOF would make it exit by itself
         for fd in (self.wfd, self.rfd):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        if kill and self.popen.poll() is None:
-            self.popen.kill()
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
