@@ -1,10 +1,13 @@
-"""A driver that a fault test kills: ``python -m tests.faults.driver MODE READY``.
+"""A driver that a fault test kills: ``python -m tests.faults.driver MODE READY [nopdeathsig]``.
 
 It starts the ``processes`` backend with 2 workers, keeps both busy (each task writes
 ``READY/busy-<pid>-*`` first) and then, by MODE:
 
     wait   blocks in ``get`` (the test kills it: SIGKILL, SIGTERM, Ctrl-C)
-    exit   returns from the script without ``shutdown()`` while the tasks run
+    exit   returns from the script without ``shutdown()`` while the tasks run, once a
+           line arrives on stdin (after the test has looked at its processes)
+
+``nopdeathsig``: the busy tasks clear their worker's PDEATHSIG first.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import lambdaflow as lf
 from tests.faults.tasks import busy
 
 
-def main(mode: str, ready: str) -> None:
+def main(mode: str, ready: str, pdeathsig: bool) -> None:
     lf.init(backend="processes", num_workers=2)  # no `with`, no shutdown()
-    refs = [busy.remote(ready, 300) for _ in range(2)]
+    refs = [busy.remote(ready, 300, pdeathsig) for _ in range(2)]
     deadline = time.monotonic() + 60
     while len(glob.glob(os.path.join(ready, "busy-*"))) < 2:
         if time.monotonic() > deadline:
@@ -29,7 +32,9 @@ def main(mode: str, ready: str) -> None:
     print("ready", flush=True)
     if mode == "wait":
         lf.get(refs)
+    else:
+        sys.stdin.readline()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:] != ["nopdeathsig"])

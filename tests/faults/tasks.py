@@ -96,8 +96,14 @@ def square(i: int) -> int:
 
 
 @lf.remote
-def busy(ready: str, seconds: float) -> int:
-    """Announce this worker's pid (a file under ``ready``), then stay busy."""
+def busy(ready: str, seconds: float, pdeathsig: bool = True) -> int:
+    """Announce this worker's pid (a file under ``ready``), then stay busy.
+    ``pdeathsig=False`` first clears the worker's PR_SET_PDEATHSIG, as on a system
+    without it: then only the worker's own watch on its pipe ends it with the driver."""
+    if not pdeathsig:
+        import ctypes
+
+        assert ctypes.CDLL(None).prctl(1, 0, 0, 0, 0) == 0  # PR_SET_PDEATHSIG, none
     _note(ready, "busy", os.getpid())
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -42,11 +42,13 @@ def _wait_until(check, what: str) -> None:
         time.sleep(0.05)
 
 
-def _start_driver(mode: str, ready: str) -> tuple[subprocess.Popen, list[int], list[str]]:
+def _start_driver(mode: str, ready: str, *extra: str
+                  ) -> tuple[subprocess.Popen, list[int], list[str]]:
     """A driver with two busy workers; returns it, its workers' pids, its run dirs."""
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tests.faults.driver", mode, ready], cwd=ROOT,
-        stdout=subprocess.PIPE, text=True, start_new_session=True,  # its own group
+        [sys.executable, "-m", "tests.faults.driver", mode, ready, *extra], cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a shell gives a job
     )
     try:
         assert driver.stdout is not None
@@ -86,6 +88,15 @@ def test_sigkilled_driver_leaves_no_worker_and_its_run_dir_is_swept(ready, fresh
         assert not os.path.exists(runs[0])
 
 
+def test_without_pdeathsig_busy_workers_still_end_with_the_driver(ready, fresh):
+    """Where PDEATHSIG is missing, the worker's watch on its pipe ends it: EOF (the
+    driver is gone) while a task runs means no one will read the result."""
+    driver, workers, runs = _start_driver("wait", ready, "nopdeathsig")
+    driver.kill()
+    driver.wait(timeout=LIMIT_S)
+    _assert_no_workers(workers)
+
+
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "exit"])
 def test_driver_ending_without_shutdown_cleans_up_itself(ready, how):
     driver, workers, runs = _start_driver("exit" if how == "exit" else "wait", ready)
@@ -93,6 +104,9 @@ def test_driver_ending_without_shutdown_cleans_up_itself(ready, how):
         driver.send_signal(signal.SIGTERM)
     elif how == "ctrl-c":
         os.killpg(driver.pid, signal.SIGINT)  # as a terminal does: the whole group
+    else:
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
     code = driver.wait(timeout=LIMIT_S)
     # Python ends an uncaught KeyboardInterrupt by dying of SIGINT, after atexit
     expected = {"sigterm": -signal.SIGTERM, "ctrl-c": -signal.SIGINT, "exit": 0}[how]
