@@ -20,13 +20,24 @@ waits in ``get``/``wait`` gives its slot back: the worker hands back its queued 
 otherwise wait; the tasks it waits for are sent to it to run inline (INLINE) when they
 are queued here. Temporary workers beyond ``num_workers`` exit after idling IDLE_S.
 
-Crashes: each worker keeps its running stack and a result log in shared memory. When
-a process dies (os._exit, a signal, the OOM killer, ``exit()``) the results in its log
-complete their tasks, the tasks on its stack fail with CRASH (retried per
-``max_retries``), its other queued tasks are requeued without using an attempt, its
-borrowed refs are released, and a replacement starts. A task past its ``timeout_s``
-gets its worker killed and a TIMEOUT result; ``kill(task)`` (``cancel(force=True)``)
-kills the worker running it. All process handling is in ``_Proc`` and ``_replace``.
+Crashes: each worker keeps its running stack and a result log in shared memory. A
+death (os._exit, a signal, the OOM killer, ``exit()``) is seen from the process itself:
+its pidfd polls readable in the IO thread's select (without pidfd, a thread waits for
+it with ``waitid(WNOWAIT)``), so a helper that a task forked and that still holds the
+pipe open cannot hide it; EOF on the pipe counts too. Then what it sent before dying is
+read, the results in its log complete their tasks, the tasks on its stack fail with
+CRASH (retried per ``max_retries``), its other queued tasks are requeued without using
+an attempt, its borrowed refs are released, and a replacement starts. A task past its
+``timeout_s`` gets its worker killed and a TIMEOUT result; ``kill(task)``
+(``cancel(force=True)``) kills the worker running it. All process handling is in
+``_Proc`` and ``_replace``.
+
+No orphans (``process_life``): the IO thread forks every worker, and each worker dies
+with it (PDEATHSIG), exits when its pipe reaches EOF while a task runs, and ignores
+Ctrl-C. SIGTERM / SIGHUP of the driver kill the workers and remove the run directory
+(``_abandon``) before the process dies of the signal; a normal exit shuts down through
+api.py's atexit. A run directory that outlives its driver anyway (SIGKILL) is removed
+by the next runtime's sweep (``store/rundirs.py``).
 """
 
 from __future__ import annotations
@@ -51,9 +62,11 @@ import cloudpickle
 
 from lambdaflow.errors import BackendError, LambdaflowError
 from lambdaflow.runtime import keys
+from lambdaflow.runtime.backends import process_life
 from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.backends.base import TaskHost
 from lambdaflow.runtime.futures import TaskFuture
+from lambdaflow.runtime.store import rundirs
 from lambdaflow.runtime.store.localdir import LocalDirStore, default_root
 from lambdaflow.runtime.task import (
     CANCELLED,
@@ -72,6 +85,7 @@ YIELD_WAIT_S = 0.05  # longest wait for a blocked worker's YIELD before dealing 
 UNMEASURED_S = 1.0  # a function not timed yet: never queued behind, nothing behind it
 MAX_FUNCTIONS_TIMED = 4096
 IDLE_S = 1.0  # a temporary worker idle this long exits
+EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exiting
 
 
 class _Entry:
@@ -98,14 +112,25 @@ class _Proc:
         self.rfd, from_worker_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
-             str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path],
-            pass_fds=(to_worker_r, from_worker_w), env=env, close_fds=True,
-        )
-        os.close(to_worker_r)
-        os.close(from_worker_w)
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
+                 str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path,
+                 str(os.getpid())],
+                pass_fds=(to_worker_r, from_worker_w), env=env, close_fds=True,
+            )
+        except BaseException:
+            for fd in (self.wfd, self.rfd):
+                os.close(fd)
+            self._remove_files()
+            raise
+        finally:
+            os.close(to_worker_r)
+            os.close(from_worker_w)
         os.set_blocking(self.wfd, False)
+        os.set_blocking(self.rfd, False)
+        #: readable once the process has exited (None: a thread waits for it instead)
+        self.exit_fd = process_life.exit_fd(self.popen.pid)
         self.inflight: collections.OrderedDict[int, _Entry] = collections.OrderedDict()
         self.outbuf = bytearray()
         self.inbuf = bytearray()
@@ -125,18 +150,24 @@ class _Proc:
         return id(self)
 
     def close(self, kill: bool = False) -> None:
+        if kill and self.popen.poll() is None:
+            self.popen.kill()  # before the pipe closes: EOF would make it exit by itself
         for fd in (self.wfd, self.rfd):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        if kill and self.popen.poll() is None:
-            self.popen.kill()
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         for f in (self.stack, self.log):
             f.close()
             try:
@@ -152,8 +183,13 @@ class ProcessesBackend:
     def __init__(self, num_workers: int | None = None, store_dir: str | None = None) -> None:
         self.num_workers = num_workers or os.cpu_count() or 1
         self.max_workers = max(32, 8 * self.num_workers)
-        self._root = store_dir or os.path.join(
-            default_root(), f"run-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self._pid = os.getpid()
+        if store_dir is None:
+            base = default_root()
+            self._root = rundirs.claim(base)  # with its owner, for later sweeps
+            rundirs.sweep(base)  # run directories of drivers that died
+        else:
+            self._root = store_dir
         self._own_root = store_dir is None
         self.store = LocalDirStore(self._root)
         self._shm_dir = os.path.join(self._root, ".workers")
@@ -174,13 +210,38 @@ class ProcessesBackend:
         self._fn_avg: dict[str, float] = {}  # function key -> recent duration (s)
         self._started = 0
         self._warned_cap = False
-        self._procs = [self._spawn(temporary=False) for _ in range(self.num_workers)]
+        # Workers are forked by the IO thread, which lives as long as this backend:
+        # their PDEATHSIG fires when the thread that forked them ends.
+        self._procs: list[_Proc] = []
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="lambdaflow-io", daemon=True)
         self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            if self._own_root:
+                shutil.rmtree(self._root, ignore_errors=True)
+            raise BackendError(f"the processes backend could not start its worker "
+                               f"processes: {self._start_error}") from self._start_error
+        process_life.on_fatal_signal(self, self._abandon)
 
     def _spawn(self, temporary: bool) -> _Proc:
         self._started += 1
-        return _Proc(self._started, self._shm_dir, temporary)
+        p = _Proc(self._started, self._shm_dir, temporary)
+        if p.exit_fd is None:  # no pidfd: a thread waits for the exit
+            threading.Thread(target=self._await_exit, args=(p,), daemon=True,
+                             name=f"lambdaflow-wait-{p.popen.pid}").start()
+        return p
+
+    def _await_exit(self, p: _Proc) -> None:
+        try:  # WNOWAIT: see the exit without reaping it (Popen does that)
+            os.waitid(os.P_PID, p.popen.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # reaped already
+        self._call(lambda: self._exited(p))
 
     # ------------------------------------------------------------------ public
     def attach(self, host: TaskHost) -> None:
@@ -205,6 +266,7 @@ class ProcessesBackend:
         if self._closing:
             return
         self._closing = True
+        process_life.on_fatal_signal(self, None)
         self._wake()
         self._thread.join(timeout=10)
         for p in self._procs:
@@ -218,6 +280,19 @@ class ProcessesBackend:
         for e in leftover:
             if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
                 e.fut.set_exception(BackendError("the runtime was shut down"))
+        if self._own_root:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+    def _abandon(self) -> None:
+        """This driver dies of a signal: kill every worker and remove the run directory
+        now. Takes no lock and waits for nothing (a signal handler runs it)."""
+        if os.getpid() != self._pid:
+            return  # a copy of this backend in a forked child: not its workers
+        for p in list(self._procs):
+            try:
+                p.popen.kill()
+            except OSError:
+                pass
         if self._own_root:
             shutil.rmtree(self._root, ignore_errors=True)
 
@@ -240,10 +315,21 @@ class ProcessesBackend:
     # --------------------------------------------------------------- IO thread
     def _loop(self) -> None:
         try:
+            for _ in range(self.num_workers):
+                self._procs.append(self._spawn(temporary=False))
+        except Exception as exc:  # e.g. out of file descriptors or processes
+            self._start_error = exc
+            for p in self._procs:
+                p.close(kill=True)
+            return
+        finally:
+            self._ready.set()
+        try:
             while not self._closing:
                 self._run_calls()
                 self._assign()
-                rlist = [self._wake_r] + [p.rfd for p in self._procs]
+                exits = {p.exit_fd: p for p in self._procs if p.exit_fd is not None}
+                rlist = [self._wake_r] + [p.rfd for p in self._procs] + list(exits)
                 wlist = [p.wfd for p in self._procs if p.outbuf]
                 r, w, _ = select.select(rlist, wlist, [], self._next_deadline())
                 if self._wake_r in r:
@@ -261,6 +347,9 @@ class ProcessesBackend:
                         self._flush(p)
                     if p.rfd in r and not p.dead:
                         self._read(p)
+                for fd in r:
+                    if fd in exits:
+                        self._exited(exits[fd])
                 self._check_timeouts()
                 self._retire_idle()
         except Exception:  # pragma: no cover - a bug here must not hang get() forever
@@ -426,20 +515,33 @@ class ProcessesBackend:
         except OSError:
             self._crashed(p)
 
-    def _read(self, p: _Proc) -> None:
+    def _read(self, p: _Proc) -> bool:
+        """Take in what ``p`` sent; False when nothing was there (or at EOF: the process
+        closed its end, so it is dying)."""
         try:
             data = os.read(p.rfd, 1 << 20)
+        except BlockingIOError:
+            return False
         except OSError:
             data = b""
         if not data:
             self._crashed(p)
-            return
+            return False
         p.inbuf += data
         for fields in wire.split_frames(p.inbuf):
             if fields[0] == wire.RESULTS:
                 self._results(p, fields[1])
             else:
                 self._request(p, fields)
+        return True
+
+    def _exited(self, p: _Proc) -> None:
+        """``p``'s process has exited (its pidfd polled readable, or the waiter thread
+        saw it). A helper it forked may still hold the pipe open, so EOF may never
+        come: take in what it sent before it died, then fail over."""
+        while not p.dead and self._read(p):
+            pass
+        self._crashed(p)
 
     def _results(self, p: _Proc, items: list) -> None:
         for seq, result_fields in items:
@@ -578,7 +680,15 @@ class ProcessesBackend:
                 self._queued[entry.msg.task_id] = entry
 
     def _crashed(self, p: _Proc) -> None:
-        p.popen.poll()
+        """``p``'s process exited, or closed its pipe (it is exiting: a pipe closes
+        before the exit status exists, so wait a moment for the status, which names
+        the signal, rather than kill it and report our SIGKILL)."""
+        if p.dead:
+            return
+        try:
+            p.popen.wait(timeout=EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
         self._replace(p, f"worker process {p.popen.pid} died")
 
     def _kill(self, task_id: str) -> None:

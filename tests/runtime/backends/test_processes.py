@@ -1,9 +1,12 @@
-"""processes backend: crashes, timeouts, replacement, the store for large values."""
+"""processes backend: crashes, timeouts, replacement, the store for large values, how
+workers are started (and what happens when they cannot be)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 
 import numpy as np
@@ -174,7 +177,10 @@ def test_cancel_with_force_kills_the_running_worker(procs, tmp_path):
     assert lf.cancel(running, force=True)
     with pytest.raises(lf.TaskCancelledError):
         lf.get(running, timeout=30)
-    psutil.Process(victim).wait(timeout=30)  # the worker was killed, not left running
+    try:  # the worker was killed, not left running (it may be reaped already)
+        psutil.Process(victim).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
     assert lf.get(nap.remote(0)) == 0
 
 
@@ -217,3 +223,38 @@ def test_a_quick_subtask_never_waits_behind_long_ones(fresh, delays):
     with lf.init(backend="processes", num_workers=2):
         # wait() gives up after 20 s, before any 30 s subtask could finish
         assert lf.get(first_done.remote(delays), timeout=60) == delays.index(0)
+
+
+def _worker_pids() -> set[int]:
+    return {c.pid for c in psutil.Process().children(recursive=True)
+            if "process_worker" in " ".join(c.cmdline())}
+
+
+def test_workers_outlive_the_thread_that_started_the_runtime(fresh):
+    """PDEATHSIG fires when the thread that forked a worker ends: the IO thread forks
+    them, so a runtime started from a short-lived thread keeps its workers."""
+    box: list = []
+    starter = threading.Thread(target=lambda: box.append(lf.init(backend="processes",
+                                                                 num_workers=2)))
+    starter.start()
+    starter.join()
+    try:
+        first = _worker_pids()
+        assert len(first) == 2
+        time.sleep(0.5)  # a PDEATHSIG would have killed them by now
+        assert set(lf.get([pid.remote() for _ in range(20)], timeout=60)) <= first
+        assert box[0].backend._started == 2, "no worker had to be replaced"
+    finally:
+        box[0].shutdown()
+
+
+def test_workers_that_cannot_start_are_a_backend_error_and_leave_nothing(fresh, monkeypatch):
+    from lambdaflow.runtime.store.localdir import default_root
+
+    before = set(os.listdir(default_root()))
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(lf.BackendError, match="could not start its worker processes"):
+        lf.init(backend="processes", num_workers=2)
+    mine = {n for n in set(os.listdir(default_root())) - before
+            if n.startswith(f"run-{os.getpid()}-")}
+    assert not mine, f"run directories left: {mine}"
