@@ -30,6 +30,7 @@ CPU has them): a 256-bit key and a 256-bit tag, forgery bounded by 2^-128 per tr
 from __future__ import annotations
 
 import hmac
+import mmap
 import struct
 from typing import Any
 
@@ -52,7 +53,7 @@ class SignedStore:
         self.inner = inner
         self.uri = inner.uri
         self._job_key = bytes(job_key)
-        self._template: Any = None  # the keyed HMAC state, made on first use
+        self._template: hmac.HMAC | None = None  # the keyed HMAC state, made on first use
 
     @property
     def job_key(self) -> bytes:
@@ -88,7 +89,8 @@ class SignedStore:
         return self.inner.put(key, views) - TAG_SIZE
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
-        blob = self.inner.get(key)
+        # Store.get is annotated bytearray, but LocalDirStore maps large objects (an mmap).
+        blob: bytearray | mmap.mmap = self.inner.get(key)
         with memoryview(blob) as whole:
             size = whole.nbytes - TAG_SIZE
             if size < 0:
@@ -104,6 +106,8 @@ class SignedStore:
             return blob
         # A memory map (LocalDirStore, large objects): a view without the tag, still
         # writable and zero-copy. Readers take any buffer (serialization.loads).
+        # The view is not the bytearray Store.get promises (base.py's annotation predates
+        # mapped reads); every reader takes any buffer.
         return memoryview(blob)[:size]  # type: ignore[return-value]
 
     def exists(self, key: str) -> bool:
