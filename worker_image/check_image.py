@@ -169,7 +169,8 @@ import os
 variant_env = os.environ.get("LAMBDAFLOW_IMAGE_VARIANT")
 
 # A real task through the handler: a histogram of a generated video's first chunk, with
-# the image's own PyAV (it differs from CI's: see requirements.txt).
+# the image's own PyAV (its variant's lock, worker_image/locks/<variant>.txt, which may
+# pin another release than the CI environment's).
 import base64, tempfile
 from lambdaflow import serialization
 from lambdaflow.ops import video
