@@ -30,12 +30,11 @@ CPU has them): a 256-bit key and a 256-bit tag, forgery bounded by 2^-128 per tr
 from __future__ import annotations
 
 import hmac
-import mmap
 import struct
 from typing import Any
 
 from lambdaflow.errors import IntegrityError
-from lambdaflow.runtime.store.base import Data, Store, buffers
+from lambdaflow.runtime.store.base import Data, Readable, Store, buffers
 
 TAG_SIZE = 32
 KEY_SIZE = 32
@@ -88,9 +87,8 @@ class SignedStore:
         views.append(memoryview(self.tag(key, views)))
         return self.inner.put(key, views) - TAG_SIZE
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
-        # Store.get is annotated bytearray, but LocalDirStore maps large objects (an mmap).
-        blob: bytearray | mmap.mmap = self.inner.get(key)
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> Readable:
+        blob = self.inner.get(key)
         with memoryview(blob) as whole:
             size = whole.nbytes - TAG_SIZE
             if size < 0:
@@ -104,11 +102,9 @@ class SignedStore:
         if isinstance(blob, bytearray):
             del blob[size:]  # O(1): only the length changes
             return blob
-        # A memory map (LocalDirStore, large objects): a view without the tag, still
+        # A memory map or an aligned view (LocalDirStore): a view without the tag, still
         # writable and zero-copy. Readers take any buffer (serialization.loads).
-        # The view is not the bytearray Store.get promises (base.py's annotation predates
-        # mapped reads); every reader takes any buffer.
-        return memoryview(blob)[:size]  # type: ignore[return-value]
+        return memoryview(blob)[:size]
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
