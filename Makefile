@@ -29,7 +29,7 @@ PY313 ?= $(call python_of,3.13)
 
 # The suites. mxnet-marked tests skip (with the reason) where MXNet is missing and must
 # run where it is installed; --require-mxnet makes a skip there an error.
-PYTEST := -m pytest -q -p no:cacheprovider --durations=10
+PYTEST := -m pytest -q -p no:cacheprovider --durations=30
 SUITE_default := $(PYTEST)
 SUITE_mxnet := $(PYTEST) -m mxnet --require-mxnet
 
@@ -96,10 +96,12 @@ PARALLEL := $(MAKE) --no-print-directory -j3 --output-sync=target
 SUITE_JOBS ?= 1
 SUITES := $(MAKE) --no-print-directory -j$(SUITE_JOBS) --output-sync=target
 
+# Each step prints its wall time (`make test: ... N s`), so a CI log says where it goes.
+STEP = TIMEFORMAT="make test: $(1) %0R s"; time
 test:
-	$(PARALLEL) $(LOCKED_ENVS)
-	$(MAKE) --no-print-directory lint types
-	$(SUITES) suite/.venv/default suite/.venvs/default-py313/default \
+	$(call STEP,environments) $(PARALLEL) $(LOCKED_ENVS)
+	$(call STEP,lint and types) $(MAKE) --no-print-directory lint types
+	$(call STEP,suites) $(SUITES) suite/.venv/default suite/.venvs/default-py313/default \
 		suite/.venvs/mxnet-py311/mxnet
 
 test-latest:
@@ -111,7 +113,8 @@ test-latest:
 # suite/DIR/KIND: run SUITE_KIND in the environment DIR, with its own download cache for
 # the classroom test photos (two suites writing one cache read half-written PNGs).
 suite/%:
-	LAMBDAFLOW_TESTDATA_CACHE=$(CURDIR)/$(*D)/testdata-cache $(*D)/bin/python $(SUITE_$(*F))
+	$(call STEP,suite $*) LAMBDAFLOW_TESTDATA_CACHE=$(CURDIR)/$(*D)/testdata-cache \
+		$(*D)/bin/python $(SUITE_$(*F))
 
 ENV ?= .venv
 lint: $(if $(filter .venv,$(ENV)),.venv/.installed)

@@ -53,7 +53,6 @@ EXTRAS = {
         "mypy>=1.10",
     ],
 }
-EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 setup(
     name="lambdaflow",

@@ -35,7 +35,7 @@ from lambdaflow.ops.video import RGB24, Chunk, DecodeStats, Source, iter_frames,
 log = logging.getLogger(__name__)
 
 try:
-    from lambdaflow import _native  # type: ignore[attr-defined]
+    from lambdaflow import _native  # type: ignore[attr-defined]  # C extension, no stub
 except ImportError as _exc:  # not built: `python setup.py build_ext --inplace`
     _native = None
     _NATIVE_IMPORT_ERROR: Exception | None = _exc

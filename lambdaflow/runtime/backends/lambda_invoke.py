@@ -247,7 +247,7 @@ class Invoker:
             conn.request("POST", target, body=payload, headers=send_headers)
             resp = conn.getresponse()
             body = resp.read()
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:  # socket.timeout is its alias
             self._drop()
             raise ReadTimeoutError(
                 f"no reply from {self.function_name!r} within {read_timeout:g} s"

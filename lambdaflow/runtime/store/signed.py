@@ -34,7 +34,7 @@ import struct
 from typing import Any
 
 from lambdaflow.errors import IntegrityError
-from lambdaflow.runtime.store.base import Data, Store, buffers
+from lambdaflow.runtime.store.base import Data, Readable, Store, buffers
 
 TAG_SIZE = 32
 KEY_SIZE = 32
@@ -52,7 +52,7 @@ class SignedStore:
         self.inner = inner
         self.uri = inner.uri
         self._job_key = bytes(job_key)
-        self._template: Any = None  # the keyed HMAC state, made on first use
+        self._template: hmac.HMAC | None = None  # the keyed HMAC state, made on first use
 
     @property
     def job_key(self) -> bytes:
@@ -87,7 +87,7 @@ class SignedStore:
         views.append(memoryview(self.tag(key, views)))
         return self.inner.put(key, views) - TAG_SIZE
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> Readable:
         blob = self.inner.get(key)
         with memoryview(blob) as whole:
             size = whole.nbytes - TAG_SIZE
@@ -102,9 +102,9 @@ class SignedStore:
         if isinstance(blob, bytearray):
             del blob[size:]  # O(1): only the length changes
             return blob
-        # A memory map (LocalDirStore, large objects): a view without the tag, still
+        # A memory map or an aligned view (LocalDirStore): a view without the tag, still
         # writable and zero-copy. Readers take any buffer (serialization.loads).
-        return memoryview(blob)[:size]  # type: ignore[return-value]
+        return memoryview(blob)[:size]
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)

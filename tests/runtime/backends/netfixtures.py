@@ -170,44 +170,64 @@ class TlsRelay:
         self._server.server_close()
 
 
-def make_ca(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for IP 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
+def make_ca(directory: Path, *, key_identifiers: bool = True) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for IP 127.0.0.1: (ca.pem, cert.pem, key.pem).
+
+    Both are RFC 5280 profile certificates, as Python 3.13's default context insists
+    (``VERIFY_X509_STRICT``): the CA has a critical basicConstraints CA:TRUE, a critical
+    keyUsage and a subjectKeyIdentifier; the leaf has basicConstraints CA:FALSE, a
+    critical keyUsage, serverAuth, the IP in its subjectAltName and an
+    authorityKeyIdentifier that names the CA's key. ``key_identifiers=False`` leaves both
+    key identifiers out: a chain that OpenSSL accepts by default and rejects when strict
+    ("Missing Authority Key Identifier"), for tests of which checks are in force."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
+    valid = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
+
+    def key_usage(*, digital_signature: bool, cert_sign: bool) -> x509.KeyUsage:
+        return x509.KeyUsage(digital_signature=digital_signature, key_cert_sign=cert_sign,
+                             crl_sign=cert_sign, content_commitment=False,
+                             key_encipherment=False, data_encipherment=False,
+                             key_agreement=False, encipher_only=False, decipher_only=False)
+
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lambdaflow test CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .sign(ca_key, hashes.SHA256())
+        .not_valid_before(valid[0]).not_valid_after(valid[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage(digital_signature=True, cert_sign=True), critical=True)
     )
+    if key_identifiers:
+        ca = ca.add_extension(ca_ski, critical=False)
+    ca_cert = ca.sign(ca_key, hashes.SHA256())
     key = ec.generate_private_key(ec.SECP256R1())
+    ip = ipaddress.ip_address("127.0.0.1")
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
         .issuer_name(ca_name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .not_valid_before(valid[0]).not_valid_after(valid[1])
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage(digital_signature=True, cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip)]), critical=False)
     )
+    if key_identifiers:
+        leaf_ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
+        cert = cert.add_extension(leaf_ski, critical=False).add_extension(aki, critical=False)
+    leaf_cert = cert.sign(ca_key, hashes.SHA256())
     paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf_cert.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))

@@ -8,6 +8,7 @@ import datetime
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 
@@ -188,7 +189,7 @@ def test_credentials_are_frozen_per_request_so_they_refresh(server):
     """Refreshable credentials (SSO, assumed roles) renew as boto3 renews them: each
     request signs with what the credentials object holds at that moment."""
     srv = server()
-    utc = datetime.timezone.utc
+    utc = datetime.UTC
     now = [datetime.datetime(2030, 1, 1, tzinfo=utc)]
     keys = iter(["AKIDSECOND", "AKIDTHIRD"])
 
@@ -238,6 +239,54 @@ def test_https_through_a_connect_tunnel_with_a_ca_bundle(server, tmp_path):
     finally:
         relay.close()
         proxy.close()
+
+
+def _handshake(relay: TlsRelay, ctx: ssl.SSLContext) -> None:
+    host, port = relay.url.removeprefix("https://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        ctx.wrap_socket(raw, server_hostname=host).close()
+
+
+def test_the_test_ca_passes_strict_x509_verification(server, tmp_path):
+    """netfixtures' chain is RFC 5280 clean on every Python, not only where the default
+    context happens to be strict (3.13+), so no suite meets a fixture 3.13 rejects."""
+    ca, cert, key = make_ca(tmp_path)
+    relay = TlsRelay(server().port, cert, key)
+    try:
+        strict = ssl.create_default_context(cafile=str(ca))
+        strict.verify_flags |= ssl.VERIFY_X509_STRICT
+        _handshake(relay, strict)
+    finally:
+        relay.close()
+
+
+def test_https_keeps_pythons_default_certificate_checks(server, tmp_path):
+    """The transport verifies with Python's default context, VERIFY_X509_STRICT included
+    where Python sets it (3.13+): a chain without key identifiers, which OpenSSL refuses
+    only in strict mode, is refused exactly when this Python's defaults refuse it."""
+    ca, cert, key = make_ca(tmp_path, key_identifiers=False)
+    srv = server()
+    relay = TlsRelay(srv.port, cert, key)
+    try:
+        defaults = ssl.create_default_context(cafile=str(ca))
+        try:
+            _handshake(relay, defaults)
+            python_refuses = False
+        except ssl.SSLCertVerificationError as exc:
+            assert "Authority Key Identifier" in str(exc)
+            python_refuses = True
+        assert python_refuses == bool(defaults.verify_flags & ssl.VERIFY_X509_STRICT)
+        assert python_refuses == (sys.version_info >= (3, 13))
+        inv = _invoker(relay.url, verify=str(ca))
+        if python_refuses:
+            with pytest.raises(NotSentError) as info:
+                inv.invoke(b"{}", read_timeout=5)
+            assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+            assert srv.requests == []
+        else:
+            assert inv.invoke(b"{}", read_timeout=5).status == 200
+    finally:
+        relay.close()
 
 
 def test_https_proxies_are_refused_with_a_clear_error():
