@@ -9,6 +9,8 @@ YouTube's size), 720p 10-bit 4:2:0 and 1080p, and prints, for each, frames/s on 
 thread of:
 
   decode-only     PyAV container.decode() of the whole file (the baseline)
+  iter_frames     the fused op's decoding alone (per chunk, from its entry packet)
+  + rgb24         iter_frames + the rgb24 conversion (no histogram)
   decode+numpy    decode(format="rgb24") per chunk + np.bincount histograms
   fused native    ops.histogram.histogram_chunk per chunk (decode -> rgb24, exactly
                   to_ndarray's conversion -> AVX2 C kernel)
@@ -16,8 +18,11 @@ thread of:
                   exact equality with the rgb24 reference costs; its numbers differ
 
 and the ratios against decode-only measured in the same run. Each figure is the best of
-``--repeat`` round-robin runs, timed with CPU time of this process (time.process_time), so that other
-load on a shared machine does not count against a run; wall-clock figures are printed too.
+``--repeat`` round-robin runs, timed with CPU time of this process (time.process_time), so
+that other load on a shared machine does not count against a run; wall-clock figures are
+printed too. "per round" is the median [min-max] of the CPU-time ratios of each round
+against the decode-only run of the same round (adjacent in time, so load that drifts
+between rounds cancels out; the spread says how much to trust the figure).
 With ``--end-to-end`` it also runs part 2: ``lambdaflow.pipelines.histogram`` on the
 ``processes`` backend with 1 and 2 workers (wall clock; see ``end_to_end``).
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -55,26 +61,31 @@ def sample(cache: Path, name: str, seconds: float) -> Path:
     return path
 
 
-def best_of(repeat: int, fns: dict[str, Callable[[], int]]) -> dict[str, tuple[float, float]]:
+def best_of(repeat: int, fns: dict[str, Callable[[], int]]) -> dict[str, list[tuple[float, float]]]:
     """Run the functions round-robin ``repeat`` times (so drifting machine load hits all
-    of them alike); per function the best (frames/s by CPU time, frames/s by wall time)."""
-    best = {name: (0.0, 0.0) for name in fns}
+    of them alike); per function the (frames/s by CPU time, frames/s by wall time) of
+    every round, in order."""
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             c0, w0 = time.process_time(), time.perf_counter()
             frames = fn()
             c1, w1 = time.process_time(), time.perf_counter()
-            cpu = frames / max(c1 - c0, 1e-9)
-            wall = frames / max(w1 - w0, 1e-9)
-            best[name] = (max(best[name][0], cpu), max(best[name][1], wall))
-    return best
+            rounds[name].append((frames / max(c1 - c0, 1e-9), frames / max(w1 - w0, 1e-9)))
+    return rounds
 
 
-def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[float, float]]:
+def ratios(rounds: list[tuple[float, float]], base: list[tuple[float, float]]) -> list[float]:
+    """CPU-time ratios to the baseline, round by round (each against the baseline run
+    just before it, so a load change between rounds does not count)."""
+    return sorted(r[0] / b[0] for r, b in zip(rounds, base))
+
+
+def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple[float, float]]]:
     import av
 
     from lambdaflow.ops.histogram import histogram_chunk, rgb_histograms
-    from lambdaflow.ops.video import decode, plan_chunks, probe
+    from lambdaflow.ops.video import RGB24, decode, iter_frames, plan_chunks, probe
 
     index = probe(path)
     plan = plan_chunks(index, batch)
@@ -95,6 +106,21 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[floa
             n += len(rgb_histograms(frames, 16, native=False))
         return n
 
+    def entered() -> int:
+        """Decode only, through the fused op's own decoding (iter_frames per chunk)."""
+        return sum(1 for c in plan for _ in iter_frames(path, c, keep_open=True))
+
+    def converted() -> int:
+        """iter_frames + the rgb24 conversion, no histogram: the kernel's share is the
+        difference to the fused op."""
+        n = 0
+        for c in plan:
+            rgb24 = RGB24()
+            for _, frame in iter_frames(path, c, keep_open=True):
+                rgb24.frame(frame)
+                n += 1
+        return n
+
     def fused(native: bool) -> Callable[[], int]:
         def run() -> int:
             return sum(
@@ -110,7 +136,6 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[floa
         from av.video.reformatter import VideoReformatter
 
         from lambdaflow.ops.histogram import _native
-        from lambdaflow.ops.video import iter_frames
 
         n = 0
         for c in plan:
@@ -127,13 +152,15 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[floa
         repeat,
         {
             "decode-only": decode_only,
+            "iter_frames": entered,
+            "+ rgb24": converted,
             "fused native": fused(True),
             "fused gbrp": fused_gbrp,
             "decode+numpy": decode_numpy,
         },
     )
     packets = sum(histogram_chunk(path, c.start, c.stop, 16, chunk=c).packets for c in plan)
-    results["_plan"] = (len(plan), packets / index.frame_count)
+    results["_plan"] = [(len(plan), packets / index.frame_count)]
     return results
 
 
@@ -190,14 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sizes.split(","):
         path = sample(args.cache, name, args.seconds)
         r = one_thread(path, args.repeat)
-        chunks, amp = r.pop("_plan")
-        base_cpu, base_wall = r["decode-only"]
+        [(chunks, amp)] = r.pop("_plan")
+        base = r["decode-only"]
+        base_cpu, base_wall = (max(x[k] for x in base) for k in (0, 1))
         print(f"{name} ({path.name}; {chunks} chunks, measured decode amplification {amp:.2f})")
-        for label, (cpu, wall) in r.items():
+        for label, runs in r.items():
+            cpu, wall = (max(x[k] for x in runs) for k in (0, 1))
+            paired = ratios(runs, base)
             print(
                 f"  {label:<14} {cpu:7.1f} frames/s cpu ({cpu / base_cpu:4.2f}x)  "
-                f"{wall:7.1f} frames/s wall ({wall / base_wall:4.2f}x)"
+                f"{wall:7.1f} frames/s wall ({wall / base_wall:4.2f}x)  "
+                f"per round cpu {statistics.median(paired):4.2f}x "
+                f"[{paired[0]:4.2f}-{paired[-1]:4.2f}]"
             )
+        ms = {label: 1e3 / max(x[0] for x in runs) for label, runs in r.items()}
+        print(
+            f"  per frame (best CPU): decode {ms['iter_frames']:.3f} ms, rgb24 conversion "
+            f"{ms['+ rgb24'] - ms['iter_frames']:.3f} ms, kernel + Python "
+            f"{ms['fused native'] - ms['+ rgb24']:.3f} ms"
+        )
         if args.end_to_end:
             for workers in (1, 2):
                 fps = end_to_end(path, workers, args.repeat)
