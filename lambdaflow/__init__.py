@@ -28,6 +28,7 @@ from lambdaflow.api import (
 )
 from lambdaflow.errors import (
     BackendError,
+    ConcurrencyLimitError,
     ConfigError,
     GetTimeoutError,
     IntegrityError,
@@ -64,5 +65,6 @@ __all__ = [
     "ObjectLostError",
     "IntegrityError",
     "BackendError",
+    "ConcurrencyLimitError",
     "ConfigError",
 ]

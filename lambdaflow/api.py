@@ -3,50 +3,67 @@
 
 A ``Runtime`` is one job: a backend, its store and the scheduler that owns the DAG. There
 is at most one live runtime per process (``_runtime``); the first API call without one
-starts the ``threads`` backend. Inside a task running in a worker process or on Lambda
-there is no runtime: ``get`` resolves refs through the task's store instead.
+starts the ``threads`` backend. Every call goes to a ``Client`` (runtime/context.py): in
+the driver the runtime itself; inside a task the client its backend gave the task
+(threads: the driver's runtime, giving the task's slot back while it waits; processes:
+requests up the worker's pipe to the driver, which owns every object; lambda: a nested
+runtime in the task that owns what the task submits).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from lambdaflow import config as config_mod
-from lambdaflow import serialization
-from lambdaflow.errors import BackendError, ConfigError, LambdaflowError
+from lambdaflow.errors import ConfigError, LambdaflowError
 from lambdaflow.runtime import integrity, keys, refs
 from lambdaflow.runtime.backends import make_backend
+from lambdaflow.runtime.backends.base import Hosting, Killing
+from lambdaflow.runtime.calls import FunctionHandle
+from lambdaflow.runtime.context import Client, Remote, current_client
+from lambdaflow.runtime.options import OPTION_NAMES, TaskOptions, check_options, resolve
+from lambdaflow.runtime.owner import OwnerClient
 from lambdaflow.runtime.refs import ObjectRef
 from lambdaflow.runtime.scheduler import Scheduler
-from lambdaflow.runtime.task import DepSlot
-from lambdaflow.runtime.worker import current_context
 
 log = logging.getLogger(__name__)
 
-TASK_OPTIONS = ("max_retries", "retry_exceptions", "timeout_s", "memory_mb", "num_returns", "name")
-_EMPTY_ARGS = serialization.dumps_bytes(((), {}))
+TASK_OPTIONS = OPTION_NAMES
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
 
 class Runtime:
-    """One job on one backend. Also a context manager that shuts it down on exit."""
+    """One job on one backend, and the driver's client. Also a context manager that
+    shuts it down on exit."""
 
     def __init__(self, cfg: config_mod.Config) -> None:
         self.config = cfg
         self.job_id = f"job-{uuid.uuid4().hex[:12]}"
         self.backend = make_backend(cfg, self.job_id)
         job_key = integrity.new_job_key()  # in this process and task messages only
-        self.backend.store = integrity.SignedStore(self.backend.store, job_key)
+        # every concrete backend keeps .store in a plain attribute (Backend: read-only)
+        self.backend.store = integrity.SignedStore(self.backend.store, job_key)  # type: ignore[misc]
+        self.store = self.backend.store  # the one place the driver obtains its store
+        hosting = isinstance(self.backend, Hosting)
         self.scheduler = Scheduler(
-            self.backend, self.job_id, inline_limit=cfg.inline_limit,
-            progress=cfg.progress, eager_delete=self.backend.eager_delete, job_key=job_key,
+            self.backend, self.job_id, store=self.store, inline_limit=cfg.inline_limit,
+            progress=cfg.progress, eager_delete=self.backend.eager_delete,
+            export=not hosting, kill=self.backend.kill if isinstance(self.backend, Killing)
+            else None, nested=nested_settings(cfg), max_lineage_bytes=cfg.max_lineage_bytes,
+            job_key=job_key,
         )
+        self.client = OwnerClient(self.scheduler, self.store, inline_limit=cfg.inline_limit,
+                                  max_retries=cfg.max_retries,
+                                  share=self.backend.name == "threads")
+        if isinstance(self.backend, Hosting):
+            self.backend.attach(self.scheduler)
         refs.LIVE_JOBS[self.job_id] = self.scheduler.counted_ref
         self._last_records: list[dict] | None = None
 
@@ -55,57 +72,22 @@ class Runtime:
             return self._last_records
         return self.scheduler.stats_records()
 
-    # ----------------------------------------------------------------- tasks
-    def submit(self, rf: RemoteFunction, args: tuple, kwargs: dict) -> Any:
-        opts = rf._resolved(self.config)
-        fn_key = self._function_key(rf)
-        dep_refs: list[ObjectRef] = []
-        if args or kwargs:
-            if any(type(a) is ObjectRef for a in args):
-                args = tuple(_slot(a, dep_refs) if type(a) is ObjectRef else a for a in args)
-            if any(type(v) is ObjectRef for v in kwargs.values()):
-                kwargs = {k: _slot(v, dep_refs) if type(v) is ObjectRef else v
-                          for k, v in kwargs.items()}
-            try:
-                with serialization.collect_refs() as nested:
-                    chunks = serialization.dumps((args, kwargs))
-            except Exception as exc:
-                culprit = serialization.describe_unpicklable_args(args, kwargs)
-                raise TypeError(
-                    f"cannot send the arguments of {opts['name']}.remote(): {exc}"
-                    + (f"; {culprit} cannot be pickled" if culprit else "")
-                ) from exc
-            nested_refs = nested.refs
-        else:
-            chunks, nested_refs = [_EMPTY_ARGS], []
-        task_id = self.scheduler.new_task_id()
-        size = serialization.chunks_len(chunks)
-        if size <= self.config.inline_limit:
-            inline, args_key = (chunks[0] if len(chunks) == 1 else b"".join(chunks)), None
-        else:
-            inline, args_key = None, keys.args_key(self.job_id, task_id)
-            try:
-                self.backend.store.put(args_key, chunks)
-            except Exception as exc:
-                raise BackendError(
-                    f"cannot store the {size}-byte arguments of {opts['name']}.remote() "
-                    f"(task {task_id}): {exc}"
-                ) from exc
-        out = self.scheduler.submit(opts["name"], fn_key, task_id, inline, args_key,
-                                    dep_refs, nested_refs, opts)
-        return out[0] if opts["num_returns"] == 1 else out
+    # ------------------------------------------------------------- the Client
+    def submit(self, remote: Remote, args: tuple, kwargs: dict) -> list[ObjectRef]:
+        return self.client.submit(remote, args, kwargs)
 
-    def _function_key(self, rf: RemoteFunction) -> str:
-        shared = rf._shared
-        if shared.get("job") == self.job_id:
-            return shared["fn_key"]
-        pickled = shared.get("pickled")
-        if pickled is None:
-            pickled = shared["pickled"] = serialization.dumps_function(rf._fn)
-        key = keys.function_key(self.job_id, pickled[0])
-        self.scheduler.ensure_function(key, pickled[1])
-        shared["job"], shared["fn_key"] = self.job_id, key
-        return key
+    def get(self, refs_: Sequence[ObjectRef], timeout: float | None) -> list:
+        return self.client.get(refs_, timeout)
+
+    def wait(self, refs_: Sequence[ObjectRef], num_returns: int,
+             timeout: float | None) -> list[bool]:
+        return self.client.wait(refs_, num_returns, timeout)
+
+    def put(self, value: Any) -> ObjectRef:
+        return self.client.put(value)
+
+    def cancel(self, ref: ObjectRef, force: bool) -> bool:
+        return self.client.cancel(ref, force)
 
     # -------------------------------------------------------------- lifecycle
     def shutdown(self) -> None:
@@ -118,7 +100,7 @@ class Runtime:
         refs.LIVE_JOBS.pop(self.job_id, None)
         try:
             if not self.config.keep_objects:
-                self.backend.store.delete_prefix(keys.job_prefix(self.job_id))
+                self.store.delete_prefix(keys.job_prefix(self.job_id))
         except Exception as exc:
             log.warning("job=%s could not delete the job's objects: %s", self.job_id, exc)
         finally:
@@ -142,9 +124,21 @@ class Runtime:
         self.shutdown()
 
 
-def _slot(ref: ObjectRef, dep_refs: list) -> DepSlot:
-    dep_refs.append(ref)
-    return DepSlot(len(dep_refs) - 1)
+def nested_settings(cfg: config_mod.Config) -> dict:
+    """What a task needs to submit tasks itself (TaskMessage.nested), depth 0: a driver's
+    task. On lambda: the settings of the nested runtime the task runs (never the
+    driver's credentials: the worker uses its own role)."""
+    out: dict = {"depth": 0, "max_retries": cfg.max_retries}
+    if cfg.backend == "lambda":
+        out["lambda"] = {
+            "function_name": cfg.function_name, "bucket": cfg.bucket, "prefix": cfg.prefix,
+            "region": cfg.region, "lambda_endpoint_url": cfg.lambda_endpoint_url,
+            "s3_endpoint_url": cfg.s3_endpoint_url, "max_concurrency": cfg.max_concurrency,
+            "memory_tiers": cfg.memory_tiers, "invoke_timeout_s": cfg.invoke_timeout_s,
+            "inline_limit": cfg.inline_limit, "max_lineage_bytes": cfg.max_lineage_bytes,
+            "nested_patience_s": cfg.nested_patience_s,
+        }
+    return out
 
 
 # --------------------------------------------------------------------- init & co
@@ -155,6 +149,9 @@ def init(backend: str | None = None, **config: Any) -> Runtime:
     ``lambdaflow.config.Config`` for every setting (also ``LAMBDAFLOW_*`` variables).
     Usable as a context manager. Raises LambdaflowError if one is already running."""
     global _runtime
+    if current_client() is not None:
+        raise LambdaflowError("init() inside a task: the task already has a runtime; "
+                              "call the API directly")
     cfg = config_mod.resolve(backend, **config)
     with _runtime_lock:
         if _runtime is not None and not _runtime.scheduler.closed:
@@ -173,22 +170,46 @@ def shutdown() -> None:
         rt.shutdown()
 
 
-def _current(auto_start: bool = True) -> Runtime:
+def _current() -> Runtime:
     global _runtime
     rt = _runtime
     if rt is None or rt.scheduler.closed:
-        if not auto_start:
-            raise LambdaflowError("lambdaflow is not initialized; call lambdaflow.init()")
-        if current_context() is not None:
-            raise LambdaflowError(
-                "tasks cannot submit tasks on this backend: return refs or values instead"
-            )
         with _runtime_lock:
             if _runtime is None or _runtime.scheduler.closed:
                 _runtime = Runtime(config_mod.resolve(None))
                 _last[:] = [_runtime]
             rt = _runtime
     return rt
+
+
+def _client() -> Client:
+    """Inside a task: its backend's client; in the driver: the runtime's (started on
+    first use)."""
+    client = current_client()
+    if client is not None:
+        return client
+    rt = _runtime
+    if rt is None or rt.scheduler.closed:
+        rt = _current()
+    return rt.client
+
+
+def _ref_client(items: Sequence[ObjectRef]) -> Client:
+    """The client for refs the caller already has: a shut-down runtime's refs go to
+    it, so the error says so (instead of starting a new runtime)."""
+    client = current_client()
+    if client is not None:
+        return client
+    rt = _runtime
+    if rt is not None and not rt.scheduler.closed:
+        return rt
+    if items[0]._rt is None:
+        raise LambdaflowError(
+            f"{items[0]!r} has no live runtime: it was made in another process or its "
+            "runtime was shut down")
+    raise LambdaflowError(
+        "this lambdaflow runtime was shut down; call lambdaflow.init() again and "
+        "resubmit (ObjectRefs of a shut-down runtime cannot be used)")
 
 
 def _as_ref_list(refs_: Any, what: str) -> tuple[list[ObjectRef], bool]:
@@ -210,44 +231,38 @@ def _as_ref_list(refs_: Any, what: str) -> tuple[list[ObjectRef], bool]:
 
 def get(refs_: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """The value of a ref, or the values of a list of refs in order. Re-raises a failed
-    task's error; ``GetTimeoutError`` when ``timeout`` seconds pass first."""
+    task's error; ``GetTimeoutError`` when ``timeout`` seconds pass first. Works inside
+    tasks too (the task gives its worker slot back while it waits)."""
     items, single = _as_ref_list(refs_, "get")
     if not items:
         return []
-    sched = items[0]._rt
-    if sched is None:
-        ctx = current_context()
-        if ctx is None:
-            raise LambdaflowError(
-                f"{items[0]!r} has no live runtime: it was made in another process or its "
-                "runtime was shut down"
-            )
-        values = [ctx.get_value(r, timeout) for r in items]
-    else:
-        values = sched.get(items, timeout)
-    return values[0] if single else values
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"get(timeout={timeout}) must be >= 0 or None")
+    out = _ref_client(items).get(items, timeout)
+    return out[0] if single else out
 
 
 def wait(refs_: Sequence[ObjectRef], *, num_returns: int = 1,
          timeout: float | None = None) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Wait until ``num_returns`` of ``refs`` are finished (done or failed) or the
-    timeout passes. Returns ``(ready, not_ready)``, both in input order."""
+    timeout passes. Returns ``(ready, not_ready)``, both in input order; ``wait([])`` is
+    ``([], [])``."""
     if type(refs_) is ObjectRef or not isinstance(refs_, (list, tuple)):
         raise TypeError("wait() takes a list of ObjectRefs")
     items, _ = _as_ref_list(refs_, "wait")
     if len(set(items)) != len(items):
         raise ValueError("wait() got duplicate ObjectRefs; pass each ref once")
-    if not isinstance(num_returns, int) or num_returns < 1 or num_returns > len(items):
+    if type(num_returns) is not int or num_returns < 1 or (items and num_returns > len(items)):
         raise ValueError(
             f"wait(num_returns={num_returns!r}) must be between 1 and len(refs)={len(items)}"
         )
     if timeout is not None and timeout < 0:
         raise ValueError(f"wait(timeout={timeout}) must be >= 0 or None")
-    sched = items[0]._rt
-    if sched is None:
-        raise LambdaflowError("wait() inside a worker process is not supported; use get()")
-    done = sched.wait_objects(items, num_returns, timeout)
-    ready, not_ready = [], []
+    if not items:
+        return [], []
+    done = _ref_client(items).wait(items, num_returns, timeout)
+    ready: list[ObjectRef] = []
+    not_ready: list[ObjectRef] = []
     for r, d in zip(items, done):
         (ready if d and len(ready) < num_returns else not_ready).append(r)
     return ready, not_ready
@@ -257,19 +272,18 @@ def put(value: Any) -> ObjectRef:
     """Store ``value`` once and get a ref to pass to many tasks."""
     if type(value) is ObjectRef:
         raise TypeError("put() of an ObjectRef: pass the ref itself instead")
-    return _current().scheduler.put(value)
+    return _client().put(value)
 
 
-def cancel(ref: ObjectRef) -> bool:
-    """Cancel the task behind ``ref``: a queued task never runs; ``get`` raises
-    ``TaskCancelledError``. A running task's result is discarded (the processes and
-    lambda backends cannot recall a started task; threads cannot kill a thread).
+def cancel(ref: ObjectRef, *, force: bool = False) -> bool:
+    """Cancel the task behind ``ref`` and the queued tasks that depend on it: a queued
+    task never runs; ``get`` raises ``TaskCancelledError``. A running task's result is
+    dropped; with ``force=True`` the processes backend also kills the worker running
+    it (threads and lambda cannot recall a started task: it runs to its end, unseen).
     Returns False when the task had already finished."""
     if type(ref) is not ObjectRef:
         raise TypeError(f"cancel() takes an ObjectRef, got {type(ref).__name__}")
-    if ref._rt is None:
-        raise LambdaflowError(f"{ref!r} has no live runtime")
-    return ref._rt.cancel(ref)
+    return _ref_client([ref]).cancel(ref, bool(force))
 
 
 # ------------------------------------------------------------------- @remote
@@ -278,12 +292,18 @@ def cancel(ref: ObjectRef) -> bool:
 class RemoteFunction:
     """A function made remote with ``@lambdaflow.remote``. Call ``.remote(...)``."""
 
-    def __init__(self, fn: Callable, options: dict, shared: dict | None = None) -> None:
+    def __init__(self, fn: Callable, options: dict,
+                 handle: FunctionHandle | None = None) -> None:
         self._fn = fn
         self._options = options
-        self._shared = shared if shared is not None else {}
-        self._cache: tuple | None = None
+        self.handle = handle if handle is not None else FunctionHandle(fn)
+        self._resolved: tuple[int, TaskOptions] | None = None
         functools.update_wrapper(self, fn, updated=())
+
+    def __reduce__(self) -> tuple:
+        # A task that calls a remote function (itself, for recursion) carries it by
+        # value: its function and options; the worker pickles it again if it submits.
+        return (RemoteFunction, (self._fn, self._options))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = getattr(self._fn, "__name__", "f")
@@ -294,60 +314,29 @@ class RemoteFunction:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a task; returns an ObjectRef at once (a list of them when
-        ``num_returns > 1``)."""
-        return _current().submit(self, args, kwargs)
+        ``num_returns > 1``). Arguments that do not fit the signature: TypeError."""
+        out = _client().submit(self, args, kwargs)
+        return out[0] if len(out) == 1 and self._options.get("num_returns", 1) == 1 else out
 
     def options(self, **options: Any) -> RemoteFunction:
         """A view of this function with some options overridden for its calls."""
-        merged = dict(self._options, **_check_options(options))
-        return RemoteFunction(self._fn, merged, self._shared)
+        merged = dict(self._options, **check_options(options))
+        return RemoteFunction(self._fn, merged, self.handle)
 
     def map(self, items: Iterable[Any]) -> list[ObjectRef]:
         """One task per item (``f.remote(item)``); returns the refs in order."""
-        rt = _current()
-        return [rt.submit(self, (item,), {}) for item in items]
+        client = _client()
+        return [client.submit(self, (item,), {})[0] for item in items]
 
-    def _resolved(self, cfg: config_mod.Config) -> dict:
-        """The options of this view with the runtime's defaults filled in (cached per
-        view and runtime config: views are immutable)."""
-        cached = self._cache
-        if cached is not None and cached[0] is cfg:
+    def task_options(self, max_retries: int) -> TaskOptions:
+        """This view's options with the runtime's defaults filled in (cached: views are
+        immutable)."""
+        cached = self._resolved
+        if cached is not None and cached[0] == max_retries:
             return cached[1]
-        o = self._options
-        retry_exc = o.get("retry_exceptions", False)
-        resolved = {
-            "name": o.get("name") or getattr(self._fn, "__qualname__", "task"),
-            "max_retries": o.get("max_retries", cfg.max_retries),
-            "retry_exceptions": tuple(retry_exc) if isinstance(retry_exc, (list, tuple)) else retry_exc,
-            "num_returns": o.get("num_returns", 1),
-        }
-        resolved["wire"] = {k: o[k] for k in ("timeout_s", "memory_mb") if o.get(k)}
-        self._cache = (cfg, resolved)
-        return resolved
-
-
-def _check_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(TASK_OPTIONS))
-    if unknown:
-        raise TypeError(
-            f"unknown remote option(s) {', '.join(unknown)}; valid options: "
-            f"{', '.join(TASK_OPTIONS)}"
-        )
-    if "num_returns" in options and (not isinstance(options["num_returns"], int)
-                                     or options["num_returns"] < 1):
-        raise ValueError(f"num_returns must be an int >= 1, got {options['num_returns']!r}")
-    if "max_retries" in options and (not isinstance(options["max_retries"], int)
-                                     or options["max_retries"] < 0):
-        raise ValueError(f"max_retries must be an int >= 0, got {options['max_retries']!r}")
-    if options.get("timeout_s") is not None and options["timeout_s"] <= 0:
-        raise ValueError(f"timeout_s must be > 0, got {options['timeout_s']!r}")
-    r = options.get("retry_exceptions")
-    if r is not None and not isinstance(r, bool):
-        if not isinstance(r, (list, tuple)) or not all(
-            isinstance(c, type) and issubclass(c, BaseException) for c in r
-        ):
-            raise TypeError("retry_exceptions must be True/False or a list of exception classes")
-    return options
+        opts = resolve(self._options, self.handle.name, max_retries)
+        self._resolved = (max_retries, opts)
+        return opts
 
 
 def remote(*args: Any, **options: Any) -> Any:
@@ -359,12 +348,12 @@ def remote(*args: Any, **options: Any) -> Any:
         raise TypeError(
             f"remote() takes a function, got {type(args[0]).__name__}: {args[0]!r}"
         )
-    _check_options(options)
+    checked = check_options(options)
 
     def decorate(fn: Callable) -> RemoteFunction:
         if not callable(fn):
             raise TypeError(f"remote() takes a function, got {type(fn).__name__}")
-        return RemoteFunction(fn, dict(options))
+        return RemoteFunction(fn, checked)
 
     return decorate
 
@@ -375,13 +364,15 @@ _last: list[Runtime] = []  # the most recent runtime, kept for stats() after shu
 def stats() -> Any:
     """Run stats of the current runtime, or of the last one after ``shutdown()``: a
     ``RunStats`` with ``.records`` (one per task attempt), ``.summary()`` (tasks,
-    retries, 429s, cold starts, p50 / p95 duration, billed GB-seconds, estimated cost)
-    and ``.format()``."""
+    retries, 429s, cold starts, p50 / p95 duration, time blocked in get/wait, billed
+    GB-seconds, estimated cost) and ``.format()``."""
     from lambdaflow.runtime.stats import RunStats
 
     rt = _runtime if _runtime is not None else (_last[-1] if _last else None)
     if rt is None:
         raise ConfigError("no lambdaflow runtime has run in this process yet")
-    run = RunStats(region=getattr(rt.backend, "region", "us-east-1"))
+    region = (rt.config.region or os.environ.get("AWS_REGION")
+              or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    run = RunStats(region=region)
     run.extend(rt.stats_records())
     return run

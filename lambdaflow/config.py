@@ -39,6 +39,8 @@ class Config:
     store_dir: str | None = None
     #: defaults for tasks that do not set them
     max_retries: int = 3
+    #: bytes of finished tasks' specs kept to rebuild lost objects (oldest dropped first)
+    max_lineage_bytes: int = 256 * 1024 * 1024
     # ---- lambda backend
     function_name: str | None = None
     bucket: str | None = None
@@ -58,6 +60,9 @@ class Config:
     #: seconds one invocation keeps being retried while Lambda throttles it (429), fails
     #: on its side (5xx) or wakes an inactive function (ResourceNotReadyException)
     retry_budget_s: float = 300.0
+    #: a task that waits for subtasks whose invocations stay throttled (429) this long
+    #: while none finishes raises ConcurrencyLimitError (tasks that submit tasks)
+    nested_patience_s: float = 10.0
     #: where run stats are written after shutdown (lambda backend; "" disables)
     stats_path: str = ".lambdaflow/last-run.json"
     #: settings written by `lambdaflow deploy`, read for fields not given otherwise

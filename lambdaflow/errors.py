@@ -11,6 +11,8 @@
     ├── ObjectLostError           an object's bytes are gone from the store
     ├── IntegrityError            a stored blob failed its check; it was not unpickled
     ├── BackendError              the backend itself failed (not the task)
+    │   ├── ConcurrencyLimitError nested tasks need more Lambda environments than
+    │   │                         max_concurrency allows (blocked parents hold theirs)
     │   └── LambdaThrottledError  Lambda throttled an invocation past the retry budget
     └── ConfigError               a setting is missing or wrong
 
@@ -173,6 +175,11 @@ class BackendError(LambdaflowError):
     exhausted retry budget talking to AWS, a worker pool that cannot start)."""
 
 
+class ConcurrencyLimitError(BackendError):
+    """Tasks submitted by tasks on Lambda cannot start: every blocked parent holds an
+    execution environment, and the chain or tree of them would exceed
+    ``max_concurrency`` (raised instead of waiting forever on throttled invocations)."""
+
 class LambdaThrottledError(BackendError):
     """Lambda kept answering 429 TooManyRequests for one invocation past the lambda
     backend's ``retry_budget_s``. The message names the function, its reserved
@@ -218,6 +225,7 @@ __all__ = [
     "ObjectLostError",
     "IntegrityError",
     "BackendError",
+    "ConcurrencyLimitError",
     "LambdaThrottledError",
     "ConfigError",
 ]

@@ -6,9 +6,19 @@ serialized value is a *frame*, a list of buffers written back to back::
 
     b"LFv1" | u32 nbuf | u64 len(body) | u64 len(buf_i)... | pad | body | pad | buf_0 | pad ...
 
-Every buffer starts on a 64-byte boundary so arrays unpickled in place are aligned.
-``loads`` slices the frame with memoryviews (no copy); given a ``bytearray`` the arrays it
-returns are writable.
+Every buffer starts on a 64-byte boundary of the frame, and ``loads`` makes sure the
+frame itself starts on one in memory (the local stores hand out 64-byte aligned buffers;
+any other input with buffers is copied once into aligned memory), so arrays unpickled in
+place are 64-byte aligned. ``loads`` slices the frame with memoryviews (no copy); given a
+writable buffer the arrays it returns are writable.
+
+Shared frames (the threads backend, ``dumps(value, share=...)``): the chunks are kept in
+memory as they are and read with ``loads_chunks``, so large buffers are never copied.
+Their buffers are read-only: ``share="move"`` (a task's return value, which the task gives
+up) freezes an array that owns its memory in place and copies any other writable array;
+``share="copy"`` (``put``) copies every array. Arrays loaded from a shared frame are
+read-only, as Ray's are; an array that shares its producer's memory keeps that memory's
+alignment.
 
 Functions: cloudpickle, with code objects pickled by ``marshal`` so that they keep their
 file name, and their source lines shipped beside them (remote tracebacks show the
@@ -20,10 +30,12 @@ by value, so a worker needs only the installed packages. An unpicklable closure 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import linecache
 import marshal
+import mmap
 import os
 import pickle
 import struct
@@ -32,8 +44,8 @@ import sysconfig
 import threading
 import types
 from collections import ChainMap
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import cloudpickle
 
@@ -87,7 +99,7 @@ def _load_code(data: bytes, filename: str, first: int, lines: tuple[str, ...]) -
     code = marshal.loads(data)
     if lines and not os.path.exists(filename):
         with _linecache_lock:
-            entry = linecache.cache.get(filename)
+            entry: Any = linecache.cache.get(filename)
             known = list(entry[2]) if entry and entry[1] is None else []
             if len(known) < first - 1 + len(lines):
                 known.extend("\n" for _ in range(first - 1 + len(lines) - len(known)))
@@ -107,13 +119,89 @@ class _Pickler(cloudpickle.Pickler):
     dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
 
 
+class _SharePickler(_Pickler):
+    """``_Pickler`` whose numpy arrays go out of band read-only (see the module
+    docstring): frozen in place when ``move`` and the array owns its memory, else
+    copied into aligned memory (unless already read-only and not a view of writable
+    memory)."""
+
+    def __init__(self, file: io.BytesIO, move: bool, buffer_callback: Callable) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self._move = move
+
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t.__name__ == "ndarray" and t.__module__ == "numpy" and not obj.dtype.hasobject \
+                and (obj.flags.c_contiguous or obj.flags.f_contiguous):
+            arr = obj
+            if arr.flags.writeable:
+                if self._move and arr.base is None:
+                    arr.flags.writeable = False  # the task gave it up: share, never copy
+                else:
+                    arr = _aligned_copy(arr)
+            elif not self._move and _writable_base(arr):
+                arr = _aligned_copy(arr)
+            return arr.__reduce_ex__(5)
+        return super().reducer_override(obj)
+
+
+def _writable_base(arr: Any) -> bool:
+    base = arr.base
+    while base is not None:
+        if getattr(getattr(base, "flags", None), "writeable", False):
+            return True
+        if isinstance(base, (bytearray, memoryview)) and not memoryview(base).readonly:
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def _aligned_copy(arr: Any) -> Any:
+    """A read-only C-ordered copy of ``arr`` starting on a 64-byte boundary."""
+    import numpy as np
+
+    raw = aligned_buffer(arr.nbytes)
+    out = np.frombuffer(raw, dtype=np.uint8).view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    out.flags.writeable = False
+    return out
+
+
+def aligned_buffer(n: int) -> memoryview:
+    """A writable, zeroed ``n``-byte buffer whose first byte is 64-byte aligned."""
+    block = bytearray(n + ALIGN)
+    offset = (-_address(block)) % ALIGN
+    return memoryview(block)[offset : offset + n]
+
+
+def _address(buf: Any) -> int:
+    """The memory address of a buffer's first byte."""
+    view = memoryview(buf)
+    if not view.nbytes:
+        return 0
+    if not view.readonly:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    import numpy as np  # read-only buffers: ctypes will not export them
+
+    return int(np.frombuffer(view, dtype=np.uint8).ctypes.data)
+
+
 def _pickle_function(fn: Callable) -> bytes:
     f = io.BytesIO()
     _Pickler(f, protocol=5).dump(fn)
     return f.getvalue()
 
 
-_SIMPLE = (int, float, str, bytes, bool, type(None), complex)
+_SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
+#: more types the C pickler may write (importable by reference wherever lambdaflow is)
+_PLAIN: set[type] = set()
+
+
+def register_plain(cls: type) -> type:
+    """Let ``cls`` (a lambdaflow type, importable on every worker) take the C pickler's
+    fast path in ``dumps``. Used as a class decorator."""
+    _PLAIN.add(cls)
+    return cls
 
 
 def _simple(value: Any, depth: int = 0) -> bool:
@@ -140,13 +228,74 @@ def _simple(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def dumps(value: Any) -> list:
-    """Serialize ``value`` to a frame: a list of bytes-like chunks to write in order."""
+def simple_call_frame(args: tuple, kwargs: dict) -> list | None:
+    """``simple_frame((args, kwargs))`` with the common case (a few plain positional
+    arguments, no keywords) checked without recursion."""
+    if not kwargs and len(args) <= 16:
+        simple = _SIMPLE
+        for a in args:
+            if type(a) not in simple:
+                break
+        else:
+            return [SIMPLE_MAGIC + pickle.dumps((args, kwargs), protocol=5)]
+    return simple_frame((args, kwargs))
+
+
+def simple_frame(value: Any) -> list | None:
+    """The frame of ``value`` when it is plain data (no refs, no buffers, no functions
+    inside: nothing to collect), else None. The fast path for small arguments and
+    results."""
+    if type(value) in _SIMPLE or _simple(value):
+        return [SIMPLE_MAGIC + pickle.dumps(value, protocol=5)]
+    return None
+
+
+def _plain_arrays(value: Any, arrays: list, depth: int = 0) -> bool:
+    """Whether ``value`` is plain data and plain numpy arrays (no object dtype, no
+    subclass): what the C pickler writes exactly as cloudpickle would (numpy's own
+    reconstructors go by reference either way), many times faster. Collects the arrays."""
+    t = type(value)
+    if t in _SIMPLE or t in _PLAIN:
+        return True
+    if t.__name__ == "ndarray" and t.__module__ == "numpy":
+        if value.dtype.hasobject:
+            return False
+        arrays.append(value)
+        return True
+    if depth > 3:
+        return False
+    if t is tuple or t is list:
+        return len(value) <= 256 and all(_plain_arrays(v, arrays, depth + 1) for v in value)
+    if t is dict:
+        return len(value) <= 256 and all(
+            type(k) in _SIMPLE and _plain_arrays(v, arrays, depth + 1) for k, v in value.items())
+    return False
+
+
+def _movable(arrays: list) -> bool:
+    """``share="move"`` can take these arrays as they are (freezing the task's own):
+    each owns its memory, or is read-only over read-only memory."""
+    return all(a.base is None or (not a.flags.writeable and not _writable_base(a))
+               for a in arrays)
+
+
+def dumps(value: Any, *, share: str | None = None) -> list:
+    """Serialize ``value`` to a frame: a list of bytes-like chunks to write in order.
+    ``share`` ("move" | "copy"): a frame to keep in memory (see the module docstring)."""
     if _simple(value):
         return [SIMPLE_MAGIC + pickle.dumps(value, protocol=5)]
     oob: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
-    _Pickler(f, protocol=5, buffer_callback=oob.append).dump(value)
+    arrays: list = []
+    if _plain_arrays(value, arrays) and (share is None or (share == "move" and _movable(arrays))):
+        for a in arrays:
+            if share is not None and a.flags.writeable:
+                a.flags.writeable = False  # the task gave it up: share, never copy
+        pickle.Pickler(f, protocol=5, buffer_callback=oob.append).dump(value)
+    elif share is None:
+        _Pickler(f, protocol=5, buffer_callback=oob.append).dump(value)
+    else:
+        _SharePickler(f, share == "move", oob.append).dump(value)
     body = f.getbuffer()
     raws = [b.raw() for b in oob]
     header = bytearray(_HEAD.pack(MAGIC, len(raws)))
@@ -163,7 +312,9 @@ def dumps(value: Any) -> list:
     return chunks
 
 
-def chunks_len(chunks: list) -> int:
+def chunks_len(chunks: Sequence) -> int:
+    if len(chunks) == 1 and type(chunks[0]) is bytes:
+        return len(chunks[0])
     return sum(memoryview(c).nbytes for c in chunks)
 
 
@@ -172,29 +323,55 @@ def dumps_bytes(value: Any) -> bytes:
     return b"".join(dumps(value))
 
 
-def loads(data: bytes | bytearray | memoryview) -> Any:
-    """Inverse of ``dumps`` (accepts the joined frame)."""
+def loads(data: bytes | bytearray | memoryview | mmap.mmap) -> Any:
+    """Inverse of ``dumps`` (accepts the joined frame). Arrays come back writable and
+    64-byte aligned (a read-only or misaligned input with buffers is copied once)."""
     if data[:4] == SIMPLE_MAGIC:
         return pickle.loads(memoryview(data)[4:])
     view = memoryview(data).cast("B")
+    lens, pos = _header(view)
+    if len(lens) > 1 and (view.readonly or _address(view) % ALIGN):
+        copy = aligned_buffer(view.nbytes)
+        copy[:] = view
+        view = copy
+    body = view[pos : pos + lens[0]]
+    pos += lens[0]
+    bufs = []
+    for n in lens[1:]:
+        pos += _pad(pos)
+        bufs.append(view[pos : pos + n])
+        pos += n
+    return pickle.loads(body, buffers=bufs)
+
+
+def loads_chunks(chunks: list) -> Any:
+    """Inverse of ``dumps`` on the chunk list itself (a shared frame: no join, no copy;
+    its buffers stay read-only)."""
+    first = chunks[0]
+    if first[:4] == SIMPLE_MAGIC:
+        return pickle.loads(memoryview(first)[4:])
+    lens, pos = _header(memoryview(first).cast("B"))
+    pos += lens[0]
+    bufs, i = [], 2
+    for n in lens[1:]:
+        pad = _pad(pos)
+        if pad:
+            i += 1  # the padding chunk
+        bufs.append(chunks[i])
+        i += 1
+        pos += pad + n
+    return pickle.loads(chunks[1], buffers=bufs)
+
+
+def _header(view: memoryview) -> tuple[list[int], int]:
+    """(body length and buffer lengths, offset of the body)."""
     magic, nbuf = _HEAD.unpack_from(view, 0)
     if magic != MAGIC:
         raise ValueError("not a lambdaflow value frame (bad magic); the object is corrupt")
     pos = _HEAD.size
     lens = [_LEN.unpack_from(view, pos + 8 * i)[0] for i in range(nbuf + 1)]
     pos += 8 * (nbuf + 1)
-    pos += _pad(pos)
-    body = view[pos : pos + lens[0]]
-    pos += lens[0]
-    bufs = []
-    if nbuf and isinstance(data, bytes):
-        # Immutable input would give read-only arrays: copy once into writable memory.
-        view = memoryview(bytearray(view))
-    for n in lens[1:]:
-        pos += _pad(pos)
-        bufs.append(view[pos : pos + n])
-        pos += n
-    return pickle.loads(body, buffers=bufs)
+    return lens, pos + _pad(pos)
 
 
 # --------------------------------------------------------------------- nested refs

@@ -7,7 +7,7 @@ PUBLIC = {
     "ObjectRef", "RemoteFunction", "Runtime", "stats", "on_upload",
     "LambdaflowError", "TaskError", "WorkerCrashedError", "TaskTimeoutError",
     "TaskCancelledError", "GetTimeoutError", "ObjectLostError", "BackendError",
-    "ConfigError", "IntegrityError",
+    "ConcurrencyLimitError", "ConfigError", "IntegrityError",
 }
 
 
@@ -35,3 +35,4 @@ def test_error_hierarchy():
                 e.IntegrityError):
         assert issubclass(sub, e.LambdaflowError)
     assert issubclass(e.GetTimeoutError, TimeoutError)
+    assert issubclass(e.ConcurrencyLimitError, e.BackendError)

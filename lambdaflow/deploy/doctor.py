@@ -223,6 +223,9 @@ def _test_invoke(record: dict[str, Any], config: dict[str, Any]) -> list[Check]:
             result = lf.get(probe.remote(store_uri, missing), timeout=120)
             endpoint = config.get("lambda_endpoint_url") or (
                 f"https://lambda.{record['region']}.amazonaws.com")  # fmt: skip
+            from lambdaflow.runtime.backends.aws_lambda import LambdaBackend
+
+            assert isinstance(rt.backend, LambdaBackend)
             checks.append(_keepalive(endpoint, rt.backend.invoke_socket_options()))
     except LambdaflowError as exc:
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else repr(exc)

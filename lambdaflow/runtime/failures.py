@@ -2,7 +2,8 @@
 
     ERROR    the function raised: ``TaskError.as_instanceof_cause`` of the unpickled
              exception (both a TaskError and the original class), remote traceback kept
-    CRASH    the worker died: WorkerCrashedError (with the log tail when there is one)
+    CRASH    the worker died (or the task called exit()): WorkerCrashedError, with the
+             log tail when there is one
     TIMEOUT  it ran past timeout_s: TaskTimeoutError
     CANCELLED                   TaskCancelledError
     "backend" the backend failed: its LambdaflowError as is, else BackendError
@@ -24,6 +25,7 @@ from lambdaflow.errors import (
     TaskTimeoutError,
     WorkerCrashedError,
 )
+from lambdaflow.runtime.options import TaskOptions
 from lambdaflow.runtime.task import CANCELLED, CRASH, ERROR, TIMEOUT, TaskResult
 
 
@@ -56,14 +58,14 @@ def error_for(label: str, r: TaskResult) -> BaseException:
     return BackendError(f"task {label}: the backend failed: {exc}")
 
 
-def should_retry(attempt: int, opts: dict, r: TaskResult, error: BaseException) -> bool:
+def should_retry(attempt: int, opts: TaskOptions, r: TaskResult, error: BaseException) -> bool:
     """Whether attempt number ``attempt`` (0-based) that failed with ``r`` runs again."""
-    if attempt >= opts["max_retries"]:
+    if attempt >= opts.max_retries:
         return False
     if r.status == CRASH:
         return True
     if r.status == ERROR:
-        retry_on = opts["retry_exceptions"]
+        retry_on = opts.retry_exceptions
         if retry_on is True:
             return True
         if retry_on:

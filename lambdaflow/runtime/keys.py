@@ -34,6 +34,13 @@ def args_key(job: str, task_id: str) -> str:
     return f"{job}/args/{task_id}"
 
 
+def task_of(object_id: str) -> str:
+    """The id of the task whose return value ``object_id`` is (inverse of
+    ``result_object_id``; task ids never contain a dot)."""
+    head, dot, tail = object_id.rpartition(".")
+    return head if dot and tail.isdigit() else object_id
+
+
 def function_digest(key: str) -> str | None:
     """The SHA-256 hex digest a function key names (``<job>/fn/<sha256>``), or None."""
     _, sep, digest = key.rpartition("/fn/")

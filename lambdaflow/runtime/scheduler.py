@@ -1,28 +1,40 @@
-"""The DAG scheduler: the driver's one source of truth about tasks and objects.
+"""The DAG scheduler: one owner's single source of truth about its tasks and objects.
 
-State, all guarded by ``self._lock``::
+One thread owns all the state below, ``lambdaflow-scheduler``. Every other thread (the
+user's, backend threads, a worker pipe's reader) only *posts* commands to its inbox, a
+``queue.SimpleQueue`` (safe to put to from ``ObjectRef.__del__``), and when it needs an
+answer (get, wait, cancel) it blocks on a one-shot ``Reply``::
 
-    objs: object id -> _Obj    state PENDING -> READY | FAILED (never back)
-                               loc: {"inline": frame} | {"key": store key} when READY
-                               refcount: live counted ObjectRefs in the driver
-                               dependents: tasks WAITING on it
-    _Obj.task -> _Task         state WAITING -> RUNNING -> FINISHED
-                               n_waiting: dependencies not yet READY
+    user and task threads ──submit, put, watch, cancel, drop_ref──┐
+    backend futures ──────────done(task, attempt, future)─────────┤
+    worker pipes (TaskHost) ──submit, borrow, release, watch──────┤
+                                                                  v
+                              inbox ──> scheduler thread ──> backend.submit(message)
+                                             │           └─> store thread (writes, deletes)
+                                             └─> Replies: where each value is
 
-Flow (no polling anywhere on the hot path):
+State (the records and their guarded transitions are in ``dagstate.py``):
 
-    submit() ──> deps all READY? ──yes──> dispatch: backend.submit(msg) -> Future
-                   │ no: task joins each PENDING dep's ``dependents``
-                   │ a FAILED dep: the task fails at once, without running
-    Future done (any thread) ──> _on_done: objects READY, waiters woken, each dependent's
-        n_waiting -1; those at 0 are dispatched (after the lock is released, from one
-        loop per thread, so a synchronous backend cannot recurse). Errors: retried per
-        ``max_retries`` (crashes) / ``retry_exceptions``; else the task's objects FAIL and
-        the failure spreads to its dependents transitively.
-    ObjectRef.__del__ ──> ``released`` deque ──> drained under the lock: an object with
-        no refs left and no longer PENDING is forgotten and its stored bytes deleted.
+    _objs   object id -> Obj   PENDING -> READY | FAILED -> RELEASED. ``refs`` counts every
+            holder: ObjectRefs of this process, live tasks that take it (as a dependency
+            or nested in their arguments), values that contain a ref to it, borrowing
+            worker processes. At 0 its bytes are deleted and it is RELEASED; the record
+            stays only while retained lineage may need it rebuilt (``pins``).
+    Obj.task -> Task   WAITING -> DISPATCHED -> FINISHED | FAILED. A FINISHED task keeps
+            its spec as lineage while any of its objects has a record (oldest evicted
+            first beyond max_lineage_bytes).
 
-Backends never touch this state; they only complete the futures they return.
+Each command runs to completion; cascades it starts (freeing what a freed value held,
+forgetting lineage, rebuilding lost inputs) are queued as follow-ups that the thread
+drains before the next command, so a chain of any length never recurses.
+
+Flow: a submitted task whose dependencies are all READY is dispatched; else it waits in
+each PENDING one's ``dependents``; a FAILED one fails it without running. A finished
+future makes its objects READY, answers waiters, dispatches dependents; an error is
+retried per max_retries / retry_exceptions, else the task's objects FAIL and the failure
+spreads to its dependents. Callers read values outside this thread, from the locations
+in their Reply; a read that finds the bytes gone reports it, and the object's task runs
+again (and, first, that task's own lost inputs) within its max_retries.
 """
 
 from __future__ import annotations
@@ -31,347 +43,236 @@ import collections
 import functools
 import itertools
 import logging
+import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
-from lambdaflow import serialization
 from lambdaflow.errors import (
     GetTimeoutError,
     LambdaflowError,
     ObjectLostError,
     TaskCancelledError,
 )
-from lambdaflow.runtime import failures, keys
+from lambdaflow.runtime import failures, keys, values
+from lambdaflow.runtime.backends.base import Backend, Settled
+from lambdaflow.runtime.context import stored_error_frame
 from lambdaflow.runtime.dagstate import (
-    FAILED,
-    FINISHED,
-    PENDING,
-    READY,
     RECORD_FIELDS,
-    RUNNING,
-    WAITING,
-)
-from lambdaflow.runtime.dagstate import (
-    Guard as _Guard,
-)
-from lambdaflow.runtime.dagstate import (
-    Obj as _Obj,
-)
-from lambdaflow.runtime.dagstate import (
-    Task as _Task,
-)
-from lambdaflow.runtime.dagstate import (
-    Waiter as _Waiter,
+    Obj,
+    ObjState,
+    Reply,
+    Task,
+    TaskState,
+    Waiter,
 )
 from lambdaflow.runtime.refs import ObjectRef
-from lambdaflow.runtime.task import OK, TaskMessage, TaskResult
-from lambdaflow.runtime.worker import stored_error_frame
+from lambdaflow.runtime.store.base import Store
+from lambdaflow.runtime.task import LOST, OK, TaskMessage, TaskResult, TaskSpec
 
 log = logging.getLogger(__name__)
 
+PENDING, READY, FAILED, RELEASED = (ObjState.PENDING, ObjState.READY, ObjState.FAILED,
+                                    ObjState.RELEASED)
+WAITING, DISPATCHED, FINISHED = TaskState.WAITING, TaskState.DISPATCHED, TaskState.FINISHED
+DEFAULT_MAX_LINEAGE_BYTES = 256 * 1024 * 1024
+_CLOSED = object()  # the Reply value of a wait cut short by close()
+_MAX_REBUILDS_PER_GET = 8
+
+
 class Scheduler:
-    def __init__(self, backend: Any, job_id: str, *, inline_limit: int,
-                 progress: bool = False, eager_delete: bool = True,
+    def __init__(self, backend: Backend, job_id: str, *, store: Store, inline_limit: int,
+                 progress: bool = False, eager_delete: bool = True, export: bool = False,
+                 kill: Callable[[str], bool] | None = None, nested: dict | None = None,
+                 max_lineage_bytes: int = DEFAULT_MAX_LINEAGE_BYTES,
+                 name: str = "lambdaflow-scheduler", known: dict | None = None,
                  job_key: bytes | None = None) -> None:
         self.backend = backend
-        self.store = backend.store
+        self.store = store
         self.job_id = job_id
         self.job_key = job_key  # sent in every message (runtime/integrity.py)
         self.inline_limit = inline_limit
         self.progress = progress
         self.eager_delete = eager_delete
-        self.released: collections.deque[str] = collections.deque()
+        #: write values whose refs escaped into other values or arguments to the store
+        #: (workers that cannot ask this owner read them by key: lambda)
+        self.exporting = export
+        self.max_lineage_bytes = max_lineage_bytes
+        #: (nested owners) refs of other owners this one's tasks may read by key:
+        #: {object id: "pending" | "lost"}, passed on in its tasks' messages
+        self.known = known if known is not None else {}
         self.records: list[tuple] = []
         self.closed = False
-        self._lock = threading.RLock()
-        self._guard = _Guard(self)
-        self._completions: collections.deque = collections.deque()
-        self._objs: dict[str, _Obj] = {}
+        self._kill = kill
+        self.nested = nested or {}
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._objs: dict[str, Obj] = {}
+        self._lineage: collections.OrderedDict[str, Task] = collections.OrderedDict()
+        self._lineage_bytes = 0
+        self._borrows: dict[Hashable, set[str]] = {}
+        self._fn_bytes: dict[str, bytes] = {}
         self._ids = itertools.count()
-        self._stored_fns: set[str] = set()
-        self._local = threading.local()
+        self._io = _StoreThread(store)
+        self._later: collections.deque[tuple[Callable, Any]] = collections.deque()
+        self._drainers: list[Reply] = []
+        self._release_cmd = self._on_release_ref
+        self._done_cmd = self._on_done
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
 
-    # ----------------------------------------------------------------- submission
+    # ================================================================ any thread
+    def new_id(self, prefix: str = "t") -> str:
+        return f"{prefix}{next(self._ids):x}"
+
     def ensure_function(self, key: str, data: bytes) -> None:
-        if key not in self._stored_fns:
+        """Store a pickled function once (and keep it, to restore a lost copy)."""
+        if key not in self._fn_bytes:
             self.store.put(key, data)
-            self._stored_fns.add(key)
+            self._fn_bytes[key] = data
 
-    def new_task_id(self) -> str:
-        return f"t{next(self._ids):x}"
-
-    def submit(self, name: str, fn_key: str, task_id: str, args: bytes | None,
-               args_key: str | None, dep_refs: Sequence[ObjectRef], nested: list,
-               opts: dict) -> list[ObjectRef]:
-        t = _Task()
-        t.id, t.name, t.fn_key, t.args, t.args_key = task_id, name, fn_key, args, args_key
-        t.dep_refs, t.nested, t.opts, t.attempt = list(dep_refs), nested, opts, 0
-        t.state, t.future, t.submit_time, t.n_waiting = WAITING, None, time.time(), 0
-        n = opts["num_returns"]
-        to_write: list[_Obj] = []
-        with self._guard:
+    def submit(self, spec: TaskSpec) -> list[ObjectRef]:
+        """Submit a task of this process: one counted ref per return value."""
+        if self.closed:
             self._check_open()
-            self._drain_released()
-            t.dep_objs = [self._lookup(r) for r in dep_refs]
-            to_write = self._escape(nested)
-            oids = [keys.result_object_id(task_id, None if n == 1 else i) for i in range(n)]
-            t.outs = [_Obj(oid, t) for oid in oids]
-            refs = []
-            for o in t.outs:
-                o.refcount = 1
-                self._objs[o.id] = o
-                refs.append(ObjectRef(o.id, self.job_id, self))
-            failed = None
-            for d in t.dep_objs:
-                if d.state == PENDING:
-                    t.n_waiting += 1
-                    if d.dependents is None:
-                        d.dependents = []
-                    d.dependents.append(t)
-                elif d.state == FAILED and failed is None:
-                    failed = d.error
-            msg = None
-            if failed is not None:
-                self._fail(t, failed, to_write)
-            elif t.n_waiting == 0 and getattr(self._local, "queue", None) is None:
-                msg = self._start(t)
-            elif t.n_waiting == 0:
-                self._local.queue.append(t)
-        if to_write:
-            self._write_escaped(to_write)
-        if msg is not None:
-            self._send(t, msg)
-        return refs
+        self._inbox.put((self._on_submit, (spec, None)))
+        n = spec.options.num_returns
+        if n == 1:
+            return [ObjectRef(spec.task_id, self.job_id, self)]
+        return [ObjectRef(keys.result_object_id(spec.task_id, i), self.job_id, self)
+                for i in range(n)]
 
-    def put(self, value: Any) -> ObjectRef:
-        with serialization.collect_refs() as nested:
-            chunks = serialization.dumps(value)
-        size = serialization.chunks_len(chunks)
-        oid = f"p{next(self._ids):x}"
-        if size <= self.inline_limit:
-            loc = {"inline": b"".join(chunks), "size": size}
-        else:
-            key = keys.object_key(self.job_id, oid)
-            self.store.put(key, chunks)
-            loc = {"key": key, "size": size}
-        with self._guard:
-            self._check_open()
-            o = _Obj(oid, None)
-            o.state, o.loc, o.refcount, o.holds = READY, loc, 1, nested.refs or None
-            self._objs[oid] = o
-            to_write = self._escape(nested.refs)
-            ref = ObjectRef(oid, self.job_id, self)
-        self._write_escaped(to_write)
-        return ref
+    def put(self, oid: str, loc: dict, holds: list[str]) -> ObjectRef:
+        self._check_open()
+        self._post(self._on_put, oid, loc, holds, None)
+        return ObjectRef(oid, self.job_id, self)
 
     def counted_ref(self, oid: str) -> ObjectRef:
-        """A new counted ref to a known object (used when unpickling refs)."""
-        with self._guard:
-            o = self._objs.get(oid)
-            if o is None:
-                return ObjectRef(oid, self.job_id, None)
-            o.refcount += 1
-            return ObjectRef(oid, self.job_id, self)
+        """A new counted ref to ``oid`` (unpickling a ref in this process)."""
+        self._inbox.put((self._on_add_ref, (oid,)))
+        return ObjectRef(oid, self.job_id, self)
 
-    # ------------------------------------------------------------------- dispatch
-    def _dispatch(self, tasks: list[_Task]) -> None:
-        if not tasks:
-            return
-        queue = getattr(self._local, "queue", None)
-        if queue is not None:  # already dispatching on this thread: let that loop do it
-            queue.extend(tasks)
-            return
-        queue = self._local.queue = collections.deque(tasks)
-        try:
-            while queue:
-                t = queue.popleft()
-                with self._guard:
-                    msg = self._start(t)
-                if msg is not None:
-                    self._send(t, msg)
-        finally:
-            self._local.queue = None
+    def drop_ref(self, oid: str) -> None:
+        """An ObjectRef of this process died (``__del__``: reentrant-safe)."""
+        self._inbox.put((self._release_cmd, (oid,)))
 
-    def _start(self, t: _Task) -> TaskMessage | None:
-        """WAITING -> RUNNING; the message to send (under the lock)."""
-        if t.state != WAITING or self.closed:
-            return None
-        t.state = RUNNING
-        return TaskMessage(
-            job_id=self.job_id, task_id=t.id, name=t.name, fn_key=t.fn_key,
-            attempt=t.attempt, args=t.args, args_key=t.args_key,
-            deps=[d.loc for d in t.dep_objs], num_returns=len(t.outs),
-            options=t.opts["wire"], store_uri=self.store.uri,
-            inline_limit=self.inline_limit, job_key=self.job_key,
-        )
-
-    def _send(self, t: _Task, msg: TaskMessage) -> None:
-        try:
-            fut = self.backend.submit(msg)
-        except Exception as exc:
-            fut = Future()
-            fut.set_exception(exc)
-        t.future = fut
-        fut.add_done_callback(functools.partial(self._on_done, t, msg.attempt))
-
-    def _on_done(self, t: _Task, attempt: int, fut: Future) -> None:
-        """A backend future finished (any thread). Queue it; apply now if the lock is
-        free, else the thread holding the lock applies it when it lets go. Worker
-        threads never block on the lock, so they do not convoy behind the submitter."""
-        self._completions.append((t, attempt, fut))
-        self._apply_completions()
-
-    def _apply_completions(self) -> None:
-        while self._completions:
-            if self._guard.held() or not self._lock.acquire(blocking=False):
-                return  # the holder applies them on release (_Guard.__exit__)
-            ready: list[_Task] = []
-            to_write: list[_Obj] = []
-            self._guard.enter_held()
-            try:
-                while self._completions:
-                    t, attempt, fut = self._completions.popleft()
-                    self._complete(t, attempt, fut, ready, to_write)
-                self._drain_released()
-            finally:
-                self._guard.exit_held()
-                self._lock.release()
-            if to_write:
-                self._write_escaped(to_write)
-            self._dispatch(ready)
-
-    def _complete(self, t: _Task, attempt: int, fut: Future, ready: list,
-                  to_write: list) -> None:
-        """Apply one finished future (under the lock): objects, waiters, dependents,
-        retries, failures."""
-        try:
-            result: TaskResult = fut.result()
-        except CancelledError:
-            return
-        except BaseException as exc:  # the backend itself failed
-            result = TaskResult(t.id, attempt, "backend", error={"exc": exc})
-        if t.state != RUNNING or t.attempt != attempt:
-            return  # cancelled meanwhile, or a stale duplicate
-        self._record(t, result)
-        if result.status == OK:
-            t.state = FINISHED
-            t.future = None  # breaks the task <-> future <-> callback cycle
-            for o, loc in zip(t.outs, result.values):
-                o.state, o.loc = READY, loc
-                self._wake(o)
-                if o.escaped:
-                    to_write.append(o)
-                if o.dependents:
-                    for d in o.dependents:
-                        d.n_waiting -= 1
-                        if d.n_waiting == 0 and d.state == WAITING:
-                            ready.append(d)
-                    o.dependents = None
-            self._finish(t)
-        else:
-            error = failures.error_for(f"{t.name}[{t.id}]", result)
-            if failures.should_retry(t.attempt, t.opts, result, error):
-                log.info("job=%s task=%s retrying after %s (attempt %d)",
-                         self.job_id, t.id, type(error).__name__, attempt + 1)
-                t.attempt += 1
-                t.state = WAITING
-                ready.append(t)
-            else:
-                self._fail(t, error, to_write)
-
-    # ------------------------------------------------------------- state changes
-    def _wake(self, o: _Obj) -> None:
-        if o.waiters:
-            for w in o.waiters:
-                w.remaining -= 1
-                if w.remaining <= 0:
-                    w.event.set()
-            o.waiters = None
-        if o.refcount <= 0:
-            self._free(o)
-
-    def _finish(self, t: _Task) -> None:
-        t.args = t.dep_objs = t.dep_refs = t.nested = None  # drop what the task held
-
-    def _fail(self, t: _Task, error: BaseException, to_write: list) -> None:
-        stack = [t]
-        while stack:
-            t = stack.pop()
-            t.state = FINISHED
-            fut, t.future = t.future, None
-            if fut is not None and not fut.done():
-                fut.cancel()
-            self._finish(t)
-            for o in t.outs:
-                o.state, o.error = FAILED, error
-                if o.escaped:
-                    to_write.append(o)
-                deps, o.dependents = o.dependents, None
-                self._wake(o)
-                for d in deps or ():
-                    if d.state == WAITING:
-                        stack.append(d)
-
-    def _free(self, o: _Obj) -> None:
-        if self._objs.pop(o.id, None) is not None and o.loc is not None:
-            key = o.loc.get("key")
-            if key and self.eager_delete:
-                try:
-                    self.store.delete(key)
-                except Exception as exc:  # freed bytes are garbage; never fail for them
-                    log.debug("job=%s could not delete %s: %s", self.job_id, key, exc)
-        o.holds = None
-
-    def _drain_released(self) -> None:
-        released = self.released
-        objs = self._objs
-        while released:
-            try:
-                oid = released.popleft()
-            except IndexError:
-                break
-            o = objs.get(oid)
-            if o is None:
-                continue
-            o.refcount -= 1
-            if o.refcount <= 0 and o.state != PENDING:
-                self._free(o)
-
-    def _escape(self, refs: list) -> list[_Obj]:
-        """Mark objects whose refs left the driver inside a value; the finished ones are
-        returned so the caller writes them to the store (outside the lock)."""
+    def get(self, refs: Sequence[ObjectRef], timeout: float | None,
+            wait: Callable[[Reply, float | None], bool] | None = None,
+            pending: Callable[[], None] | None = None) -> list:
+        """Values of ``refs`` in order (re-raising a failed one's error). ``wait`` and
+        ``pending`` let a task's client serve other work while it waits (threads)."""
+        oids = [r.id for r in refs]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        settled = self._await(oids, len(oids), timeout, wait, pending)
         out = []
-        for r in refs:
-            if r.job != self.job_id:
-                continue
-            o = self._objs.get(r.id)
-            if o is not None and not o.escaped:
-                o.escaped = True
-                if o.state != PENDING:
-                    out.append(o)
+        for oid, entry in zip(oids, settled):
+            out.append(self._value(oid, entry, deadline, wait, pending))
         return out
 
-    def _write_escaped(self, objs: list[_Obj]) -> None:
-        for o in objs:
-            key = keys.object_key(self.job_id, o.id)
-            if o.state == FAILED:
-                self.store.put(key, stored_error_frame(o.error))
-            elif o.loc is not None and "inline" in o.loc:
-                self.store.put(key, o.loc["inline"])
+    def wait(self, refs: Sequence[ObjectRef], need: int, timeout: float | None,
+             wait: Callable[[Reply, float | None], bool] | None = None,
+             pending: Callable[[], None] | None = None) -> list[bool]:
+        """Block until ``need`` of ``refs`` finished (READY or FAILED) or the timeout
+        passes; a done-flag per ref."""
+        oids = [r.id for r in refs]
+        try:
+            settled = self._await(oids, need, timeout, wait, pending)
+        except GetTimeoutError:
+            settled = self._ask(self._on_flags, oids)
+        return [s is not None for s in settled]
 
-    def _record(self, t: _Task, r: TaskResult) -> None:
-        s = r.stats or {}
-        self.records.append((
-            t.id, t.name, r.attempt, r.status, t.submit_time, s.get("start"), s.get("end"),
-            s.get("duration_s"), s.get("cold_start", False), s.get("env_id"),
-            s.get("memory_mb"), s.get("bytes_in", 0), s.get("bytes_out", 0),
-            s.get("peak_memory_mb"), s.get("throttles", 0), s.get("backend"),
-        ))
+    def cancel(self, ref: ObjectRef, force: bool = False) -> bool:
+        self._check_open()
+        return bool(self._ask(self._on_cancel, ref.id, force))
 
-    # ---------------------------------------------------------------- retrieval
+    def export(self, oids: list[str]) -> None:
+        """(Exporting owners) keep a copy of each of ``oids`` under its object key,
+        once it is finished (the values a task's result refers to; see ``drain``)."""
+        self._post(self._on_export, oids)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no task of this owner is waiting or running and every store write
+        it started is done (a nested owner before its task returns)."""
+        reply = Reply()
+        self._post(self._on_drain, reply)
+        if not reply.event.wait(timeout):
+            return False
+        return self._io.barrier(timeout)
+
+    def quiesce(self) -> None:
+        """Return once every command posted so far, and every one they posted in turn
+        (a synchronous backend completing inside ``submit``), has run (tests)."""
+        while not self._ask(self._inbox.empty):
+            pass
+
+    def stats_records(self) -> list[dict]:
+        """One dict per attempt (``RECORD_FIELDS``; runtime/stats.py reads them)."""
+        out = []
+        for task_id, name, attempt, status, submitted, s in list(self.records):
+            s = s or {}
+            out.append(dict(zip(RECORD_FIELDS, (
+                task_id, name, attempt, status, submitted, s.get("start"), s.get("end"),
+                s.get("duration_s"), s.get("cold_start", False), s.get("env_id"),
+                s.get("memory_mb"), s.get("bytes_in", 0), s.get("bytes_out", 0),
+                s.get("peak_memory_mb"), s.get("throttles", 0), s.get("backend"),
+                s.get("blocked_s", 0.0)))))
+        return out
+
+    def close(self) -> None:
+        """Stop: blocked callers get a LambdaflowError; late results are dropped."""
+        if self.closed:
+            return
+        self.closed = True
+        self._inbox.put((self._on_close, ()))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+        self._io.stop()
+
+    # --- TaskHost: tasks of a worker process that call the API (see backends/base.py)
+    def submit_spec(self, spec: TaskSpec, owner: Hashable | None) -> None:
+        self._post(self._on_submit, spec, owner)
+
+    def put_located(self, oid: str, loc: dict, holds: list[str],
+                    owner: Hashable | None) -> None:
+        self._post(self._on_put, oid, loc, holds, owner)
+
+    def watch(self, oids: list[str], need: int, done: Callable[[list[Settled]], None],
+              pending: Callable[[], None] | None = None) -> Waiter:
+        w = Waiter(need, done, pending)
+        self._post(self._on_watch, w, oids)
+        return w
+
+    def unwatch(self, token: Any) -> None:
+        self._post(self._on_unwatch, token)
+
+    def report_lost(self, oid: str, loc: dict) -> None:
+        self._post(self._on_lost, oid, loc)
+
+    def borrow(self, owner: Hashable, oids: list[str]) -> None:
+        self._post(self._on_borrow, owner, oids)
+
+    def release(self, owner: Hashable, oids: list[str]) -> None:
+        self._post(self._on_release, owner, oids)
+
+    def drop_owner(self, owner: Hashable) -> None:
+        self._post(self._on_drop_owner, owner)
+
+    def cancel_id(self, oid: str, force: bool, done: Callable[[bool], None]) -> None:
+        self._post(lambda: done(self._on_cancel(oid, force)))
+
+    # -------------------------------------------------------------- helpers
+    def _post(self, fn: Callable, *args: Any) -> None:
+        self._inbox.put((fn, args))
+
+    def _ask(self, fn: Callable, *args: Any) -> Any:
+        reply = Reply()
+        self._post(lambda: reply.set(fn(*args)))
+        reply.event.wait()
+        if reply.value is _CLOSED:
+            self._check_open()
+        return reply.value
+
     def _check_open(self) -> None:
         if self.closed:
             raise LambdaflowError(
@@ -379,100 +280,618 @@ class Scheduler:
                 "resubmit (ObjectRefs of a shut-down runtime cannot be used)"
             )
 
-    def _lookup(self, ref: ObjectRef) -> _Obj:
-        if ref._rt is not self:
-            raise LambdaflowError(
-                f"{ref!r} belongs to a lambdaflow runtime that was shut down (or to another "
-                "runtime); resubmit its task in the current runtime"
-            )
-        o = self._objs.get(ref.id)
-        if o is None:
-            raise ObjectLostError(f"{ref!r} was released and its value freed", key=ref.id)
-        return o
-
-    def wait_objects(self, refs: Sequence[ObjectRef], need: int,
-                     timeout: float | None) -> list[bool]:
-        """Block until ``need`` of ``refs`` are finished (READY or FAILED) or the timeout
-        passes; return a done-flag per ref."""
-        with self._guard:
+    def _await(self, oids: list[str], need: int, timeout: float | None,
+               wait: Callable[[Reply, float | None], bool] | None,
+               pending: Callable[[], None] | None) -> list:
+        self._check_open()
+        reply = Reply()
+        w = Waiter(need, reply.set, pending, lambda: reply.set(_CLOSED))
+        self._post(self._on_watch, w, oids)
+        if wait is not None:
+            ok = wait(reply, timeout)
+        elif self.progress and len(oids) > 1:
+            ok = self._wait_with_bar(reply, w, need, timeout)
+        else:
+            ok = reply.event.wait(timeout)
+        if not ok:
+            self._post(self._on_unwatch, w)
+            raise GetTimeoutError(
+                f"get() timed out after {timeout}s: {max(w.remaining, 0)} of {len(oids)} "
+                "objects not ready")
+        if reply.value is _CLOSED:
             self._check_open()
-            objs = [self._lookup(r) for r in refs]
-            pending = [o for o in objs if o.state == PENDING]
-            missing = need - (len(objs) - len(pending))
-            w = None
-            if missing > 0:
-                w = _Waiter(missing)
-                for o in pending:
-                    if o.waiters is None:
-                        o.waiters = []
-                    o.waiters.append(w)
-        if w is not None and not self._block(w, len(objs), need, timeout):
-            with self._guard:
-                for o in pending:
-                    if o.waiters and w in o.waiters:
-                        o.waiters.remove(w)
-        with self._guard:
-            self._check_open()
-            return [o.state != PENDING for o in objs]
+        return reply.value
 
-    def _block(self, w: _Waiter, total: int, need: int, timeout: float | None) -> bool:
-        if not (self.progress and total > 1):
-            return w.event.wait(timeout)
+    def _wait_with_bar(self, reply: Reply, w: Waiter, need: int,
+                       timeout: float | None) -> bool:
         from lambdaflow.runtime.progress import progress_bar
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        with progress_bar(total=need, start=need - w.remaining) as bar:
+        with progress_bar(total=need, start=0) as bar:
             while True:
                 step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
-                done = w.event.wait(step)
-                bar.update_to(need - max(w.remaining, 0))
+                done = reply.event.wait(step)
+                bar.update_to(need - max(w.remaining, 0) if not done else need)
                 if done:
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
 
-    def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list:
-        done = self.wait_objects(refs, len(refs), timeout)
-        if not all(done):
-            left = done.count(False)
-            raise GetTimeoutError(
-                f"get() timed out after {timeout}s: {left} of {len(refs)} objects not ready"
-            )
-        with self._guard:
-            objs = [self._lookup(r) for r in refs]
-        values = []
-        for o in objs:
-            if o.state == FAILED:
-                raise o.error
-            loc = o.loc
-            data = loc.get("inline")
-            if data is None:
-                data = self.store.get(loc["key"])
-            values.append(serialization.loads(data))
-        return values
+    def _value(self, oid: str, entry: Settled, deadline: float | None,
+               wait: Callable[[Reply, float | None], bool] | None,
+               pending: Callable[[], None] | None) -> Any:
+        for _ in range(_MAX_REBUILDS_PER_GET):
+            kind, payload = entry
+            if kind == "error":
+                raise payload  # type: ignore[misc]
+            if kind == "lost":
+                raise ObjectLostError(str(payload), key=oid)
+            try:
+                return values.load(self.store, payload)  # type: ignore[arg-type]
+            except ObjectLostError:
+                log.info("job=%s object %s is gone from the store; rebuilding it",
+                         self.job_id, oid)
+                self.report_lost(oid, payload)  # type: ignore[arg-type]
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                entry = self._await([oid], 1, left, wait, pending)[0]
+        raise ObjectLostError(f"object {oid} kept disappearing from the store", key=oid)
 
-    def cancel(self, ref: ObjectRef) -> bool:
-        with self._guard:
-            o = self._lookup(ref)
-            t = o.task
-            if t is None or t.state == FINISHED:
-                return False
-            label = f"{t.name}[{t.id}]"
-            to_write: list[_Obj] = []
-            self._fail(t, TaskCancelledError(f"task {label} was cancelled", task=label), to_write)
-        self._write_escaped(to_write)
+    # ================================================================ the thread
+    def _loop(self) -> None:
+        get, later = self._inbox.get, self._later
+        while True:
+            fn, args = get()
+            try:
+                fn(*args)
+                while later:
+                    follow, arg = later.popleft()
+                    follow(arg)
+            except Exception:  # a bug here must not stop every get() forever
+                log.exception("job=%s scheduler command %s failed", self.job_id,
+                              getattr(fn, "__name__", fn))
+                later.clear()
+            if fn == self._on_close:
+                return
+
+    def _on_close(self) -> None:
+        for o in list(self._objs.values()):
+            for w in o.waiters or ():
+                if w.remaining > 0 and w.closed is not None:
+                    w.remaining = -1
+                    w.closed()
+            o.waiters = None
+        self._objs.clear()
+        self._lineage.clear()
+
+    # ---------------------------------------------------------- submission
+    def _on_submit(self, spec: TaskSpec, owner: Hashable | None) -> None:
+        objs = self._objs
+        nested = [o for o in map(objs.get, spec.nested) if o is not None] if spec.nested else []
+        t = Task(spec, [], nested, time.time(), owner)
+        n = spec.options.num_returns
+        if n == 1:
+            t.outs = [Obj(t.id, t, refs=1)]
+        else:
+            t.outs = [Obj(keys.result_object_id(t.id, i), t, refs=1) for i in range(n)]
+        for o in t.outs:
+            objs[o.id] = o
+        if owner is not None:
+            self._borrows.setdefault(owner, set()).update(o.id for o in t.outs)
+        if spec.deps:
+            deps = [objs.get(oid) for oid in spec.deps]
+            missing = [oid for oid, d in zip(spec.deps, deps) if d is None]
+            if missing:
+                self._fail_task(t, ObjectLostError(
+                    f"task {t.name}[{t.id}] depends on object {missing[0]}, which this "
+                    "runtime does not have (it was freed, or belongs to another runtime or "
+                    "job)", key=missing[0]))
+                return
+            t.deps = deps  # type: ignore[assignment]
+        if t.deps or nested:
+            self._hold(t)
+        if self.exporting:
+            for o in nested:
+                self._escape(o)
+        self._schedule(t)
+
+    def _on_put(self, oid: str, loc: dict, holds: list[str], owner: Hashable | None) -> None:
+        o = Obj(oid, None, refs=1)
+        self._objs[oid] = o
+        o.resolve(loc, self._take_holds(holds))
+        if owner is not None:
+            self._borrows.setdefault(owner, set()).add(oid)
+
+    def _hold(self, t: Task) -> None:
+        """The task takes a ref on each input for as long as it is live."""
+        for o in t.deps:
+            o.refs += 1
+        for o in t.nested:
+            o.refs += 1
+        t.held = True
+
+    def _unhold(self, t: Task) -> None:
+        if t.held and (t.deps or t.nested):
+            t.held = False
+            for o in t.deps:
+                self._unref(o)
+            for o in t.nested:
+                self._unref(o)
+
+    def _schedule(self, t: Task) -> None:
+        """WAITING ``t``: dispatch it, wait for its PENDING inputs, or fail it."""
+        t.n_waiting = 0
+        for d in t.deps:
+            if d.state is RELEASED:  # retained lineage: rebuild the freed input first
+                d.revive()
+                self._rebuild(d)
+            if d.state is PENDING:
+                t.n_waiting += 1
+                if d.dependents is None:
+                    d.dependents = []
+                d.dependents.append(t)
+            elif d.state is FAILED:
+                self._fail_task(t, d.error)  # type: ignore[arg-type]
+                return
+        if t.n_waiting == 0:
+            self._dispatch(t)
+
+    def _dispatch(self, t: Task) -> None:
+        t.dispatch()
+        msg = self._message(t)
+        try:
+            fut = self.backend.submit(msg)
+        except Exception as exc:
+            fut = Future()
+            fut.set_exception(exc)
+        t.future = fut
+        fut.add_done_callback(functools.partial(self._post_done, t, t.attempt))
+
+    def _message(self, t: Task) -> TaskMessage:
+        spec = t.spec
+        assert spec is not None
+        refs = {}
+        if self.exporting and spec.nested:
+            refs = {oid: "pending" if oid in self._objs else self.known.get(oid, "lost")
+                    for oid in spec.nested}
+        return TaskMessage(
+            job_id=self.job_id, task_id=t.id, name=t.name, fn_key=spec.fn_key,
+            attempt=t.attempt, args=spec.args, args_key=spec.args_key,
+            deps=[d.loc or {} for d in t.deps], num_returns=spec.options.num_returns,
+            options=spec.options.worker_options, store_uri=self.store.uri,
+            inline_limit=self.inline_limit, nested=self.nested, refs=refs,
+            job_key=self.job_key,
+        )
+
+    def _post_done(self, t: Task, attempt: int, fut: Future) -> None:
+        self._inbox.put((self._done_cmd, (t, attempt, fut)))
+
+    # ---------------------------------------------------------- completion
+    def _on_done(self, t: Task, attempt: int, fut: Future) -> None:
+        try:
+            result: TaskResult = fut.result()
+        except CancelledError:
+            return
+        except BaseException as exc:  # the backend itself failed
+            result = TaskResult(t.id, attempt, "backend", error={"exc": exc})
+        if t.state is not DISPATCHED or t.attempt != attempt:
+            self._drop_late(result)  # cancelled meanwhile, or a stale duplicate
+            return
+        if self._drainers:
+            self._later.append((self._check_drained, None))
+        self._record(t, result)
+        if result.status == OK:
+            self._finish(t, result)
+        elif result.status == LOST:
+            self._input_lost(t, str((result.error or {}).get("key", "")))
+        else:
+            error = failures.error_for(f"{t.name}[{t.id}]", result)
+            assert t.spec is not None
+            if failures.should_retry(t.attempt, t.spec.options, result, error):
+                log.info("job=%s task=%s retrying after %s (attempt %d)",
+                         self.job_id, t.id, type(error).__name__, attempt + 1)
+                t.retry()
+                self._schedule(t)
+            else:
+                self._fail_task(t, error)
+
+    def _finish(self, t: Task, result: TaskResult) -> None:
+        t.finish()
+        nested = result.nested or [[] for _ in t.outs]
+        for o, loc, holds in zip(t.outs, result.values, nested):
+            if o.state is PENDING:  # a rebuild leaves the objects that were not lost
+                o.resolve(loc, self._take_holds(holds))
+                self._settle(o)
+        result.keepalive = None  # its refs may die now: they are counted
+        if any("key" in o.loc for o in t.outs if o.loc is not None):
+            self._keep_lineage(t)  # a stored object can be lost: keep how to rebuild it
+        else:
+            self._drop_spec(t)  # in memory: never lost (a pinned one keeps its value)
+        self._unhold(t)
+        for o in t.outs:
+            if o.refs <= 0:
+                self._free(o)
+
+    def _settle(self, o: Obj) -> None:
+        """``o`` just became READY or FAILED: answer its waiters and dependents."""
+        if o.waiters:
+            waiters, o.waiters = o.waiters, None
+            for w in waiters:
+                w.remaining -= 1
+                if w.remaining == 0:
+                    w.done(self._settled_list(w.objs))
+        if self.exporting and o.escaped:
+            self._write_export(o)
+        if o.dependents:
+            deps, o.dependents = o.dependents, None
+            for d in deps:
+                if d.state is not WAITING:
+                    continue
+                if o.state is FAILED:
+                    self._fail_task(d, o.error)  # type: ignore[arg-type]
+                else:
+                    d.n_waiting -= 1
+                    if d.n_waiting == 0:
+                        self._dispatch(d)
+
+    def _fail_task(self, t: Task, error: BaseException) -> None:
+        """Fail ``t`` and, transitively, the WAITING tasks that depend on it."""
+        stack = [t]
+        while stack:
+            t = stack.pop()
+            t.fail()
+            fut, t.future = t.future, None
+            if fut is not None and not fut.done():
+                fut.cancel()
+            for o in t.outs:
+                if o.state is PENDING:
+                    o.fail(error)
+                    deps, o.dependents = o.dependents, None
+                    self._settle(o)
+                    stack.extend(d for d in deps or () if d.state is WAITING)
+            self._unhold(t)
+            self._drop_spec(t)
+            for o in t.outs:
+                if o.refs <= 0:
+                    self._later.append((self._free, o))
+
+    def _drop_late(self, result: TaskResult) -> None:
+        if result.status == OK and self.eager_delete:
+            for loc in result.values:
+                if "key" in loc:
+                    self._io.delete(loc["key"])
+
+    def _record(self, t: Task, r: TaskResult) -> None:
+        self.records.append((t.id, t.name, r.attempt, r.status, t.submit_time, r.stats))
+
+    # ---------------------------------------------------------- references
+    def _take_holds(self, oids: list[str]) -> list[str] | None:
+        """A value containing refs to ``oids`` keeps them alive. On exporting owners an
+        id not known here names an object its (nested) owner exported to the store."""
+        held = []
+        for oid in oids:
+            o = self._objs.get(oid)
+            if o is None and self.exporting:
+                o = self._objs[oid] = Obj(oid, None)
+                o.resolve({"key": keys.object_key(self.job_id, oid)}, None)
+            if o is not None:
+                o.refs += 1
+                held.append(oid)
+                if self.exporting:
+                    self._escape(o)
+        return held or None
+
+    def _unref(self, o: Obj) -> None:
+        o.refs -= 1
+        if o.refs <= 0:
+            if o.holds is None:
+                self._free(o)
+            else:  # freeing it releases what it holds: a cascade, one step at a time
+                self._later.append((self._free, o))
+
+    def _on_add_ref(self, oid: str) -> None:
+        o = self._objs.get(oid)
+        if o is not None:
+            o.refs += 1
+
+    def _on_release_ref(self, oid: str) -> None:
+        o = self._objs.get(oid)
+        if o is not None:
+            self._unref(o)
+
+    def _on_borrow(self, owner: Hashable, oids: list[str]) -> None:
+        mine = self._borrows.setdefault(owner, set())
+        for oid in oids:
+            o = self._objs.get(oid)
+            if o is not None and oid not in mine:
+                mine.add(oid)
+                o.refs += 1
+
+    def _on_release(self, owner: Hashable, oids: list[str]) -> None:
+        mine = self._borrows.get(owner, set())
+        for oid in oids:
+            if oid in mine:
+                mine.discard(oid)
+                o = self._objs.get(oid)
+                if o is not None:
+                    self._unref(o)
+
+    def _on_drop_owner(self, owner: Hashable) -> None:
+        for oid in self._borrows.pop(owner, ()):
+            o = self._objs.get(oid)
+            if o is not None:
+                self._unref(o)
+
+    def _free(self, o: Obj) -> None:
+        """No refs left: delete the value, release what it holds, keep the record only
+        while lineage pins it (a pinned value kept in memory stays: it stands in for the
+        lineage of its task). A PENDING object is freed once it settles."""
+        if o.refs > 0 or (o.state is not READY and o.state is not FAILED):
+            return
+        loc = o.loc
+        if o.pins > 0 and loc is not None and "key" not in loc:
+            return
+        if loc is not None and self.eager_delete:
+            key = loc.get("key")
+            if key:
+                self._io.delete(key)
+            if o.escaped and "key" not in loc:
+                self._io.delete(keys.object_key(self.job_id, o.id))
+        holds, o.holds = o.holds, None
+        o.release()
+        for oid in holds or ():
+            h = self._objs.get(oid)
+            if h is not None:
+                self._unref(h)
+        if o.pins <= 0:
+            self._forget(o)
+
+    def _forget(self, o: Obj) -> None:
+        """(Follow-up) Drop a RELEASED record nothing pins; with its task's last object,
+        the task's lineage goes too."""
+        if o.state is not RELEASED or o.pins > 0 or self._objs.get(o.id) is not o:
+            return
+        del self._objs[o.id]
+        t = o.task
+        if t is not None and t.spec is not None and not any(x.id in self._objs for x in t.outs):
+            self._drop_spec(t)
+
+    # ---------------------------------------------------------- lineage
+    def _keep_lineage(self, t: Task) -> None:
+        """A FINISHED task keeps its spec (to rebuild its objects) and pins its inputs;
+        beyond max_lineage_bytes the oldest lineage goes first."""
+        spec = t.spec
+        if spec is None:
+            return
+        if not t.pinned:
+            t.pinned = True
+            for o in t.deps:
+                o.pins += 1
+            for o in t.nested:
+                o.pins += 1
+        if t.id not in self._lineage:
+            self._lineage[t.id] = t
+            self._lineage_bytes += spec.lineage_bytes
+        while self._lineage_bytes > self.max_lineage_bytes and len(self._lineage) > 1:
+            oldest = next(iter(self._lineage.values()))
+            log.debug("job=%s lineage of task %s evicted (max_lineage_bytes=%d)",
+                      self.job_id, oldest.id, self.max_lineage_bytes)
+            self._drop_spec(oldest)
+
+    def _drop_spec(self, t: Task) -> None:
+        """Forget how to rebuild ``t``'s objects; unpin its inputs."""
+        spec, t.spec = t.spec, None
+        if spec is None:
+            return
+        if self._lineage.pop(t.id, None) is not None:
+            self._lineage_bytes -= spec.lineage_bytes
+        if t.pinned:
+            t.pinned = False
+            for o in t.deps + t.nested:
+                o.pins -= 1
+                if o.pins <= 0 and o.state is RELEASED:
+                    self._later.append((self._forget, o))
+                elif o.pins <= 0 and o.refs <= 0:
+                    self._later.append((self._free, o))  # a value kept only for lineage
+        if spec.args_key and self.eager_delete:
+            self._io.delete(spec.args_key)
+
+    def _on_lost(self, oid: str, loc: dict) -> None:
+        o = self._objs.get(oid)
+        if o is not None and o.state is READY and o.loc == loc:
+            o.lose()
+            self._rebuild(o)
+
+    def _rebuild(self, o: Obj) -> None:
+        """``o`` is PENDING again (lost, or revived from RELEASED): run its task again,
+        as a follow-up (a chain of lost inputs is rebuilt iteratively)."""
+        self._later.append((self._rebuild_now, o))
+
+    def _rebuild_now(self, o: Obj) -> None:
+        t = o.task
+        why = None
+        if o.state is not PENDING:
+            return
+        if t is None:
+            why = "it was stored with put(), which keeps no lineage"
+        elif t.spec is None:
+            why = ("its lineage was dropped (max_lineage_bytes="
+                   f"{self.max_lineage_bytes}, or its task failed)")
+        elif t.state is not FINISHED:
+            return  # already running again
+        elif t.attempt >= t.spec.options.max_retries:
+            why = (f"rebuilding it would run task {t.name}[{t.id}] again (attempt "
+                   f"{t.attempt + 1}), beyond max_retries={t.spec.options.max_retries}")
+        if why is not None:
+            o.fail(ObjectLostError(f"object {o.id} was lost from the store and cannot be "
+                                   f"rebuilt: {why}", key=o.id))
+            self._settle(o)
+            if o.refs <= 0:
+                self._later.append((self._free, o))
+            return
+        assert t is not None and t.spec is not None
+        log.info("job=%s rebuilding %s: running task %s again", self.job_id, o.id, t.id)
+        if self._lineage.pop(t.id, None) is not None:  # back in _keep_lineage at finish
+            self._lineage_bytes -= t.spec.lineage_bytes
+        t.rerun()
+        self._hold(t)
+        self._schedule(t)
+
+    def _input_lost(self, t: Task, key: str) -> None:
+        """The worker found input ``key`` missing before running ``t``."""
+        spec = t.spec
+        assert spec is not None
+        if key == spec.fn_key and key in self._fn_bytes:
+            self.store.put(key, self._fn_bytes[key])
+            t.retry()
+            self._schedule(t)
+            return
+        lost = next((d for d in t.deps if d.loc is not None and d.loc.get("key") == key), None)
+        if lost is None or lost.state is not READY:
+            what = "its arguments" if key == spec.args_key else f"input {key}"
+            self._fail_task(t, ObjectLostError(
+                f"task {t.name}[{t.id}]: {what} vanished from the store and cannot be "
+                "rebuilt", key=key))
+            return
+        lost.lose()
+        self._rebuild(lost)
+        t.requeue()
+        self._schedule(t)
+
+    # ---------------------------------------------------------- waiting
+    def _on_watch(self, w: Waiter, oids: list[str]) -> None:
+        objs = w.objs
+        finished = 0
+        for oid in oids:
+            o = self._objs.get(oid)
+            if o is not None and o.state is RELEASED:
+                o.revive()
+                self._rebuild(o)
+            objs.append(o)
+            if o is None or o.state is READY or o.state is FAILED:
+                finished += 1
+        w.remaining -= finished
+        if w.remaining <= 0:
+            w.remaining = 0
+            w.done(self._settled_list(objs))
+            return
+        for o in objs:
+            if o is not None and o.state is PENDING:
+                if o.waiters is None:
+                    o.waiters = []
+                o.waiters.append(w)
+        if w.pending is not None:
+            w.pending()
+
+    def _on_unwatch(self, w: Waiter) -> None:
+        w.remaining = -1
+        for o in w.objs:
+            if o is not None and o.waiters and w in o.waiters:
+                o.waiters.remove(w)
+
+    def _on_flags(self, oids: list[str]) -> list:
+        return self._settled_list([self._objs.get(oid) for oid in oids])
+
+    def _settled_list(self, objs: list[Obj | None]) -> list:
+        out: list = []
+        for o in objs:
+            if o is None:
+                out.append(("lost", "this runtime has no such object (it was freed, or "
+                                    "belongs to another runtime or job)"))
+            elif o.state is READY:
+                out.append(("ok", o.loc))
+            elif o.state is FAILED:
+                out.append(("error", o.error))
+            else:
+                out.append(None)
+        return out
+
+    # ---------------------------------------------------------- cancel, export
+    def _on_cancel(self, oid: str, force: bool) -> bool:
+        o = self._objs.get(oid)
+        t = o.task if o is not None else None
+        if t is None or (t.state is not WAITING and t.state is not DISPATCHED):
+            return False
+        if force and t.state is DISPATCHED and self._kill is not None:
+            self._kill(t.id)
+        label = f"{t.name}[{t.id}]"
+        self._fail_task(t, TaskCancelledError(f"task {label} was cancelled", task=label))
         return True
 
-    # ---------------------------------------------------------------- lifecycle
-    def stats_records(self) -> list[dict]:
-        return [dict(zip(RECORD_FIELDS, r)) for r in list(self.records)]
+    def _on_export(self, oids: list[str]) -> None:
+        for oid in oids:
+            o = self._objs.get(oid)
+            if o is not None:
+                self._escape(o)
 
-    def close(self) -> None:
-        with self._guard:
-            self.closed = True
-            objs = list(self._objs.values())
-            self._objs.clear()
-        for o in objs:  # wake anyone still blocked in get()/wait()
-            if o.waiters:
-                for w in o.waiters:
-                    w.event.set()
+    def _on_drain(self, reply: Reply) -> None:
+        self._drainers.append(reply)
+        self._check_drained(None)
+
+    def _check_drained(self, _: Any) -> None:
+        busy = any(o.task is not None and (o.task.state is WAITING or o.task.state is DISPATCHED)
+                   for o in self._objs.values())
+        if not busy:
+            drainers, self._drainers = self._drainers, []
+            for reply in drainers:
+                reply.set(True)
+
+    def _escape(self, o: Obj) -> None:
+        if not o.escaped:
+            o.escaped = True
+            if o.state is READY or o.state is FAILED:
+                self._write_export(o)
+
+    def _write_export(self, o: Obj) -> None:
+        """Put a copy of an escaped object under its object key for key readers."""
+        key = keys.object_key(self.job_id, o.id)
+        if o.state is FAILED:
+            self._io.put(key, stored_error_frame(o.error))  # type: ignore[arg-type]
+        elif o.loc is not None and "inline" in o.loc:
+            self._io.put(key, o.loc["inline"])
+
+
+class _StoreThread:
+    """Writes and deletes on behalf of the scheduler, in order, off its thread (a store
+    may be S3: the scheduler's thread must never wait for the network)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def put(self, key: str, data: Any) -> None:
+        self._submit(self._store.put, key, data)
+
+    def delete(self, key: str) -> None:
+        self._submit(self._store.delete, key)
+
+    def _submit(self, fn: Callable, *args: Any) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lambdaflow-store",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put((fn, args))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception as exc:  # freed bytes are garbage: never fail for them
+                log.debug("store %s%s failed: %s", fn.__name__, args[:1], exc)
+
+    def barrier(self, timeout: float | None) -> bool:
+        """Wait until every write and delete submitted so far is done."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put((done.set, ()))
+        return done.wait(timeout)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)

@@ -26,6 +26,8 @@ bytes_out          bytes of results written
 peak_memory_mb     peak resident memory of the worker seen at the end of the attempt
 throttles          429 TooManyRequests answers seen before this attempt was accepted
 backend            "threads" | "processes" | "lambda"
+blocked_s          seconds the task spent waiting in get()/wait() inside it (on Lambda its
+                   environment is billed meanwhile: part of duration_s)
 billed_duration_s  optional: Lambda's own "Billed Duration" when known
 init_s             optional: a cold environment's start-up time before this task began
 =================  ======================================================================
@@ -178,7 +180,7 @@ def summarize(
     last_attempt: dict[str, Mapping[str, Any]] = {}
     status_counts = {status: 0 for status in STATUSES}
     durations: list[float] = []
-    gb_seconds = 0.0
+    gb_seconds = blocked_gb_seconds = 0.0
     requests = 0
     envs: set[str] = set()
     for rec in records:
@@ -196,6 +198,7 @@ def summarize(
         if rec.get("memory_mb") is not None and rec.get("start") is not None:
             requests += 1
             gb_seconds += billed_gb_seconds(rec)
+            blocked_gb_seconds += float(rec.get("blocked_s") or 0.0) * rec["memory_mb"] / 1024
         if rec.get("env_id") is not None and rec.get("start") is not None:
             envs.add(str(rec["env_id"]))
     submits = [r["submit_time"] for r in records if r.get("submit_time") is not None]
@@ -235,7 +238,9 @@ def summarize(
             default=None,
         ),
         "requests": requests,
+        "blocked_s": sum(float(r.get("blocked_s") or 0.0) for r in records),
         "billed_gb_seconds": gb_seconds,
+        "blocked_gb_seconds": blocked_gb_seconds,
         "cost_usd": compute_cost + request_cost,
         "compute_cost_usd": compute_cost,
         "request_cost_usd": request_cost,
@@ -281,7 +286,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         ("wall time", secs(summary["wall_time_s"])),
         ("data", f"{size(summary['bytes_in'])} in, {size(summary['bytes_out'])} out"),
         ("requests", str(summary["requests"])),
-        ("billed GB-s", f"{summary['billed_gb_seconds']:.4f}"),
+        ("blocked in get/wait", secs(summary.get("blocked_s", 0.0))),
+        ("billed GB-s", f"{summary['billed_gb_seconds']:.4f} "
+                        f"({summary.get('blocked_gb_seconds', 0.0):.4f} while blocked)"),
         (
             "estimated cost",
             f"${summary['cost_usd']:.6f} ({where}, on-demand, no free tier)",

@@ -1,15 +1,21 @@
 """The universal task handler: the same code runs a task on every backend.
 
-    run_task(message, store) -> TaskResult
+    run_task(message, store, client=...) -> TaskResult
 
-1. load the function: the per-process cache, else the message, else ``store[fn_key]``;
-2. load the arguments: the inline frame or ``store[args_key]``; every ``DepSlot(i)`` at
-   the top level becomes the value of dependency ``i`` (inline frame or store key);
-3. call it inside a task context (so ``lambdaflow.get`` on nested refs works here);
-4. place each return value: inline in the result when small, else in the store under
-   its deterministic key (a retry rewrites the same key);
-5. never raise: an exception becomes an ERROR result carrying the pickled exception
-   (checked to unpickle; else its text) and the formatted remote traceback.
+1. open the message's store (``task_store``: the one place a worker does);
+2. load the function: the per-process cache, else the message, else ``store[fn_key]``;
+3. load the arguments: the inline frame or ``store[args_key]``; every ``DepSlot(i)`` at
+   the top level becomes the value of dependency ``i``. An input missing from the store
+   gives a LOST result naming its key (the owner rebuilds it and runs the task again);
+4. call the function as the thread's current task (``context.enter``), with the
+   backend's client, so that ``lambdaflow.remote/get/wait/put`` work inside it;
+5. place each return value: inline when small, else in the store under its
+   deterministic key (a retry rewrites the same key), and report the ids of the refs
+   nested in it; an owning client (Lambda) first finishes and exports what it owns;
+6. never raise: an exception becomes an ERROR result carrying the pickled exception
+   (checked to unpickle; else its text) and the formatted remote traceback. Only
+   ``SystemExit`` and ``KeyboardInterrupt`` pass: they end the worker, which its
+   backend reports as a crash.
 
 Functions (and anything an op caches at module level, such as a model) stay cached in
 the process across tasks: a warm Lambda or a worker process loads them once.
@@ -20,63 +26,50 @@ from __future__ import annotations
 import os
 import resource
 import sys
-import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 
 from lambdaflow import serialization
-from lambdaflow.errors import GetTimeoutError, ObjectLostError, TaskError
-from lambdaflow.runtime import integrity, keys
+from lambdaflow.errors import ObjectLostError
+from lambdaflow.runtime import integrity, keys, values
+from lambdaflow.runtime.context import (
+    Client,
+    OwningClient,
+    TaskContext,
+    current_context,
+    enter,
+    leave,
+)
 from lambdaflow.runtime.store import Store
-from lambdaflow.runtime.task import ERROR, OK, DepSlot, TaskMessage, TaskResult
+from lambdaflow.runtime.task import ERROR, LOST, OK, DepSlot, TaskMessage, TaskResult
 
 _FN_CACHE: OrderedDict[str, Callable] = OrderedDict()
 _FN_CACHE_SIZE = 256
-_ctx = threading.local()
 
 
-class StoredError:
-    """What the driver writes under an object's key when its task failed, so a worker
-    that ``get``s a nested ref raises the same error."""
+class _InputLost(Exception):
+    """An input of the task is missing from the store (before the function ran)."""
 
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class TaskContext:
-    """Where a running task is: lets ``lambdaflow.get`` resolve refs from the store."""
-
-    def __init__(self, message: TaskMessage, store: Store) -> None:
-        self.message = message
-        self.store = store
-
-    def get_value(self, ref: Any, timeout: float | None = None) -> Any:
-        key = keys.object_key(ref.job, ref.id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while not self.store.exists(key):  # its task may still be running
-            if deadline is not None and time.monotonic() >= deadline:
-                raise GetTimeoutError(f"{ref!r} not ready after {timeout}s (inside a task)")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        value = serialization.loads(self.store.get(key))
-        if isinstance(value, StoredError):
-            raise value.error
-        return value
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-def current_context() -> TaskContext | None:
-    return getattr(_ctx, "task", None)
+def task_store(message: TaskMessage) -> Store:
+    """The store a task message names, checked under its job key: the one place a worker
+    opens one (runtime/integrity.py)."""
+    return integrity.task_store(message)
 
 
 def load_function(message: TaskMessage, store: Store) -> Callable:
     fn = _FN_CACHE.get(message.fn_key)
     if fn is None:
-        data = message.fn_bytes if message.fn_bytes is not None else store.get(message.fn_key)
+        data = message.fn_bytes if message.fn_bytes is not None else _read(store, message.fn_key)
         integrity.check_function(message.fn_key, data)
         fn = cloudpickle.loads(data)
         _FN_CACHE[message.fn_key] = fn
@@ -85,32 +78,40 @@ def load_function(message: TaskMessage, store: Store) -> Callable:
     return fn
 
 
+def _read(store: Store, key: str) -> Any:
+    try:
+        return store.get(key)
+    except ObjectLostError as exc:
+        raise _InputLost(key, str(exc)) from None
+
+
 def load_arguments(message: TaskMessage, store: Store) -> tuple[tuple, dict, int]:
-    if message.args is not None:
-        frame = message.args
-    else:
-        frame = store.get(message.args_key)
+    frame = message.args if message.args is not None else _read(store, message.args_key or "")
     nbytes = len(frame)
     args, kwargs = serialization.loads(frame)
     if message.deps:
-        values = []
+        loaded = []
         for dep in message.deps:
-            data = dep.get("inline")
-            if data is None:
-                data = store.get(dep["key"])
-            nbytes += len(data)
-            values.append(serialization.loads(data))
-        args = tuple(values[a.index] if type(a) is DepSlot else a for a in args)
+            try:
+                loaded.append(values.load(store, dep))
+            except ObjectLostError as exc:
+                raise _InputLost(dep.get("key", ""), str(exc)) from None
+            nbytes += values.load_size(dep)
+        args = tuple(loaded[a.index] if type(a) is DepSlot else a for a in args)
         for k, v in kwargs.items():
             if type(v) is DepSlot:
-                kwargs[k] = values[v.index]
+                kwargs[k] = loaded[v.index]
     return args, kwargs, nbytes
 
 
-def place_values(message: TaskMessage, store: Store, value: Any) -> tuple[list[dict], int]:
+def place_values(message: TaskMessage, store: Store, value: Any,
+                 share: str | None = None) -> tuple[list[dict], list[list[str]], int]:
+    """(locations, ids of the refs nested in each value, total bytes)."""
     n = message.num_returns
     if n == 1:
-        outputs = [value]
+        loc, refs = values.place(store, message.job_id, message.task_id, value,
+                                 message.inline_limit, share=share)
+        return [loc], [refs], loc["size"]
     else:
         if not isinstance(value, (tuple, list)) or len(value) != n:
             got = f"{len(value)} values" if isinstance(value, (tuple, list)) else type(value).__name__
@@ -119,19 +120,15 @@ def place_values(message: TaskMessage, store: Store, value: Any) -> tuple[list[d
                 f"return a tuple of {n} values"
             )
         outputs = list(value)
-    placed, total = [], 0
+    placed, nested, total = [], [], 0
     for i, out in enumerate(outputs):
-        chunks = serialization.dumps(out)
-        size = serialization.chunks_len(chunks)
-        total += size
-        if size <= message.inline_limit:
-            placed.append({"inline": b"".join(chunks), "size": size})
-        else:
-            oid = keys.result_object_id(message.task_id, None if n == 1 else i)
-            key = keys.object_key(message.job_id, oid)
-            store.put(key, chunks)
-            placed.append({"key": key, "size": size})
-    return placed, total
+        oid = keys.result_object_id(message.task_id, None if n == 1 else i)
+        loc, refs = values.place(store, message.job_id, oid, out, message.inline_limit,
+                                 share=share)
+        total += loc["size"]
+        placed.append(loc)
+        nested.append(refs)
+    return placed, nested, total
 
 
 def capture_error(exc: BaseException, tb_skip: int = 1) -> dict:
@@ -163,19 +160,19 @@ class _ExcState:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         state = {k: v for k, v in vars(self.exc).items() if not k.startswith("__")}
         return (_rebuild_exception, (type(self.exc), self.exc.args, state))
 
 
-def _rebuild_exception(cls: type, args: tuple, state: dict) -> BaseException:
+def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
     exc = cls.__new__(cls)
     exc.args = args
     exc.__dict__.update(state)
     return exc
 
 
-_PEAK = {"pid": None, "fd": None, "at": 0.0, "mb": 0.0}
+_PEAK: dict[str, Any] = {"pid": None, "fd": None, "at": 0.0, "mb": 0.0}
 PEAK_REFRESH_S = 0.02  # read /proc at most this often; the peak only grows
 
 
@@ -207,56 +204,71 @@ def peak_memory_mb() -> float:
 
 
 def run_task(message: TaskMessage, store: Store | None = None, *,
-             measure_memory: bool = True) -> TaskResult:
-    """Run one task. Never raises (but lets a KeyboardInterrupt of the worker process
-    itself through). ``measure_memory=False`` skips the peak-memory reading (the
-    threads backend: it would be the driver's)."""
+             client: Client | None = None, share: str | None = None,
+             measure_memory: bool = True, env_id: str | None = None) -> TaskResult:
+    """Run one task. Never raises, except SystemExit / KeyboardInterrupt (the worker
+    ends: a crash). ``client`` serves the task's own API calls (default: a nested
+    runtime on Lambda, else none); ``share`` is the threads backend's value mode;
+    ``measure_memory=False`` skips the peak-memory reading (threads: it would be the
+    driver's); ``env_id`` names where it ran (default: this process)."""
     start = time.time()
     t0 = time.perf_counter()
     bytes_in = bytes_out = 0
-    status, values, error = OK, [], None
-    prev = getattr(_ctx, "task", None)
+    status, error = OK, None
+    placed: list[dict] = []
+    nested: list[list[str]] = []
+    ctx = None
+    keep = None
     try:
-        store = integrity.task_store(message, store)
-        fn = load_function(message, store)
-        args, kwargs, bytes_in = load_arguments(message, store)
-        _ctx.task = TaskContext(message, store)
+        if store is None:
+            store = task_store(message)
+        if client is None and "lambda" in message.nested:
+            from lambdaflow.runtime.backends.lambda_nested import NestedClient
+
+            client = NestedClient(message, store)
+        ctx = TaskContext(message, store, client)
+        prev = enter(ctx)
         try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:
-            if type(exc) is KeyboardInterrupt:
+            fn = load_function(message, store)
+            args, kwargs, bytes_in = load_arguments(message, store)
+            try:
+                value = fn(*args, **kwargs)
+            except (SystemExit, KeyboardInterrupt):
                 raise
-            status, error = ERROR, capture_error(exc)
-        else:
-            values, bytes_out = place_values(message, store, value)
-    except KeyboardInterrupt:
+            except BaseException as exc:
+                status, error = ERROR, capture_error(exc)
+            else:
+                placed, nested, bytes_out = place_values(message, store, value, share)
+                if any(nested):
+                    keep = value
+                if isinstance(client, OwningClient):
+                    client.export([oid for ids in nested for oid in ids])
+        finally:
+            leave(prev)
+    except (SystemExit, KeyboardInterrupt):
         raise
+    except _InputLost as exc:
+        status, error = LOST, {"key": exc.key, "message": str(exc)}
     except BaseException as exc:  # loading or placing failed: the task's error too
         status, error = ERROR, capture_error(exc, tb_skip=0)
     finally:
-        _ctx.task = prev
-    end = time.time()
+        if isinstance(client, OwningClient):
+            client.close(abandon=status != OK)
+    duration = time.perf_counter() - t0
     stats = {
         "start": start,
-        "end": end,
-        "duration_s": time.perf_counter() - t0,
+        "end": start + duration,
+        "duration_s": duration,
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
         "peak_memory_mb": round(peak_memory_mb(), 1) if measure_memory else None,
-        "env_id": ENV_ID,
+        "env_id": env_id or ENV_ID,
+        "blocked_s": round(ctx.blocked_s, 6) if ctx is not None else 0.0,
     }
-    return TaskResult(message.task_id, message.attempt, status, values, error, stats)
+    return TaskResult(message.task_id, message.attempt, status, placed, error, stats, nested,
+                      keep)
 
 
 ENV_ID = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME") or f"pid-{os.getpid()}"
 
-
-def stored_error_frame(error: BaseException) -> list:
-    """The frame the driver writes for a failed object that escaped to workers."""
-    try:
-        return serialization.dumps(StoredError(error))
-    except Exception:
-        return serialization.dumps(StoredError(TaskError(str(error))))
-
-
-__all__ = ["run_task", "current_context", "TaskContext", "StoredError", "ObjectLostError"]
+__all__ = ["run_task", "current_context", "task_store", "TaskContext"]

@@ -114,3 +114,136 @@ def record_run(path, value):
     with open(path, "a") as f:
         f.write(f"{value}\n")
     return value
+
+
+# ------------------------------------------------------------- tasks that submit tasks
+
+
+@lf.remote
+def fib(n):
+    """Recursive Fibonacci, one task per call (each waits for its two subtasks)."""
+    if n < 2:
+        return n
+    return sum(lf.get([fib.remote(n - 1), fib.remote(n - 2)]))
+
+
+@lf.remote
+def depth_chain(n):
+    """A chain of n tasks, each waiting for the next."""
+    return 0 if n == 0 else lf.get(depth_chain.remote(n - 1)) + 1
+
+
+@lf.remote
+def fan_out(n):
+    """Dynamic fan-out: as many subtasks as the argument says, summed."""
+    return sum(lf.get([add.remote(i, 1) for i in range(n)]))
+
+
+@lf.remote
+def first_of(delays):
+    """Wait for the first of several subtasks; return its value and how many were done."""
+    refs = [sleep_then.remote(i, d) for i, d in enumerate(delays)]
+    ready, not_ready = lf.wait(refs, num_returns=1)
+    return lf.get(ready[0]), len(ready), len(not_ready)
+
+
+@lf.remote
+def put_inside(value):
+    """put() in a task; the ref goes back to the caller inside a list."""
+    return [lf.put(value)]
+
+
+@lf.remote
+def submit_inside(x):
+    """A task that returns refs to tasks it submitted (and does not wait for them)."""
+    return [add.remote(x, 1), add.remote(x, 2)]
+
+
+@lf.remote
+def leaf():
+    return 0
+
+
+@lf.remote
+def middle():
+    return lf.get(leaf.remote())
+
+
+@lf.remote
+def top():
+    return lf.get(middle.remote())
+
+
+@lf.remote
+def get_behind(box):
+    """Wait for a ref that was submitted just before this task (same worker)."""
+    return lf.get(box[0])
+
+
+@lf.remote
+def get_with_timeout(box, seconds):
+    """get() of a nested ref, reporting the error type (not raising)."""
+    try:
+        return lf.get(box[0], timeout=seconds)
+    except lf.ObjectLostError as exc:
+        return f"ObjectLostError: {exc}"
+    except lf.GetTimeoutError:
+        return "GetTimeoutError"
+
+
+@lf.remote
+def exit_once(path, code=3):
+    """Calls exit() on its first run (a file remembers), returns on the next."""
+    if not os.path.exists(path):
+        open(path, "w").close()
+        raise SystemExit(code)
+    return "after exit"
+
+
+@lf.remote
+def blocked_parent(seconds):
+    """Waits for a slow subtask: the time counts as blocked in its stats."""
+    return lf.get(sleep_then.remote("slept", seconds))
+
+
+@lf.remote
+def address_mod_64(a):
+    return int(a.ctypes.data % 64)
+
+
+@lf.remote
+def wait_on(box):
+    """Block in get() on a ref submitted by the driver (running elsewhere)."""
+    return lf.get(box[0])
+
+
+@lf.remote
+def mark_then_sleep(path, seconds):
+    """Writes ``path`` once it runs, then sleeps (a task known to be running)."""
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return seconds
+
+
+def wait_for_file(path, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+@lf.remote
+def value_when(path, value):
+    """Returns ``value`` once ``path`` exists (a task that cannot finish before another
+    has started)."""
+    wait_for_file(path)
+    return value
+
+
+@lf.remote
+def mark_then_get(path, box):
+    """Writes ``path``, then waits for the ref in ``box``."""
+    open(path, "w").close()
+    return lf.get(box[0])

@@ -1,5 +1,6 @@
-"""Scheduler unit tests with a ten-line synchronous backend (no threads, no processes):
-the DAG logic alone."""
+"""Scheduler unit tests with a small synchronous backend (no threads of its own, no
+processes): the DAG logic alone. The scheduler runs on its own thread, so each test
+waits for it to go quiet (``quiesce``) before looking at what the backend got."""
 
 from __future__ import annotations
 
@@ -8,19 +9,27 @@ from concurrent.futures import Future
 import pytest
 
 from lambdaflow import serialization
-from lambdaflow.errors import TaskCancelledError, TaskError, WorkerCrashedError
-from lambdaflow.runtime import keys
+from lambdaflow.errors import (
+    LambdaflowError,
+    ObjectLostError,
+    TaskCancelledError,
+    TaskError,
+    WorkerCrashedError,
+)
+from lambdaflow.runtime import keys, values
+from lambdaflow.runtime.dagstate import ObjState
+from lambdaflow.runtime.options import TaskOptions
 from lambdaflow.runtime.refs import ObjectRef
 from lambdaflow.runtime.scheduler import Scheduler
 from lambdaflow.runtime.store.memory import MemoryStore
-from lambdaflow.runtime.task import CRASH, DepSlot, TaskMessage, failure
+from lambdaflow.runtime.task import CRASH, DepSlot, TaskMessage, TaskSpec, failure
 from lambdaflow.runtime.worker import run_task
 
-OPTS = {"name": "f", "max_retries": 3, "retry_exceptions": False, "num_returns": 1, "wire": {}}
+OPTS = TaskOptions(name="f", max_retries=3)
 
 
 class SyncBackend:
-    """Runs each task at once, or holds it until ``release()`` when ``hold`` is set."""
+    """Runs each task at once inside ``submit``, or holds it until ``release()``."""
 
     name = "sync"
     eager_delete = True
@@ -50,23 +59,30 @@ class SyncBackend:
         else:
             fut.set_result(run_task(msg, self.store))
 
-    def release(self) -> None:
+    def release(self, sched: Scheduler) -> None:
+        sched.quiesce()
         held, self.held = self.held, []
         for msg, fut in held:
             self._run(msg, fut)
-
-    def release_all(self) -> None:
-        while self.held:
-            self.release()
+        sched.quiesce()
 
     def shutdown(self) -> None:
         pass
 
 
-def make(backend=None):
-    backend = backend or SyncBackend()
-    sched = Scheduler(backend, "job-test", inline_limit=1024)
-    return sched, backend
+@pytest.fixture
+def make():
+    made = []
+
+    def make(backend=None, **kw):
+        backend = backend or SyncBackend()
+        sched = Scheduler(backend, "job-test", store=backend.store, inline_limit=1024, **kw)
+        made.append(sched)
+        return sched, backend
+
+    yield make
+    for s in made:
+        s.close()
 
 
 def submit(sched, fn, *args, opts=OPTS):
@@ -82,31 +98,43 @@ def submit(sched, fn, *args, opts=OPTS):
         else:
             slots.append(a)
     frame = serialization.dumps_bytes((tuple(slots), {}))
-    return sched.submit(opts["name"], key, sched.new_task_id(), frame, None, deps, [], opts)
+    spec = TaskSpec(sched.new_id(), key, opts, frame, None, [d.id for d in deps])
+    return sched.submit(spec)
 
 
-def test_dispatch_when_last_dependency_ready():
+def put(sched, value):
+    oid = sched.new_id("p")
+    loc, holds = values.place(sched.store, sched.job_id, oid, value, sched.inline_limit)
+    return sched.put(oid, loc, holds)
+
+
+def state(sched, oid):
+    return sched._ask(lambda: sched._objs[oid].state if oid in sched._objs else None)
+
+
+def test_dispatch_when_last_dependency_ready(make):
     sched, be = make(SyncBackend(hold=True))
     a = submit(sched, lambda: 1)[0]
     b = submit(sched, lambda: 2)[0]
     c = submit(sched, lambda x, y: x + y, a, b)[0]
+    sched.quiesce()
     assert len(be.held) == 2  # c waits
-    be.release()
+    be.release(sched)
     assert [m.task_id for m, _ in be.held] == [c.id]  # dispatched once both are done
-    be.release()
-    assert sched.get([c], timeout=1) == [3]
+    be.release(sched)
+    assert sched.get([c], timeout=5) == [3]
     assert be.ran[-1] == c.id
 
 
-def test_long_chain_does_not_recurse():
+def test_long_chain_does_not_recurse(make):
     sched, _ = make()
     ref = submit(sched, lambda: 0)[0]
     for _ in range(3000):  # a synchronous backend completes inside submit
         ref = submit(sched, lambda x: x + 1, ref)[0]
-    assert sched.get([ref], timeout=5) == [3000]
+    assert sched.get([ref], timeout=30) == [3000]
 
 
-def test_failure_propagates_without_running_dependents():
+def test_failure_propagates_without_running_dependents(make):
     sched, be = make()
 
     def boom():
@@ -116,79 +144,211 @@ def test_failure_propagates_without_running_dependents():
     child = submit(sched, lambda x: x, bad)[0]
     grandchild = submit(sched, lambda x: x, child)[0]
     with pytest.raises(KeyError):
-        sched.get([grandchild], timeout=1)
+        sched.get([grandchild], timeout=5)
     with pytest.raises(TaskError):
-        sched.get([child], timeout=1)
+        sched.get([child], timeout=5)
     assert be.ran == [bad.id]
 
 
-def test_crash_retried_then_succeeds_and_only_that_task_reruns():
+def test_crash_retried_then_succeeds_and_only_that_task_reruns(make):
     sched, be = make(SyncBackend(crash_first=2))
     a = submit(sched, lambda: 5)[0]
     b = submit(sched, lambda x: x * 2, a)[0]
-    assert sched.get([b], timeout=1) == [10]
+    assert sched.get([b], timeout=5) == [10]
     assert be.ran == [a.id, a.id, a.id, b.id]
     attempts = [r["attempt"] for r in sched.stats_records() if r["task_id"] == a.id]
     assert attempts == [0, 1, 2]
 
 
-def test_crash_exhausts_max_retries():
+def test_crash_exhausts_max_retries(make):
     sched, be = make(SyncBackend(crash_first=10))
-    a = submit(sched, lambda: 5, opts=dict(OPTS, max_retries=1))[0]
+    a = submit(sched, lambda: 5, opts=TaskOptions(name="f", max_retries=1))[0]
     with pytest.raises(WorkerCrashedError, match="simulated crash"):
-        sched.get([a], timeout=1)
+        sched.get([a], timeout=5)
     assert be.ran == [a.id, a.id]
 
 
-def test_cancel_waiting_task_never_runs():
+def test_cancel_waiting_task_never_runs(make):
     sched, be = make(SyncBackend(hold=True))
     a = submit(sched, lambda: 1)[0]
     b = submit(sched, lambda x: x, a)[0]
+    c = submit(sched, lambda x: x, b)[0]  # depends on the cancelled one: cancelled too
     assert sched.cancel(b)
-    be.release()
+    be.release(sched)
     with pytest.raises(TaskCancelledError):
-        sched.get([b], timeout=1)
-    assert b.id not in be.ran
+        sched.get([b], timeout=5)
+    with pytest.raises(TaskCancelledError):
+        sched.get([c], timeout=5)
+    assert b.id not in be.ran and c.id not in be.ran
+    assert not sched.cancel(a)  # finished: nothing to cancel
 
 
-def test_cancel_dispatched_but_queued_task():
+def test_cancel_dispatched_but_queued_task(make):
     sched, be = make(SyncBackend(hold=True))
     a = submit(sched, lambda: 1)[0]
     assert sched.cancel(a)
-    be.release()  # its future was cancelled: the backend skips it
+    be.release(sched)  # its future was cancelled: the backend skips it
     assert be.ran == []
 
 
-def test_released_objects_are_freed():
+def test_released_objects_are_freed(make):
     sched, be = make()
     big = submit(sched, lambda: b"x" * 5000)[0]  # above inline_limit: in the store
-    assert sched.get([big], timeout=1) == [b"x" * 5000]
+    assert sched.get([big], timeout=5) == [b"x" * 5000]
     key = keys.object_key(sched.job_id, big.id)
     assert be.store.exists(key)
+    oid = big.id
     del big
-    submit(sched, lambda: 0)  # releases are drained on the next scheduler call
+    sched.quiesce()
+    sched._io.barrier(5)
     assert not be.store.exists(key)
-    assert len(sched._objs) == 1
+    assert state(sched, oid) is None
 
 
-def test_object_kept_while_a_dependent_needs_it():
+def test_object_kept_while_a_dependent_needs_it(make):
     sched, be = make(SyncBackend(hold=True))
     a = submit(sched, lambda: b"y" * 5000)[0]
     b = submit(sched, lambda x: len(x), a)[0]
     a_id = a.id
     del a
-    be.release()  # runs a; b becomes ready and is held
-    assert a_id in sched._objs
-    be.release()
-    assert sched.get([b], timeout=1) == [5000]
-    submit(sched, lambda: 0)
-    assert a_id not in sched._objs
+    be.release(sched)  # runs a; b becomes ready and is held
+    assert state(sched, a_id) is ObjState.READY
+    be.release(sched)
+    assert sched.get([b], timeout=5) == [5000]
+    sched.quiesce()
+    sched._io.barrier(5)
+    # b's result is in memory (it cannot be lost), so nothing keeps a's lineage
+    assert not be.store.exists(keys.object_key(sched.job_id, a_id))
+    assert state(sched, a_id) is None
 
 
-def test_wait_objects_partial():
+def test_lineage_pins_the_inputs_of_a_stored_result(make):
+    sched, be = make()
+    a = submit(sched, lambda: b"a" * 5000)[0]
+    b = submit(sched, lambda x: x * 2, a)[0]  # 10 kB: in the store, so it may be lost
+    a_id = a.id
+    assert len(sched.get([b], timeout=5)[0]) == 10000
+    del a
+    sched.quiesce()
+    sched._io.barrier(5)
+    assert not be.store.exists(keys.object_key(sched.job_id, a_id))  # a's value is gone...
+    assert state(sched, a_id) is ObjState.RELEASED  # ...its record stays: b's lineage
+    del b
+    sched.quiesce()
+    sched.quiesce()
+    assert state(sched, a_id) is None
+
+
+def test_a_pinned_value_in_memory_stands_in_for_its_lineage(make):
+    sched, be = make()
+    a = submit(sched, lambda: b"a" * 100)[0]  # inline: never lost, so no lineage
+    b = submit(sched, lambda x: x * 100, a)[0]  # in the store: keeps lineage, pins a
+    assert len(sched.get([b], timeout=5)[0]) == 10000
+    del a
+    sched.quiesce()
+    assert state(sched, b.id) is ObjState.READY
+    be.store.delete(keys.object_key(sched.job_id, b.id))
+    assert len(sched.get([b], timeout=5)[0]) == 10000  # rebuilt from a's kept value
+    assert be.ran.count(b.id) == 2 and len(be.ran) == 3
+
+
+def test_wait_partial_and_timeout(make):
     sched, be = make(SyncBackend(hold=True))
     a = submit(sched, lambda: 1)[0]
-    done = sched.wait_objects([a], 1, timeout=0.01)
-    assert done == [False]
-    be.release()
-    assert sched.wait_objects([a], 1, timeout=1) == [True]
+    assert sched.wait([a], 1, timeout=0.01) == [False]
+    be.release(sched)
+    assert sched.wait([a], 1, timeout=5) == [True]
+
+
+def test_refs_in_a_value_keep_their_objects(make):
+    sched, be = make()
+    inner = put(sched, b"z" * 5000)
+    outer = put(sched, [inner])
+    inner_id = inner.id
+    del inner
+    sched.quiesce()
+    assert state(sched, inner_id) is ObjState.READY  # held by outer's value
+    box = sched.get([outer], timeout=5)[0]
+    assert sched.get(box, timeout=5) == [b"z" * 5000]
+    del box, outer
+    sched.quiesce()
+    sched.quiesce()
+    assert state(sched, inner_id) is None
+
+
+def test_borrowing_owner_keeps_objects_until_it_drops(make):
+    sched, be = make()
+    worker = object()
+    sched.borrow(worker, [])  # an owner with nothing yet
+    sched.put_located("pw-1", {"inline": serialization.dumps_bytes(7), "size": 8}, [], worker)
+    sched.quiesce()
+    assert state(sched, "pw-1") is ObjState.READY
+    sched.release(worker, ["pw-1"])
+    sched.quiesce()
+    assert state(sched, "pw-1") is None
+    sched.put_located("pw-2", {"inline": serialization.dumps_bytes(8), "size": 8}, [], worker)
+    sched.drop_owner(worker)  # the worker process died: every borrow ends
+    sched.quiesce()
+    assert state(sched, "pw-2") is None
+
+
+def test_stale_dependency_fails_the_task_without_running(make):
+    sched, be = make()
+    stale = ObjectRef("t999", "job-test", sched)
+    sched._inbox.put((sched._on_add_ref, ("t999",)))  # it is counted, but unknown
+    ref = submit(sched, lambda x: x, stale)[0]
+    with pytest.raises(ObjectLostError, match="does not have"):
+        sched.get([ref], timeout=5)
+    assert be.ran == []
+
+
+def test_lost_object_is_rebuilt_from_lineage(make):
+    sched, be = make()
+    a = submit(sched, lambda: b"a" * 5000)[0]
+    b = submit(sched, lambda x: x + b"b" * 5000, a)[0]
+    assert len(sched.get([b], timeout=5)[0]) == 10000
+    del a  # a's value is freed, but b's lineage keeps its record
+    sched.quiesce()
+    be.store.delete(keys.object_key(sched.job_id, b.id))  # b's bytes vanish
+    assert len(sched.get([b], timeout=5)[0]) == 10000  # b runs again, and a before it
+    assert be.ran.count(b.id) == 2 and len(be.ran) == 4
+
+
+def test_put_object_lost_raises(make):
+    sched, be = make()
+    p = put(sched, b"p" * 5000)
+    be.store.delete(keys.object_key(sched.job_id, p.id))
+    with pytest.raises(ObjectLostError, match="put"):
+        sched.get([p], timeout=5)
+
+
+def test_rebuilds_stay_within_max_retries(make):
+    sched, be = make()
+    a = submit(sched, lambda: b"a" * 5000, opts=TaskOptions(name="f", max_retries=1))[0]
+    key = keys.object_key(sched.job_id, a.id)
+    sched.get([a], timeout=5)
+    be.store.delete(key)
+    sched.get([a], timeout=5)  # attempt 1: rebuilt
+    be.store.delete(key)
+    with pytest.raises(ObjectLostError, match="max_retries=1"):
+        sched.get([a], timeout=5)
+
+
+def test_lineage_is_bounded(make):
+    sched, be = make(max_lineage_bytes=3000)  # room for about four tasks' lineage
+    ref = submit(sched, lambda: 0)[0]
+    first = ref.id
+    for _ in range(20):
+        ref = submit(sched, lambda x: x + 1, ref)[0]
+    assert sched.get([ref], timeout=5) == [20]
+    sched.quiesce()
+    kept = sched._ask(lambda: (len(sched._lineage), sched._lineage_bytes))
+    assert kept[0] <= 5 and kept[1] <= 3000
+    assert state(sched, first) is None  # evicted: nothing pins the first input any more
+
+
+def test_closed_scheduler_refuses_work(make):
+    sched, be = make()
+    sched.close()
+    with pytest.raises(LambdaflowError, match="shut down"):
+        submit(sched, lambda: 1)

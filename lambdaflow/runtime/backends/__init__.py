@@ -1,23 +1,18 @@
-"""Backends run task messages somewhere. They share one small protocol:
+"""Backends run task messages somewhere; ``base.py`` has the protocol they share
+(``Backend``) and the optional capabilities (``Hosting``, ``Killing``).
 
-    backend.submit(task: TaskMessage) -> concurrent.futures.Future[TaskResult]
-    backend.shutdown()
-    backend.store        the Store its workers read and write
-    backend.name         "threads" | "processes" | "lambda"
-    backend.eager_delete whether freed objects are deleted from the store at once
-
-A backend never raises for a task's failure: the future's result says what happened
-(``TaskResult.status``). The future fails only when the backend itself cannot work.
+    threads     a pool of threads in the driver (tests, debugging)
+    processes   worker processes on this machine, a /dev/shm store (the default for jobs)
+    lambda      AWS Lambda invocations, an S3 store
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from lambdaflow.config import Config
+from lambdaflow.runtime.backends.base import Backend
 
 
-def make_backend(config: Config, job_id: str) -> Any:
+def make_backend(config: Config, job_id: str) -> Backend:
     if config.backend == "threads":
         from lambdaflow.runtime.backends.threads import ThreadsBackend
 

@@ -1,20 +1,54 @@
-"""A growing pool of threads that run task messages from a queue.
+"""A pool of threads that run task messages, growing on demand.
 
 Shared by the ``threads`` backend (threads run ``worker.run_task``) and the ``lambda``
-backend (threads invoke the function). Threads start on demand, up to ``size``, only when
-none is idle; each one takes ``(message, future)`` items from one ``SimpleQueue``, skips
-futures cancelled while queued, and completes the others with ``run(message)`` (or with
-the exception it raised: a backend failure, never the task's own).
+backend (threads invoke the function). State::
+
+    _by_task    queued (message, future) items by task id. ``_tokens`` (a SimpleQueue)
+                holds one task id per queued item, FIFO; an item is *claimed* by
+                whoever pops it from ``_by_task`` first (a thread that took its token,
+                or a waiting task that runs it inline), so a token whose item is gone
+                is skipped
+    counters    under ``_lock``: threads alive = idle (waiting for a token) + blocked
+                (a task in get/wait, see ``serve``) + active (running an item)
+
+Growth: a thread starts when more items are queued than threads are idle and the
+threads that will be active, counting the idle ones about to take queued items, are
+fewer than ``size`` (so a burst is served by ``size`` threads, never only by the ones
+idle at that moment). A blocked thread does not count as active, so the pool grows past
+``size`` while tasks wait; once they resume, a thread that finds more than ``size``
+threads not blocked exits instead of waiting for more work.
+
+``serve`` is how a task thread waits for values (threads backend): while the tasks that
+make them are queued it claims and runs them inline, one at a time (free threads take
+the others, in parallel); once none is left to claim it marks itself blocked when the
+wait is real, and a task it waits for that is queued while the pool has no free thread
+is routed to it. So recursive tasks need no more threads than their parallelism.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Callable
 
+from lambdaflow.errors import BackendError
+from lambdaflow.runtime.dagstate import Reply
+from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.task import TaskMessage, TaskResult
+
+Item = tuple[TaskMessage, Future]
+PENDING_MARK = "pending"  # put into a serving thread's inbox: its wait has to wait
+
+
+class WorkerExit(Exception):
+    """Raised by ``run`` when the task ended its worker (``exit()``): the future gets
+    ``result`` and the thread running it exits."""
+
+    def __init__(self, result: TaskResult) -> None:
+        super().__init__(result.error)
+        self.result = result
 
 
 class TaskThreads:
@@ -22,48 +56,196 @@ class TaskThreads:
         self.size = max(1, size)
         self._run = run
         self._name = name
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads blocked on the queue (approximate; GIL-atomic updates)
+        self._lock = threading.Lock()
+        self._tokens: queue.SimpleQueue = queue.SimpleQueue()
+        self._by_task: dict[str, Item] = {}
+        self._routes: dict[str, queue.SimpleQueue] = {}
+        self._threads = self._idle = self._blocked = 0
+        self._started = 0
         self.closed = False
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """threads alive / idle / blocked, and items queued (for tests and stats)."""
+        with self._lock:
+            return {"threads": self._threads, "idle": self._idle, "blocked": self._blocked,
+                    "queued": len(self._by_task)}
+
     def submit(self, msg: TaskMessage) -> Future:
-        fut: Future = Future()
-        self._queue.put((msg, fut))
-        if self._idle == 0 and len(self._threads) < self.size:
-            t = threading.Thread(target=self._work, daemon=True,
-                                 name=f"{self._name}-{len(self._threads)}")
-            self._threads.append(t)
-            t.start()
+        fut: Future = TaskFuture()
+        item = (msg, fut)
+        tid = msg.task_id
+        with self._lock:
+            if self.closed:
+                raise BackendError("the task pool is shut down")
+            inbox = self._routes.get(tid) if self._routes else None
+            if inbox is not None and (self._idle or self._threads - self._blocked < self.size):
+                inbox = None  # a free thread will take it (or the waiter, if first)
+            if inbox is None:
+                self._by_task[tid] = item
+                start = self._want_thread()
+        if inbox is not None:  # the pool is full and a blocked task waits for this one
+            inbox.put(item)
+            return fut
+        self._tokens.put(tid)
+        if start:
+            self._start_thread()
         return fut
 
+    def _want_thread(self) -> bool:
+        """(Under the lock) start a thread? Counts it as started when so."""
+        queued, idle = len(self._by_task), self._idle
+        active_soon = self._threads - idle - self._blocked + min(idle, queued)
+        if queued > idle and active_soon < self.size:
+            self._threads += 1
+            return True
+        return False
+
+    def _start_thread(self) -> None:
+        self._started += 1
+        threading.Thread(target=self._work, daemon=True,
+                         name=f"{self._name}-{self._started}").start()
+
     def _work(self) -> None:
-        q = self._queue
+        lock, tokens, by_task = self._lock, self._tokens, self._by_task
         while True:
-            self._idle += 1
-            item = q.get()
-            self._idle -= 1
-            if item is None:
+            with lock:
+                if self.closed or self._threads - self._blocked > self.size:
+                    self._threads -= 1  # shut down, or an extra thread no longer needed
+                    return
+                self._idle += 1
+            tid = tokens.get()
+            with lock:
+                self._idle -= 1
+            if tid is None:
+                with lock:
+                    self._threads -= 1
                 return
-            msg, fut = item
-            if not fut.set_running_or_notify_cancel():
-                continue
+            item = by_task.pop(tid, None)
+            if item is None:
+                continue  # claimed already (run inline by a waiting task)
+            if not self._execute(item):
+                with lock:
+                    self._threads -= 1
+                    start = self._want_thread()
+                if start:
+                    self._start_thread()
+                return
+
+    def _execute(self, item: Item,
+                 run: Callable[[TaskMessage], TaskResult] | None = None) -> bool:
+        """Run one item; False when its task ended the worker (the thread exits)."""
+        msg, fut = item
+        if not fut.set_running_or_notify_cancel():
+            return True
+        try:
+            fut.set_result((run or self._run)(msg))
+        except WorkerExit as exc:
+            fut.set_result(exc.result)
+            return False
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return True
+
+    # ------------------------------------------------------------------ waiting
+    def serve(self, task_ids: Iterable[str], reply: Reply, inbox: queue.SimpleQueue,
+              timeout: float | None, on_blocked: Callable[[float], None],
+              pool_thread: bool = True,
+              run: Callable[[TaskMessage], TaskResult] | None = None) -> bool:
+        """Wait for ``reply`` on a task thread, running inline the queued tasks
+        ``task_ids`` (see the module docstring); ``inbox`` gets ``PENDING_MARK`` when the
+        wait is real. Returns False on timeout; ``on_blocked`` gets the seconds blocked.
+        ``pool_thread``: the caller is one of this pool's threads (its slot is given back
+        while it is blocked); else (a Lambda task's own thread) it only runs inline.
+        ``run`` runs a claimed item here when the pool's own ``run`` would not (the
+        nested Lambda pool invokes; inline means in this environment)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ids = list(task_ids)
+        reply.on_set = lambda: inbox.put(None)
+        with self._lock:
+            for tid in ids:
+                self._routes[tid] = inbox
+        blocked_at = None
+        try:
+            while not reply.event.is_set():
+                item = self._claim(ids)
+                if item is None:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    try:
+                        item = inbox.get(timeout=left)
+                    except queue.Empty:
+                        return False
+                    if item is None:
+                        continue
+                    if item == PENDING_MARK:
+                        if blocked_at is None:
+                            blocked_at = time.perf_counter()
+                            if pool_thread:
+                                self._set_blocked(+1)
+                        continue
+                if blocked_at is not None and pool_thread:  # running inline: active again
+                    self._set_blocked(-1)
+                self._execute(item, run)
+                if blocked_at is not None and pool_thread:
+                    self._set_blocked(+1)
+            return True
+        finally:
+            reply.on_set = None
+            with self._lock:
+                for tid in ids:
+                    if self._routes.get(tid) is inbox:
+                        del self._routes[tid]
+                if blocked_at is not None and pool_thread:
+                    self._blocked -= 1
+            if blocked_at is not None:
+                on_blocked(time.perf_counter() - blocked_at)
+            self._requeue(inbox)
+
+    def _claim(self, ids: list[str]) -> Item | None:
+        """One queued item among ``ids``, claimed (the newest first: depth first)."""
+        by_task = self._by_task
+        for tid in reversed(ids):
+            item = by_task.pop(tid, None)
+            if item is not None:
+                return item
+        return None
+
+    def _set_blocked(self, delta: int) -> None:
+        with self._lock:
+            self._blocked += delta
+            start = delta > 0 and self._want_thread()
+        if start:
+            self._start_thread()
+
+    def _requeue(self, inbox: queue.SimpleQueue) -> None:
+        """Items routed to a waiter that stopped waiting go back to the queue."""
+        while True:
             try:
-                fut.set_result(self._run(msg))
-            except BaseException as exc:
-                fut.set_exception(exc)
+                item = inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is None or item == PENDING_MARK:
+                continue
+            tid = item[0].task_id
+            with self._lock:
+                self._by_task[tid] = item
+                start = self._want_thread()
+            self._tokens.put(tid)
+            if start:
+                self._start_thread()
 
     def shutdown(self) -> None:
         """Cancel what has not started and let every thread exit."""
-        if self.closed:
-            return
-        self.closed = True
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].cancel()
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            queued = list(self._by_task.values())
+            self._by_task.clear()
+            n = self._threads
+        for _, fut in queued:
+            fut.cancel()
+        for _ in range(n):
+            self._tokens.put(None)

@@ -1,119 +1,194 @@
 """The worker process of the ``processes`` backend.
 
-    python -m lambdaflow.runtime.backends.process_worker RFD WFD SHM_PATH
+    python -m lambdaflow.runtime.backends.process_worker RFD WFD RUN_PATH LOG_PATH
 
-Reads frames (u32 length + msgpack ``[[seq, message-list], ...]``) from RFD, runs each
-message with ``worker.run_task`` and writes ``[[seq, result-list], ...]`` frames to WFD.
-Before running task ``seq`` it writes (seq, start time) into the shared-memory file
-SHM_PATH, so the driver knows exactly which task was running if this process dies or
-overruns its timeout, with no message on the pipe. Results of fast tasks are batched
-(written after at most 2 ms, or when no work is left) so no-op tasks are not a write
-each.
+Threads::
+
+    reader   reads frames from RFD: TASKS join ``pending``; REPLY / BLOCKED / INLINE go
+             to the inbox of the request they answer (``PipeClient``); EOF: shut down
+    main     runs ``pending`` in order with ``worker.run_task``; each result is packed
+             into the result log, then sent in batches (at most FLUSH_AFTER_S late, at
+             once when nothing is left to run, and before any request this process
+             sends, so the driver always knows what finished first)
+    flusher  sends a batch that has waited FLUSH_AFTER_S (a long or blocked next task
+             never holds back a finished one)
+    refs     the pipe client's borrow / release messages
+
+Before running task ``seq`` the main thread pushes (seq, start) on the running stack, and
+pops it once the result is logged; a task waiting in ``get`` may run the tasks it waits
+for inline, on top of it. ``exit()`` in a task ends this process as is (its stack entry
+stays): the driver reports the task as crashed, and finds every result finished before
+in the log (process_wire.py).
 """
 
 from __future__ import annotations
 
 import collections
-import mmap
-import os
-import struct
 import sys
 import threading
 import time
 
 import msgpack
 
-LEN = struct.Struct("<I")
-SHM = struct.Struct("<qd")  # seq of the running task, its start time (epoch s)
+from lambdaflow.runtime.backends import process_wire as wire
+from lambdaflow.runtime.backends.process_client import PipeClient
+from lambdaflow.runtime.context import set_process_client
+from lambdaflow.runtime.task import TaskMessage
+from lambdaflow.runtime.worker import run_task, task_store
+
 FLUSH_AFTER_S = 0.002
 
 
-def read_exact(fd: int, n: int) -> bytes | None:
-    chunks, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+class Worker:
+    def __init__(self, rfd: int, wfd: int, run_path: str, log_path: str) -> None:
+        self.rfd, self.wfd = rfd, wfd
+        self.stack = wire.RunningStack(run_path)
+        self.log = wire.ResultLog(log_path)
+        self._write_lock = threading.Lock()
+        self._flush_cond = threading.Condition(self._write_lock)
+        self._first_logged = 0.0
+        self._cond = threading.Condition()
+        self.pending: collections.deque[list] = collections.deque()
+        self.closed = False
+        self._main = threading.current_thread()
+        self.client = PipeClient(self)
+        set_process_client(self.client)
+        threading.Thread(target=self._read_loop, name="lambdaflow-reader", daemon=True).start()
+        threading.Thread(target=self._flush_loop, name="lambdaflow-flusher", daemon=True).start()
 
+    def is_main_thread(self) -> bool:
+        return threading.current_thread() is self._main
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    # ------------------------------------------------------------------ running
+    def main(self) -> None:
+        while True:
+            with self._cond:
+                if not self.pending:
+                    self.flush()
+                    self.client.task_end()
+                while not self.pending and not self.closed:
+                    self._cond.wait()
+                if not self.pending:
+                    return  # the driver closed the pipe: shut down
+                seq, fields = self.pending.popleft()
+            self.run(seq, fields)
 
+    def run(self, seq: int, fields: list) -> None:
+        msg = TaskMessage.from_list(fields)
+        self.stack.push(seq, time.time())
+        store = task_store(msg)
+        self.client.start_task(msg, store)
+        result = run_task(msg, store, client=self.client)  # SystemExit: this process ends
+        result.stats["backend"] = "processes"
+        self.client.sync()
+        self._log(msgpack.packb([seq, result.to_list()], use_bin_type=True))
+        self.stack.pop()
+        self.client.ran(result)
+        self.client.task_end()
 
-class _Results:
-    """Results waiting to be written. Fast tasks' results are batched; a flusher thread
-    writes any result older than FLUSH_AFTER_S, so a result never waits behind a long
-    (or blocked) next task: a task that ``get``s a ref computed just before it on the
-    same worker must see that value arrive at the driver."""
+    def run_inline(self, items: list) -> None:
+        """Run tasks a blocked request waits for, on this (main) thread."""
+        for seq, fields in items:
+            self.run(seq, fields)
 
-    def __init__(self, wfd: int) -> None:
-        self.wfd = wfd
-        self.items: list = []
-        self.first = 0.0
-        self.cond = threading.Condition()
-        threading.Thread(target=self._flusher, daemon=True, name="flusher").start()
+    def run_own_producers(self, task_ids: set[str]) -> None:
+        """Before waiting: run the queued tasks of this process that make what we
+        are about to wait for (a getter never waits for a task queued behind it)."""
+        with self._cond:
+            mine = [item for item in self.pending if item[1][2] in task_ids]
+            for item in mine:
+                self.pending.remove(item)
+        for seq, fields in mine:
+            self.run(seq, fields)
 
-    def add(self, item: list) -> None:
-        with self.cond:
-            if not self.items:
-                self.first = time.monotonic()
-                self.cond.notify()
-            self.items.append(item)
+    def give_back_queue(self, answer: bool = False) -> None:
+        """Hand the tasks queued here back to the driver, for other workers: the main
+        thread's wait is real, or the driver asked (REVOKE: ours is a long task; an
+        empty YIELD still ``answer``s it)."""
+        with self._cond:
+            items, self.pending = list(self.pending), collections.deque()
+        if items or answer:
+            self.send(wire.frame(wire.YIELD, [seq for seq, _ in items]))
+
+    # ------------------------------------------------------------------ sending
+    def _log(self, entry: bytes) -> None:
+        with self._write_lock:
+            if not self.log.fits(len(entry)):
+                self._flush_locked()
+            if not self.log.fits(len(entry)):  # too big for the log: send it alone
+                packer = msgpack.Packer()
+                body = (packer.pack_array_header(2) + packer.pack(wire.RESULTS)
+                        + packer.pack_array_header(1) + entry)
+                wire.write_all(self.wfd, wire.LEN.pack(len(body)) + body)
+                return
+            if not self.log.count:
+                self._first_logged = time.monotonic()
+                self._flush_cond.notify()
+            self.log.append(entry)
 
     def flush(self) -> None:
-        with self.cond:
-            if self.items:
-                write_all(self.wfd, _frame(self.items))
-                self.items = []
+        with self._write_lock:
+            self._flush_locked()
 
-    def _flusher(self) -> None:
-        with self.cond:
+    def _flush_locked(self) -> None:
+        if self.log.count:
+            wire.write_all(self.wfd, self.log.results_frame())
+            self.log.clear()
+
+    def send(self, data: bytes) -> None:
+        """Send one frame, after the results logged so far."""
+        with self._write_lock:
+            self._flush_locked()
+            wire.write_all(self.wfd, data)
+
+    def _flush_loop(self) -> None:
+        with self._write_lock:
             while True:
-                while not self.items:
-                    self.cond.wait()
-                left = self.first + FLUSH_AFTER_S - time.monotonic()
+                while not self.log.count:
+                    self._flush_cond.wait()
+                left = self._first_logged + FLUSH_AFTER_S - time.monotonic()
                 if left > 0:
-                    self.cond.wait(left)
+                    self._flush_cond.wait(left)
                     continue
-                write_all(self.wfd, _frame(self.items))
-                self.items = []
+                try:
+                    self._flush_locked()
+                except OSError:
+                    return
+
+    # ------------------------------------------------------------------ reading
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                head = wire.read_exact(self.rfd, wire.LEN.size)
+                body = head and wire.read_exact(self.rfd, wire.LEN.unpack(head)[0])
+                if not body:
+                    return
+                fields = msgpack.unpackb(body, raw=False)
+                kind = fields[0]
+                if kind == wire.TASKS:
+                    with self._cond:
+                        self.pending.extend(fields[1])
+                        self._cond.notify()
+                elif kind == wire.REVOKE:
+                    self.give_back_queue(answer=True)
+                elif kind == wire.INLINE:
+                    if not self.client.deliver(fields[1], kind, fields[2]):
+                        with self._cond:  # nobody waits any more: run them normally
+                            self.pending.extendleft(reversed(fields[2]))
+                            self._cond.notify()
+                else:  # REPLY, BLOCKED
+                    self.client.deliver(fields[1], kind, fields[2] if len(fields) > 2 else None)
+        except OSError:
+            pass
+        finally:
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
 
 
-def main(rfd: int, wfd: int, shm_path: str) -> None:
-    from lambdaflow.runtime.task import TaskMessage
-    from lambdaflow.runtime.worker import run_task
-
-    with open(shm_path, "r+b") as f:
-        shm = mmap.mmap(f.fileno(), SHM.size)
-    pending: collections.deque = collections.deque()
-    results = _Results(wfd)
-    while True:
-        if not pending:
-            results.flush()
-            head = read_exact(rfd, LEN.size)
-            if head is None:
-                return  # the driver closed the pipe: shut down
-            body = read_exact(rfd, LEN.unpack(head)[0])
-            if body is None:
-                return
-            pending.extend(msgpack.unpackb(body, raw=False))
-        seq, fields = pending.popleft()
-        msg = TaskMessage.from_list(fields)
-        SHM.pack_into(shm, 0, seq, time.time())
-        result = run_task(msg)
-        result.stats["backend"] = "processes"
-        results.add([seq, result.to_list()])
-
-
-def _frame(items: list) -> bytes:
-    body = msgpack.packb(items, use_bin_type=True)
-    return LEN.pack(len(body)) + body
+def main(rfd: int, wfd: int, run_path: str, log_path: str) -> None:
+    Worker(rfd, wfd, run_path, log_path).main()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

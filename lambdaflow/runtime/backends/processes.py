@@ -1,28 +1,39 @@
 """The ``processes`` backend: a pool of worker processes running ``worker.run_task``.
 
     submit(msg) ─> queue ─> IO thread ─> pipe ─> worker process ─> pipe ─> IO thread
-                                                                          └> future done
+                                │                                        └> future done
+                                └─ tasks' requests (process_wire.py) ─> TaskHost (the
+                                   scheduler's thread) ─> answers back through ``_call``
 
-One IO thread owns every pipe: it assigns queued tasks to workers with room, writes
-batches (non-blocking, buffered), reads result batches and completes the futures. A
-worker gets up to ``depth`` tasks ahead, adapted to how long tasks take (deep for tiny
-tasks, 1 for long ones, so long tasks balance across workers). Values above the inline
-limit go through a ``LocalDirStore`` (on /dev/shm when possible), never through pipes.
+One IO thread owns every pipe and every ``_Proc``: it assigns queued tasks to workers
+with room, writes batches (non-blocking, buffered), reads results and requests. Other
+threads reach it only through ``submit`` (the queue) and ``_call`` (a callable run on
+the IO thread). A worker gets up to ``depth`` tasks ahead, adapted to how long tasks
+take (deep for tiny tasks, 1 for long ones). Values above the inline limit go through a
+``LocalDirStore`` (on /dev/shm when possible), never through pipes.
 
-Each worker writes the sequence number and start time of the task it is running into a
-small shared-memory file. If the process dies (os._exit, a signal, the OOM killer) that
-task fails with a CRASH result (the scheduler retries it per ``max_retries``), the
-worker's other queued tasks are requeued without using an attempt, and a replacement
-process starts. A task past its ``timeout_s`` gets its worker killed and a TIMEOUT
-result.
+Tasks inside a worker call the API through its pipe (``process_client``): the driver
+owns every object; a worker process borrows the ones it holds refs to. A task that
+waits in ``get``/``wait`` gives its slot back: the worker hands back its queued tasks
+(YIELD), is not given new ones, and a temporary worker starts if the queue would
+otherwise wait; the tasks it waits for are sent to it to run inline (INLINE) when they
+are queued here. Temporary workers beyond ``num_workers`` exit after idling IDLE_S.
+
+Crashes: each worker keeps its running stack and a result log in shared memory. When
+a process dies (os._exit, a signal, the OOM killer, ``exit()``) the results in its log
+complete their tasks, the tasks on its stack fail with CRASH (retried per
+``max_retries``), its other queued tasks are requeued without using an attempt, its
+borrowed refs are released, and a replacement starts. A task past its ``timeout_s``
+gets its worker killed and a TIMEOUT result; ``kill(task)`` (``cancel(force=True)``)
+kills the worker running it. All process handling is in ``_Proc`` and ``_replace``.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import mmap
 import os
+import pickle
 import select
 import shutil
 import signal
@@ -31,50 +42,80 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
-import msgpack
+import cloudpickle
 
-from lambdaflow.errors import BackendError
-from lambdaflow.runtime.backends.process_worker import LEN, SHM
+from lambdaflow.errors import BackendError, LambdaflowError
+from lambdaflow.runtime import keys
+from lambdaflow.runtime.backends import process_wire as wire
+from lambdaflow.runtime.backends.base import TaskHost
+from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.store.localdir import LocalDirStore, default_root
-from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
+from lambdaflow.runtime.task import (
+    CANCELLED,
+    CRASH,
+    TIMEOUT,
+    TaskMessage,
+    TaskResult,
+    TaskSpec,
+    failure,
+)
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 64
 QUEUED_WORK_S = 0.01  # how much work (by recent task durations) to keep queued per worker
+IDLE_S = 1.0  # a temporary worker idle this long exits
+
+
+class _Entry:
+    """A task in the queue or in a worker: its message and future."""
+
+    __slots__ = ("msg", "fut", "started", "taken")
+
+    def __init__(self, msg: TaskMessage, fut: Future) -> None:
+        self.msg, self.fut = msg, fut
+        self.started = False  # set_running_or_notify_cancel() done
+        self.taken = False  # left the queue (its deque slot is skipped)
 
 
 class _Proc:
     """One worker process and the driver's view of it."""
 
-    def __init__(self, index: int, shm_dir: str) -> None:
+    def __init__(self, index: int, shm_dir: str, temporary: bool) -> None:
         self.index = index
-        self.shm_path = os.path.join(shm_dir, f"worker-{index}-{uuid.uuid4().hex[:6]}.shm")
-        with open(self.shm_path, "wb") as f:
-            f.write(SHM.pack(-1, 0.0))
+        self.temporary = temporary
+        base = os.path.join(shm_dir, f"worker-{index}-{uuid.uuid4().hex[:6]}")
+        self.stack = wire.RunningStack(base + ".run", create=True)
+        self.log = wire.ResultLog(base + ".log", create=True)
         to_worker_r, self.wfd = os.pipe()
         self.rfd, from_worker_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
-             str(to_worker_r), str(from_worker_w), self.shm_path],
+             str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path],
             pass_fds=(to_worker_r, from_worker_w), env=env, close_fds=True,
         )
         os.close(to_worker_r)
         os.close(from_worker_w)
         os.set_blocking(self.wfd, False)
-        with open(self.shm_path, "r+b") as f:
-            self.shm = mmap.mmap(f.fileno(), SHM.size)
-        self.inflight: collections.OrderedDict[int, tuple] = collections.OrderedDict()
+        self.inflight: collections.OrderedDict[int, _Entry] = collections.OrderedDict()
         self.outbuf = bytearray()
         self.inbuf = bytearray()
         self.seq = 0
         self.dead = False
+        self.blocked: set[int] = set()  # requests of its main thread that wait for real
+        self.watches: dict[int, Any] = {}  # request -> the scheduler's watch token
+        self.routes: dict[int, set[str]] = {}  # request -> task ids it waits for
+        self.idle_since = time.monotonic()
+        self.revoking = False  # a REVOKE is unanswered
+        self.revoked_at = 0.0
 
-    def running(self) -> tuple[int, float]:
-        return SHM.unpack_from(self.shm, 0)
+    def __hash__(self) -> int:  # the borrower token of this process
+        return id(self)
 
     def close(self, kill: bool = False) -> None:
         for fd in (self.wfd, self.rfd):
@@ -89,11 +130,12 @@ class _Proc:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-        try:
-            self.shm.close()
-            os.unlink(self.shm_path)
-        except (OSError, ValueError):
-            pass
+        for f in (self.stack, self.log):
+            f.close()
+            try:
+                os.unlink(f.path)
+            except OSError:
+                pass
 
 
 class ProcessesBackend:
@@ -102,15 +144,20 @@ class ProcessesBackend:
 
     def __init__(self, num_workers: int | None = None, store_dir: str | None = None) -> None:
         self.num_workers = num_workers or os.cpu_count() or 1
+        self.max_workers = max(32, 8 * self.num_workers)
         self._root = store_dir or os.path.join(
             default_root(), f"run-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self._own_root = store_dir is None
         self.store = LocalDirStore(self._root)
         self._shm_dir = os.path.join(self._root, ".workers")
         os.makedirs(self._shm_dir, exist_ok=True)
-        # (message, future, already marked running): requeued tasks are already running
-        self._queue: collections.deque[tuple[TaskMessage, Future, bool]] = collections.deque()
-        self._lock = threading.Lock()
+        self._host: TaskHost | None = None
+        self._lock = threading.Lock()  # guards _queue, _queued, _calls, _woken
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queued: dict[str, _Entry] = {}
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
+        self._routes: dict[str, tuple[_Proc, int]] = {}  # task id -> a request waiting
+        self._origin: dict[str, _Proc] = {}  # task id -> the worker that submitted it
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -118,39 +165,39 @@ class ProcessesBackend:
         self._closing = False
         self._avg_s = 0.05
         self._started = 0
-        self._procs = [self._spawn() for _ in range(self.num_workers)]
+        self._warned_cap = False
+        self._procs = [self._spawn(temporary=False) for _ in range(self.num_workers)]
         self._thread = threading.Thread(target=self._loop, name="lambdaflow-io", daemon=True)
         self._thread.start()
 
-    def _spawn(self) -> _Proc:
+    def _spawn(self, temporary: bool) -> _Proc:
         self._started += 1
-        return _Proc(self._started, self._shm_dir)
+        return _Proc(self._started, self._shm_dir, temporary)
 
     # ------------------------------------------------------------------ public
+    def attach(self, host: TaskHost) -> None:
+        self._host = host
+
     def submit(self, msg: TaskMessage) -> Future:
-        fut: Future = Future()
+        fut: Future = TaskFuture()
         if self._closing:
             raise BackendError("the processes backend is shut down")
+        entry = _Entry(msg, fut)
         with self._lock:
-            self._queue.append((msg, fut, False))
-            wake = not self._woken and threading.current_thread() is not self._thread
-            if wake:
-                self._woken = True
-        if wake:
-            try:
-                os.write(self._wake_w, b"x")
-            except BlockingIOError:
-                pass
+            self._queue.append(entry)
+            self._queued[msg.task_id] = entry
+        self._wake()
         return fut
+
+    def kill(self, task_id: str) -> None:
+        """Kill the worker running ``task_id`` (``cancel(force=True)``)."""
+        self._call(lambda: self._kill(task_id))
 
     def shutdown(self) -> None:
         if self._closing:
             return
         self._closing = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wake()
         self._thread.join(timeout=10)
         for p in self._procs:
             p.close(kill=True)
@@ -159,25 +206,42 @@ class ProcessesBackend:
         with self._lock:
             leftover = list(self._queue)
             self._queue.clear()
-        for _, fut, running in leftover:
-            if running or fut.set_running_or_notify_cancel():
-                fut.set_exception(BackendError("the runtime was shut down"))
+            self._queued.clear()
+        for e in leftover:
+            if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
+                e.fut.set_exception(BackendError("the runtime was shut down"))
         if self._own_root:
             shutil.rmtree(self._root, ignore_errors=True)
+
+    # ------------------------------------------------------- other threads -> IO
+    def _call(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._calls.append(fn)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._woken or threading.current_thread() is self._thread:
+                return
+            self._woken = True
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
 
     # --------------------------------------------------------------- IO thread
     def _loop(self) -> None:
         try:
             while not self._closing:
+                self._run_calls()
                 self._assign()
                 rlist = [self._wake_r] + [p.rfd for p in self._procs]
                 wlist = [p.wfd for p in self._procs if p.outbuf]
-                timeout = self._next_deadline()
-                r, w, _ = select.select(rlist, wlist, [], timeout)
+                r, w, _ = select.select(rlist, wlist, [], self._next_deadline())
                 if self._wake_r in r:
                     # Drain first, then clear the flag: a submit in between sees the flag
-                    # still set and skips its write, but _assign at the top of the loop
-                    # picks its task up; clearing first could swallow its wake-up byte.
+                    # still set and skips its write, but the top of the loop picks its
+                    # task up; clearing first could swallow its wake-up byte.
                     try:
                         os.read(self._wake_r, 4096)
                     except BlockingIOError:
@@ -190,37 +254,132 @@ class ProcessesBackend:
                     if p.rfd in r and not p.dead:
                         self._read(p)
                 self._check_timeouts()
+                self._retire_idle()
         except Exception:  # pragma: no cover - a bug here must not hang get() forever
             log.exception("processes backend IO thread failed")
             self._fail_all(BackendError("the processes backend's IO thread failed; see log"))
 
+    def _run_calls(self) -> None:
+        while True:
+            with self._lock:
+                if not self._calls:
+                    return
+                fn = self._calls.popleft()
+            fn()
+
     def _depth(self) -> int:
         return max(1, min(MAX_DEPTH, int(QUEUED_WORK_S / max(self._avg_s, 1e-6)) + 1))
 
+    def _take(self, entry: _Entry) -> bool:
+        """(Under the lock) claim a queued entry; False if it was cancelled meanwhile."""
+        entry.taken = True
+        if self._queued.get(entry.msg.task_id) is entry:
+            del self._queued[entry.msg.task_id]
+        if not entry.started:
+            entry.started = True
+            return entry.fut.set_running_or_notify_cancel()
+        return True
+
     def _assign(self) -> None:
-        depth = self._depth()
+        sends: dict[_Proc, list] = {}
+        inline: list[tuple[_Proc, int, _Entry]] = []
         with self._lock:
-            if not self._queue:
-                return
-            for p in sorted(self._procs, key=lambda p: len(p.inflight)):
+            for tid in [t for t in self._routes if t in self._queued]:
+                p, req = self._routes[tid]
+                entry = self._queued[tid]
+                if self._take(entry):
+                    inline.append((p, req, entry))
+            depth = self._depth()
+            if self._origin:  # a task's subtasks go back to its worker, which will
+                for entry in list(self._queue):  # likely wait for them (work-stealing
+                    if entry.taken:  # spreads them when others have room)
+                        continue
+                    origin = self._origin.pop(entry.msg.task_id, None)
+                    if (origin is not None and not origin.dead and not origin.blocked
+                            and self._take(entry)):
+                        sends.setdefault(origin, []).append(entry)
+            ready = sorted((p for p in self._procs if not p.dead and not p.blocked),
+                           key=lambda p: len(p.inflight))
+            for p in ready:
                 room = depth - len(p.inflight)
-                batch = []
                 while room > 0 and self._queue:
-                    msg, fut, running = self._queue.popleft()
-                    if not running and not fut.set_running_or_notify_cancel():
-                        continue  # cancelled while queued: never runs
-                    p.seq += 1
-                    p.inflight[p.seq] = (msg, fut)
-                    batch.append([p.seq, msg.to_list()])
+                    entry = self._queue.popleft()
+                    if entry.taken or not self._take(entry):
+                        continue  # routed inline already, or cancelled while queued
+                    sends.setdefault(p, []).append(entry)
                     room -= 1
-                if batch:
-                    body = msgpack.packb(batch, use_bin_type=True)
-                    p.outbuf += LEN.pack(len(body)) + body
                 if not self._queue:
                     break
+            while self._queue and self._queue[0].taken:
+                self._queue.popleft()
+            backlog = bool(self._queued)
+        for p, req, entry in inline:
+            self._send_tasks(p, [entry], req)
+        for p, entries in sends.items():
+            self._send_tasks(p, entries)
+        if backlog:
+            self._grow()
+        else:
+            self._steal()
+
+    def _send_tasks(self, p: _Proc, entries: list[_Entry], req: int | None = None) -> None:
+        items = []
+        for e in entries:
+            p.seq += 1
+            p.inflight[p.seq] = e
+            items.append([p.seq, e.msg.to_list()])
+        if req is None:
+            self._send(p, wire.frame(wire.TASKS, items))
+        else:
+            self._send(p, wire.frame(wire.INLINE, req, items))
+
+    def _send(self, p: _Proc, data: bytes) -> None:
+        if not p.dead:
+            p.outbuf += data
+            self._flush(p)
+
+    def _grow(self) -> None:
+        """Tasks wait and workers are blocked: start a temporary worker."""
+        working = sum(1 for p in self._procs if not p.dead and not p.blocked)
+        if working >= self.num_workers or self._closing:
+            return
+        if len(self._procs) >= self.max_workers:
+            if not self._warned_cap:
+                self._warned_cap = True
+                log.warning("processes backend: %d workers are running, most blocked in "
+                            "get()/wait(); not starting more (max_workers)", len(self._procs))
+            return
+        self._procs.append(self._spawn(temporary=True))
+
+    def _steal(self) -> None:
+        """A worker has room while another holds queued tasks behind one that has run
+        far longer than tasks do on average: ask for them back (REVOKE)."""
+        working = [p for p in self._procs if not p.dead and not p.blocked]
+        if len(working) >= self.num_workers and all(p.inflight for p in working):
+            return  # no room anywhere
+        now = time.time()
+        patience = max(0.05, 8 * self._avg_s)
+        for p in self._procs:
+            if p.dead or p.revoking or len(p.inflight) < 2 or now - p.revoked_at < patience:
+                continue
+            running = p.stack.entries()
+            if running and len(p.inflight) > len(running) and now - running[0][1] > patience:
+                p.revoking, p.revoked_at = True, now
+                self._send(p, wire.frame(wire.REVOKE))
+
+    def _retire_idle(self) -> None:
+        now = time.monotonic()
+        working = sum(1 for p in self._procs if not p.dead and not p.blocked)
         for p in list(self._procs):
-            if p.outbuf and not p.dead:
-                self._flush(p)
+            if working <= self.num_workers:
+                return
+            if p.temporary and not p.inflight and not p.blocked and now - p.idle_since > IDLE_S:
+                self._procs.remove(p)
+                p.dead = True
+                p.close()
+                if self._host is not None:
+                    self._host.drop_owner(p)
+                working -= 1
 
     def _flush(self, p: _Proc) -> None:
         try:
@@ -240,82 +399,207 @@ class ProcessesBackend:
             self._crashed(p)
             return
         p.inbuf += data
-        while len(p.inbuf) >= LEN.size:
-            n = LEN.unpack_from(p.inbuf, 0)[0]
-            if len(p.inbuf) < LEN.size + n:
-                break
-            items = msgpack.unpackb(bytes(p.inbuf[LEN.size:LEN.size + n]), raw=False)
-            del p.inbuf[:LEN.size + n]
-            for seq, fields in items:
-                entry = p.inflight.pop(seq, None)
-                if entry is None:
-                    continue
-                result = TaskResult.from_list(fields)
-                dur = result.stats.get("duration_s") or 0.0
-                self._avg_s = 0.8 * self._avg_s + 0.2 * dur
-                entry[1].set_result(result)
+        for fields in wire.split_frames(p.inbuf):
+            if fields[0] == wire.RESULTS:
+                self._results(p, fields[1])
+            else:
+                self._request(p, fields)
 
-    def _replace(self, p: _Proc, running_status: str, message: str) -> None:
-        """``p`` is dead or being killed: fail its running task, requeue the others."""
+    def _results(self, p: _Proc, items: list) -> None:
+        for seq, result_fields in items:
+            entry = p.inflight.pop(seq, None)
+            if entry is None:
+                continue
+            result = TaskResult.from_list(result_fields)
+            self._avg_s = 0.8 * self._avg_s + 0.2 * (result.stats.get("duration_s") or 0.0)
+            entry.fut.set_result(result)
+        if not p.inflight:
+            p.idle_since = time.monotonic()
+
+    # ------------------------------------------------------- tasks' requests
+    def _request(self, p: _Proc, fields: list) -> None:
+        host = self._host
+        if host is None:
+            raise BackendError("the processes backend got a task request before attach()")
+        kind = fields[0]
+        if kind == wire.SUBMIT:
+            spec = TaskSpec.from_list(fields[1])
+            self._origin[spec.task_id] = p
+            host.submit_spec(spec, p)
+        elif kind == wire.PUT:
+            host.put_located(fields[1], fields[2], fields[3], p)
+        elif kind == wire.BORROW:
+            host.borrow(p, fields[1])
+        elif kind == wire.RELEASE:
+            host.release(p, fields[1])
+        elif kind == wire.GET:
+            self._watch(p, fields[1], fields[2], fields[3], fields[4], fields[5])
+        elif kind == wire.UNWATCH:
+            token = p.watches.get(fields[1])
+            if token is not None:
+                host.unwatch(token)
+            self._close_request(p, fields[1])
+        elif kind == wire.YIELD:
+            p.revoking = False
+            with self._lock:
+                for seq in reversed(fields[1]):
+                    entry = p.inflight.pop(seq, None)
+                    if entry is not None:
+                        entry.taken = False
+                        self._queue.appendleft(entry)
+                        self._queued[entry.msg.task_id] = entry
+        elif kind == wire.LOST:
+            host.report_lost(fields[1], fields[2])
+        elif kind == wire.CANCEL:
+            req = fields[1]
+            host.cancel_id(fields[2], fields[3],
+                           lambda ok: self._call(lambda: self._send(p, wire.frame(
+                               wire.REPLY, req, bool(ok)))))
+
+    def _watch(self, p: _Proc, req: int, oids: list[str], need: int, main: bool,
+               inline: bool) -> None:
+        host = self._host
+        assert host is not None
+        if inline:
+            tids = {keys.task_of(oid) for oid in oids}
+            p.routes[req] = tids
+            for tid in tids:
+                self._routes[tid] = (p, req)
+
+        def done(settled: list) -> None:
+            self._call(lambda: self._reply(p, req, settled))
+
+        def pending() -> None:
+            self._call(lambda: self._blocked(p, req, main))
+
+        p.watches[req] = host.watch(oids, need, done, pending)
+
+    def _blocked(self, p: _Proc, req: int, main: bool) -> None:
+        if req in p.watches and not p.dead:
+            if main:
+                p.blocked.add(req)
+            self._send(p, wire.frame(wire.BLOCKED, req))
+
+    def _reply(self, p: _Proc, req: int, settled: list) -> None:
+        if req not in p.watches or p.dead:
+            return
+        payload = [None if s is None else _wire_settled(s) for s in settled]
+        self._close_request(p, req)
+        self._send(p, wire.frame(wire.REPLY, req, payload))
+
+    def _close_request(self, p: _Proc, req: int) -> None:
+        p.watches.pop(req, None)
+        p.blocked.discard(req)
+        for tid in p.routes.pop(req, ()):
+            if self._routes.get(tid) == (p, req):
+                del self._routes[tid]
+
+    # ---------------------------------------------------------- process faults
+    def _replace(self, p: _Proc, why: str, special: dict[int, tuple[str, str]] | None = None
+                 ) -> None:  # noqa: C901
+        """``p`` is dead or being killed. Results in its log complete their tasks; the
+        tasks on its running stack fail (``special`` seq -> (status, message), else
+        CRASH); the others are requeued; its borrows end; a replacement starts."""
         if p.dead:
             return
         p.dead = True
-        seq, _ = p.running()
-        i = self._procs.index(p)
+        running = [seq for seq, _ in p.stack.entries()]
+        logged = p.log.read()
         p.close(kill=True)
         code = p.popen.returncode
+        self._results(p, logged)
         requeue = []
-        for s, (msg, fut) in p.inflight.items():
-            if s == seq:
-                text = message if running_status == TIMEOUT else f"{message} ({_describe_exit(code)})"
-                fut.set_result(failure(msg.task_id, msg.attempt, running_status, text))
+        for seq, entry in list(p.inflight.items()):
+            if seq in running:
+                status, text = (special or {}).get(seq, (CRASH, f"{why} ({_describe_exit(code)})"))
+                entry.fut.set_result(failure(entry.msg.task_id, entry.msg.attempt, status, text))
             else:
-                requeue.append((msg, fut))
+                requeue.append(entry)
         p.inflight.clear()
-        if not self._closing:
-            self._procs[i] = self._spawn()
+        for req in list(p.watches):
+            if self._host is not None:
+                self._host.unwatch(p.watches[req])
+            self._close_request(p, req)
+        if self._host is not None:
+            self._host.drop_owner(p)
+        i = self._procs.index(p)
+        if self._closing or p.temporary:
+            del self._procs[i]
+        else:
+            self._procs[i] = self._spawn(temporary=False)
         with self._lock:
-            for msg, fut in reversed(requeue):  # they never ran (or will run again)
-                self._queue.appendleft((msg, fut, True))
+            for entry in reversed(requeue):  # they never ran (or will run again)
+                entry.taken = False
+                self._queue.appendleft(entry)
+                self._queued[entry.msg.task_id] = entry
 
     def _crashed(self, p: _Proc) -> None:
         p.popen.poll()
-        self._replace(p, CRASH, f"worker process {p.popen.pid} died")
+        self._replace(p, f"worker process {p.popen.pid} died")
+
+    def _kill(self, task_id: str) -> None:
+        for p in list(self._procs):
+            for seq, _ in p.stack.entries():
+                entry = p.inflight.get(seq)
+                if entry is not None and entry.msg.task_id == task_id:
+                    log.info("job=%s task=%s cancelled with force=True; killing worker %d",
+                             entry.msg.job_id, task_id, p.popen.pid)
+                    self._replace(p, f"worker process {p.popen.pid} was killed to cancel "
+                                     f"task {task_id}",
+                                  {seq: (CANCELLED, "cancelled with force=True")})
+                    return
 
     def _next_deadline(self) -> float | None:
-        soonest = None
+        """How long select may sleep: wake to check timeouts, and to steal queued tasks
+        from behind a long one while some worker has room."""
+        idle = any(not p.inflight and not p.blocked and not p.dead for p in self._procs)
         for p in self._procs:
-            if any(m.options.get("timeout_s") for m, _ in p.inflight.values()):
-                soonest = 0.05
-        return soonest
+            if any(e.msg.options.get("timeout_s") for e in p.inflight.values()):
+                return 0.05
+            if idle and len(p.inflight) > 1 and not p.revoking:
+                return 0.05
+        return None
 
     def _check_timeouts(self) -> None:
         now = time.time()
         for p in list(self._procs):
-            if not p.inflight:
+            if not p.inflight or p.dead:
                 continue
-            seq, started = p.running()
-            entry = p.inflight.get(seq)
-            if entry is None:
-                continue
-            limit = entry[0].options.get("timeout_s")
-            if limit and now - started > limit:
-                log.warning("job=%s task=%s exceeded timeout_s=%s; killing worker %d",
-                            entry[0].job_id, entry[0].task_id, limit, p.popen.pid)
-                self._replace(p, TIMEOUT, f"timed out after {limit} s (timeout_s={limit}); "
-                                          f"worker process {p.popen.pid} was killed")
+            for seq, started in p.stack.entries():
+                entry = p.inflight.get(seq)
+                if entry is None:
+                    continue
+                limit = entry.msg.options.get("timeout_s")
+                if limit and now - started > limit:
+                    log.warning("job=%s task=%s exceeded timeout_s=%s; killing worker %d",
+                                entry.msg.job_id, entry.msg.task_id, limit, p.popen.pid)
+                    self._replace(p, f"worker process {p.popen.pid} was killed", {seq: (
+                        TIMEOUT, f"timed out after {limit} s (timeout_s={limit}); worker "
+                                 f"process {p.popen.pid} was killed")})
+                    break
 
     def _fail_all(self, exc: BaseException) -> None:
         for p in self._procs:
-            for _, fut in p.inflight.values():
-                if not fut.done():
-                    fut.set_exception(exc)
+            for entry in p.inflight.values():
+                if not entry.fut.done():
+                    entry.fut.set_exception(exc)
             p.inflight.clear()
         with self._lock:
             queued, self._queue = list(self._queue), collections.deque()
-        for _, fut, running in queued:
-            if running or fut.set_running_or_notify_cancel():
-                fut.set_exception(exc)
+            self._queued.clear()
+        for e in queued:
+            if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
+                e.fut.set_exception(exc)
+
+
+def _wire_settled(s: tuple) -> list:
+    kind, payload = s
+    if kind == "error":
+        try:
+            return ["error", cloudpickle.dumps(payload)]
+        except Exception:
+            return ["error", pickle.dumps(LambdaflowError(str(payload)))]
+    return [kind, payload]
 
 
 def _describe_exit(code: int | None) -> str:

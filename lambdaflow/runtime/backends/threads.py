@@ -1,21 +1,39 @@
-"""The ``threads`` backend: ``worker.run_task`` on a thread pool in the driver, with an
-in-memory store. For tests and debugging: everything is serialized exactly as on the
-other backends, so a function that works here ships the same way to processes and
-Lambda.
+"""The ``threads`` backend: ``worker.run_task`` on a thread pool in the driver. For tests
+and debugging: arguments and mutable values are serialized exactly as on the other
+backends, so a function that works here ships the same way to processes and Lambda.
+
+Values stay in memory (``{"frame": chunks}`` locations, no store): a task's return value
+is serialized once and its numpy arrays are shared read-only, never copied (frozen in
+place when the task's array owns its memory). As in Ray, arrays from ``get`` and
+dependency arguments are read-only here; copy one before writing to it.
+
+Tasks call the API directly on the driver's scheduler (same process). A task that waits
+in ``get``/``wait`` gives its thread's slot back (the pool may grow past ``num_workers``)
+and runs, inline, the queued tasks that make what it waits for (``pool.serve``).
 
 ``timeout_s`` is honoured softly: the task's future fails with a TIMEOUT result at the
 deadline; the thread itself cannot be killed and runs on, its late result discarded.
+``exit()`` in a task ends its thread and is reported as a crash.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from lambdaflow.runtime.backends.pool import TaskThreads
+from lambdaflow.runtime import keys
+from lambdaflow.runtime.backends.base import TaskHost
+from lambdaflow.runtime.backends.pool import PENDING_MARK, TaskThreads, WorkerExit
+from lambdaflow.runtime.context import current_context
+from lambdaflow.runtime.dagstate import Reply
+from lambdaflow.runtime.owner import OwnerClient, WaitFn
+from lambdaflow.runtime.refs import ObjectRef
+from lambdaflow.runtime.scheduler import Scheduler
 from lambdaflow.runtime.store.memory import MemoryStore
-from lambdaflow.runtime.task import TIMEOUT, TaskMessage, TaskResult, failure
+from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
 from lambdaflow.runtime.worker import run_task
 
 
@@ -26,16 +44,27 @@ class ThreadsBackend:
     def __init__(self, num_workers: int | None = None) -> None:
         self.num_workers = num_workers or max(8, 2 * (os.cpu_count() or 1))
         self.store = MemoryStore()
-        self._pool = TaskThreads(self.num_workers, self._run, "lambdaflow")
+        self.pool = TaskThreads(self.num_workers, self._run, "lambdaflow")
+        self._client: ThreadTaskClient | None = None
+
+    def attach(self, host: TaskHost) -> None:
+        assert isinstance(host, Scheduler), "the threads backend serves its own scheduler"
+        self._client = ThreadTaskClient(host, self.store, self.pool)
 
     def _run(self, msg: TaskMessage) -> TaskResult:
-        result = run_task(msg, self.store, measure_memory=False)
-        result.stats["env_id"] = threading.current_thread().name
-        result.stats["backend"] = self.name
+        try:
+            result = run_task(msg, self.store, client=self._client, share="move",
+                              measure_memory=False, env_id=threading.current_thread().name)
+        except SystemExit as exc:
+            raise WorkerExit(failure(
+                msg.task_id, msg.attempt, CRASH,
+                f"the task called exit({exc.code!r}) (SystemExit): its worker thread ended"
+            )) from None
+        result.stats["backend"] = "threads"
         return result
 
     def submit(self, msg: TaskMessage) -> Future:
-        inner = self._pool.submit(msg)
+        inner = self.pool.submit(msg)
         timeout = msg.options.get("timeout_s")
         if not timeout:
             return inner
@@ -66,10 +95,41 @@ class ThreadsBackend:
         )
         timer.daemon = True
         timer.start()
-        inner.add_done_callback(lambda f: (timer.cancel(), on_inner(f)))
+
+        def done(f: Future) -> None:
+            timer.cancel()
+            on_inner(f)
+
+        inner.add_done_callback(done)
         outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
         outer.set_running_or_notify_cancel()
         return outer
 
     def shutdown(self) -> None:
-        self._pool.shutdown()
+        self.pool.shutdown()
+
+
+class ThreadTaskClient(OwnerClient):
+    """A threads task's client: the driver's own scheduler; while the task waits, its
+    thread serves the pool (see the module docstring)."""
+
+    def __init__(self, scheduler: Scheduler, store: MemoryStore, pool: TaskThreads) -> None:
+        nested = scheduler.nested
+        super().__init__(scheduler, store, inline_limit=scheduler.inline_limit,
+                         max_retries=int(nested.get("max_retries", 3)), share=True)
+        self._pool = pool
+
+    def wait_hooks(self, refs: Sequence[ObjectRef], inline: bool
+                   ) -> tuple[WaitFn | None, Callable[[], None] | None]:
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        task_ids = {keys.task_of(r.id) for r in refs} if inline else set()
+        ctx = current_context()
+
+        def blocked(seconds: float) -> None:
+            if ctx is not None:
+                ctx.blocked_s += seconds
+
+        def wait(reply: Reply, timeout: float | None) -> bool:
+            return self._pool.serve(task_ids, reply, inbox, timeout, blocked)
+
+        return wait, lambda: inbox.put(PENDING_MARK)

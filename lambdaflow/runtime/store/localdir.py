@@ -2,8 +2,8 @@
 
 Each key is a file under the root (``<root>/<job>/obj/<id>``). Writes go to a temporary
 file that is renamed into place, so a key either holds a whole value or does not exist;
-``get`` maps large objects copy-on-write (no copy; writable arrays) and reads small ones
-into a ``bytearray``.
+``get`` maps large objects copy-on-write (no copy; writable, page-aligned arrays) and
+reads small ones into a 64-byte aligned buffer.
 
 The default root is per user: ``/dev/shm/lambdaflow-<uid>`` (memory-backed) when /dev/shm
 exists and has room, else ``<tempdir>/lambdaflow-<uid>``. Every directory lambdaflow
@@ -24,7 +24,8 @@ import tempfile
 import uuid
 
 from lambdaflow.errors import ConfigError, ObjectLostError
-from lambdaflow.runtime.store.base import Data, buffers
+from lambdaflow.runtime.store.base import Data, Readable, buffers
+from lambdaflow.serialization import aligned_buffer
 
 MMAP_MIN = 256 * 1024  # whole-object reads at least this big are memory-mapped
 PRIVATE = 0o700
@@ -125,7 +126,7 @@ class LocalDirStore:
         os.replace(tmp, path)
         return total
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> Readable:
         path = self._path(key)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -142,7 +143,8 @@ class LocalDirStore:
                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
             lo = 0 if start is None else min(start, size)
             hi = size if end is None else min(end, size)
-            out = bytearray(max(0, hi - lo))
+            whole = start is None and end is None
+            out = aligned_buffer(max(0, hi - lo)) if whole else bytearray(max(0, hi - lo))
             view = memoryview(out)
             pos = 0
             while pos < len(out):

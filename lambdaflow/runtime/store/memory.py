@@ -1,4 +1,5 @@
-"""In-memory store for the ``threads`` backend (and tests).
+"""In-memory store for the ``threads`` backend (large arguments; values themselves stay
+in the scheduler as shared frames) and tests.
 
 Stores are registered by id so a worker on the same process can reopen one from its URI
 (``memory://<id>``), as ``open_store`` does for every store kind.
@@ -11,7 +12,8 @@ import uuid
 import weakref
 
 from lambdaflow.errors import ObjectLostError
-from lambdaflow.runtime.store.base import Data, buffers
+from lambdaflow.runtime.store.base import Data, Readable, buffers
+from lambdaflow.serialization import aligned_buffer
 
 _REGISTRY: weakref.WeakValueDictionary[str, MemoryStore] = weakref.WeakValueDictionary()
 
@@ -40,12 +42,18 @@ class MemoryStore:
             self._data[key] = blob
         return len(blob)
 
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> Readable:
+        """A writable copy: 64-byte aligned for whole objects (``serialization.loads``
+        then needs no second copy to align its arrays)."""
         try:
             blob = self._data[key]
         except KeyError:
             raise ObjectLostError(f"object {key!r} is not in {self.uri}", key=key) from None
-        return bytearray(blob[start:end] if (start is not None or end is not None) else blob)
+        if start is not None or end is not None:
+            return bytearray(blob[start:end])
+        out = aligned_buffer(len(blob))
+        out[:] = blob
+        return out
 
     def exists(self, key: str) -> bool:
         return key in self._data

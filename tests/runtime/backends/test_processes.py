@@ -132,3 +132,61 @@ def test_many_submission_bursts_never_lose_a_wakeup(fresh):
         for _ in range(12):
             refs = [noop.remote(i) for i in range(5000)]
             assert lf.get(refs, timeout=120)[-1] == 4999
+
+
+@lf.remote
+def logged(path, i):
+    """Appends its number to a file each time it runs."""
+    with open(path, "a") as f:
+        f.write(f"{i}\n")
+    return i
+
+
+@lf.remote(max_retries=0)
+def die_now():
+    os._exit(9)
+
+
+def test_a_crash_reruns_only_the_task_that_was_running(fresh, tmp_path):
+    # Issue 12 item 6: results finished just before a crash waited ~2 ms in the worker
+    # and were lost with it, so those tasks ran again. One worker, so every quick task
+    # is in the same process as the crash, most of them just before it.
+    path = str(tmp_path / "runs")
+    with lf.init(backend="processes", num_workers=1):
+        for round_ in range(5):
+            refs = [logged.remote(path, round_ * 100 + i) for i in range(40)]
+            bad = die_now.remote()
+            refs += [logged.remote(path, round_ * 100 + 50 + i) for i in range(40)]
+            lf.get(refs, timeout=60)
+            with pytest.raises(lf.WorkerCrashedError):
+                lf.get(bad)
+    runs = open(path).read().split()
+    assert len(runs) == len(set(runs)) == 400, "a finished task ran again after the crash"
+
+
+def test_cancel_with_force_kills_the_running_worker(procs, tmp_path):
+    from tests.conformance import helpers as h
+
+    path = str(tmp_path / "pid")
+    running = h.mark_then_sleep.remote(path, 60)
+    h.wait_for_file(path)
+    victim = int(open(path).read())
+    assert lf.cancel(running, force=True)
+    with pytest.raises(lf.TaskCancelledError):
+        lf.get(running, timeout=30)
+    psutil.Process(victim).wait(timeout=30)  # the worker was killed, not left running
+    assert lf.get(nap.remote(0)) == 0
+
+
+@lf.remote
+def hold_then(path, seconds):
+    """Waits for a task submitted by the driver while others queue up."""
+    return lf.get(nap.remote(seconds))
+
+
+def test_blocked_workers_get_temporary_helpers(fresh):
+    with lf.init(backend="processes", num_workers=2) as rt:
+        # Both workers block in get(); the tasks they wait for need a third.
+        refs = [hold_then.remote("x", 0.5) for _ in range(4)]
+        assert lf.get(refs, timeout=120) == [0.5] * 4
+        assert rt.backend._started >= 2

@@ -1,0 +1,68 @@
+"""Values in transit: where one is (a *location*), and reading or placing it.
+
+A location is a small dict, made where the value was serialized:
+
+    {"inline": frame bytes, "size": n}   small values, carried in messages
+    {"key": store key, "size": n}        large values, in the store
+    {"frame": chunks, "size": n}         threads backend only: a frame kept in memory,
+                                         its large buffers shared with the producer's
+                                         (read-only) arrays, never copied or packed
+
+``load`` turns a location into the value (``StoredError`` values re-raise their error);
+``place`` serializes a value and picks its location, collecting the ids of the refs
+nested inside it so the owner can count them without unpickling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lambdaflow import serialization
+from lambdaflow.runtime import keys
+from lambdaflow.runtime.context import StoredError
+from lambdaflow.runtime.store.base import Store
+
+
+def load(store: Store, loc: dict) -> Any:
+    """The value at ``loc``; ObjectLostError (from the store) when its bytes are gone."""
+    frame = loc.get("frame")
+    if frame is not None:
+        value = serialization.loads_chunks(frame)
+    else:
+        data = loc.get("inline")
+        value = serialization.loads(store.get(loc["key"]) if data is None else data)
+    if type(value) is StoredError:
+        raise value.error
+    return value
+
+
+def load_size(loc: dict) -> int:
+    return int(loc.get("size") or 0)
+
+
+def place(store: Store, job_id: str, oid: str, value: Any, inline_limit: int, *,
+          share: str | None = None) -> tuple[dict, list[str]]:
+    """Serialize ``value`` (object id ``oid``) and place it: with ``share`` ("move" for
+    a task's result, "copy" for ``put``: the threads backend) as a frame kept in memory;
+    else inline when small, or in the store under its object key. Returns (location,
+    ids of the refs nested in it, in ``job_id``)."""
+    chunks = serialization.simple_frame(value)
+    if chunks is not None:  # plain data: no refs inside, small
+        first = chunks[0]
+        size = len(first)
+        if share is not None:
+            return {"frame": chunks, "size": size}, []
+        if size <= inline_limit:
+            return {"inline": first, "size": size}, []
+    with serialization.collect_refs() as nested:
+        chunks = serialization.dumps(value, share=share)
+    size = serialization.chunks_len(chunks)
+    if share is not None:
+        loc = {"frame": chunks, "size": size}
+    elif size <= inline_limit:
+        loc = {"inline": chunks[0] if len(chunks) == 1 else b"".join(chunks), "size": size}
+    else:
+        key = keys.object_key(job_id, oid)
+        store.put(key, chunks)
+        loc = {"key": key, "size": size}
+    return loc, [r.id for r in nested.refs if r.job == job_id]

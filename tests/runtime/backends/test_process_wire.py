@@ -1,0 +1,42 @@
+"""The processes backend's wire (backends/process_wire.py): frames, the running stack and
+the result log that outlives a crashed worker."""
+
+from __future__ import annotations
+
+import msgpack
+
+from lambdaflow.runtime.backends import process_wire as wire
+
+
+def test_frames_split_at_their_boundaries():
+    buf = bytearray(wire.frame(wire.GET, 1, ["a"], 1, True) + wire.frame(wire.REPLY, 1, []))
+    tail = wire.frame(wire.TASKS, [])
+    buf += tail[:3]
+    assert list(wire.split_frames(buf)) == [[wire.GET, 1, ["a"], 1, True], [wire.REPLY, 1, []]]
+    assert bytes(buf) == tail[:3]
+    buf += tail[3:]
+    assert list(wire.split_frames(buf)) == [[wire.TASKS, []]] and not buf
+
+
+def test_running_stack(tmp_path):
+    stack = wire.RunningStack(str(tmp_path / "run"), create=True)
+    assert stack.entries() == []
+    stack.push(4, 10.0)
+    stack.push(9, 11.5)  # run inline on top of 4
+    reader = wire.RunningStack(stack.path)  # the driver's own view of the file
+    assert reader.entries() == [(4, 10.0), (9, 11.5)]
+    stack.pop()
+    assert reader.entries() == [(4, 10.0)]
+
+
+def test_result_log_frames_and_survives_its_writer(tmp_path):
+    log = wire.ResultLog(str(tmp_path / "log"), create=True)
+    entries = [msgpack.packb([i, ["t", 0, "ok", [], None, {}]]) for i in (1, 2)]
+    for e in entries:
+        log.append(e)
+    frame = log.results_frame()
+    assert list(wire.split_frames(bytearray(frame)))[0][1][1][0] == 2
+    reader = wire.ResultLog(log.path)  # after the writer died
+    assert [seq for seq, _ in reader.read()] == [1, 2]
+    log.clear()
+    assert reader.read() == [] and log.fits(1000)
