@@ -8,10 +8,15 @@ the driver the runtime itself; inside a task the client its backend gave the tas
 (threads: the driver's runtime, giving the task's slot back while it waits; processes:
 requests up the worker's pipe to the driver, which owns every object; lambda: a nested
 runtime in the task that owns what the task submits).
+
+A runtime still up when the interpreter exits (the script ends without ``shutdown()``,
+an uncaught exception, Ctrl-C outside a ``with``) is shut down by an ``atexit`` handler,
+in the process that started it only (a forked child's copy is not its own).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -46,6 +51,7 @@ class Runtime:
     def __init__(self, cfg: config_mod.Config) -> None:
         self.config = cfg
         self.job_id = f"job-{uuid.uuid4().hex[:12]}"
+        self.pid = os.getpid()  # the process that owns this runtime
         self.backend = make_backend(cfg, self.job_id)
         job_key = integrity.new_job_key()  # in this process and task messages only
         # every concrete backend keeps .store in a plain attribute (Backend: read-only)
@@ -168,6 +174,19 @@ def shutdown() -> None:
     rt = _runtime
     if rt is not None:
         rt.shutdown()
+
+
+def _shutdown_at_exit() -> None:
+    rt = _runtime
+    if rt is None or rt.scheduler.closed or rt.pid != os.getpid():
+        return
+    try:
+        rt.shutdown()
+    except Exception as exc:  # noqa: BLE001 - exiting: say what was left, never raise
+        log.warning("job=%s could not shut down at exit: %s", rt.job_id, exc)
+
+
+atexit.register(_shutdown_at_exit)
 
 
 def _current() -> Runtime:

@@ -1,11 +1,17 @@
 """The worker process of the ``processes`` backend.
 
-    python -m lambdaflow.runtime.backends.process_worker RFD WFD RUN_PATH LOG_PATH
+    python -m lambdaflow.runtime.backends.process_worker RFD WFD RUN_PATH LOG_PATH PARENT_PID
+
+First it ties its life to the driver's (``process_life``): it dies with the driver
+(PDEATHSIG, else a thread watching ``getppid()``), keeps its pipe out of the processes
+its tasks start, and ignores Ctrl-C (the driver decides).
 
 Threads::
 
     reader   reads frames from RFD: TASKS join ``pending``; REPLY / BLOCKED / INLINE go
-             to the inbox of the request they answer (``PipeClient``); EOF: shut down
+             to the inbox of the request they answer (``PipeClient``); EOF (the driver
+             closed the pipe, or died): shut down, at once if a task is running (no one
+             would read its result)
     main     runs ``pending`` in order with ``worker.run_task``; each result is packed
              into the result log, then sent in batches (at most FLUSH_AFTER_S late, at
              once when nothing is left to run, and before any request this process
@@ -24,12 +30,14 @@ in the log (process_wire.py).
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import threading
 import time
 
 import msgpack
 
+from lambdaflow.runtime.backends import process_life
 from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.backends.process_client import PipeClient
 from lambdaflow.runtime.context import set_process_client
@@ -50,6 +58,7 @@ class Worker:
         self._cond = threading.Condition()
         self.pending: collections.deque[list] = collections.deque()
         self.closed = False
+        self.running = 0  # tasks on this process's stack (inline ones included)
         self._main = threading.current_thread()
         self.client = PipeClient(self)
         set_process_client(self.client)
@@ -76,6 +85,7 @@ class Worker:
     def run(self, seq: int, fields: list) -> None:
         msg = TaskMessage.from_list(fields)
         self.stack.push(seq, time.time())
+        self.running += 1
         store = task_store(msg)
         self.client.start_task(msg, store)
         result = run_task(msg, store, client=self.client)  # SystemExit: this process ends
@@ -83,6 +93,7 @@ class Worker:
         self.client.sync()
         self._log(msgpack.packb([seq, result.to_list()], use_bin_type=True))
         self.stack.pop()
+        self.running -= 1
         self.client.ran(result)
         self.client.task_end()
 
@@ -183,12 +194,18 @@ class Worker:
         finally:
             with self._cond:
                 self.closed = True
+                self.pending.clear()
+                if self.running:  # the driver is gone or killing us: stop the task too
+                    os._exit(0)
                 self._cond.notify_all()
 
 
-def main(rfd: int, wfd: int, run_path: str, log_path: str) -> None:
+def main(rfd: int, wfd: int, run_path: str, log_path: str, parent_pid: int) -> None:
+    process_life.die_with_parent(parent_pid)
+    process_life.private_pipes(rfd, wfd)
+    process_life.quiet_interrupts()
     Worker(rfd, wfd, run_path, log_path).main()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))

@@ -8,8 +8,9 @@
 One IO thread owns every pipe and every ``_Proc``: it assigns queued tasks to workers
 with room, writes batches (non-blocking, buffered), reads results and requests. Other
 threads reach it only through ``submit`` (the queue) and ``_call`` (a callable run on
-the IO thread). A worker gets up to ``depth`` tasks ahead, adapted to how long tasks
-take (deep for tiny tasks, 1 for long ones). Values above the inline limit go through a
+the IO thread). A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by
+each function's measured duration (deep for tiny tasks; nothing queued behind a long or
+not yet measured one). Values above the inline limit go through a
 ``LocalDirStore`` (on /dev/shm when possible), never through pipes.
 
 Tasks inside a worker call the API through its pipe (``process_client``): the driver
@@ -19,13 +20,24 @@ waits in ``get``/``wait`` gives its slot back: the worker hands back its queued 
 otherwise wait; the tasks it waits for are sent to it to run inline (INLINE) when they
 are queued here. Temporary workers beyond ``num_workers`` exit after idling IDLE_S.
 
-Crashes: each worker keeps its running stack and a result log in shared memory. When
-a process dies (os._exit, a signal, the OOM killer, ``exit()``) the results in its log
-complete their tasks, the tasks on its stack fail with CRASH (retried per
-``max_retries``), its other queued tasks are requeued without using an attempt, its
-borrowed refs are released, and a replacement starts. A task past its ``timeout_s``
-gets its worker killed and a TIMEOUT result; ``kill(task)`` (``cancel(force=True)``)
-kills the worker running it. All process handling is in ``_Proc`` and ``_replace``.
+Crashes: each worker keeps its running stack and a result log in shared memory. A
+death (os._exit, a signal, the OOM killer, ``exit()``) is seen from the process itself:
+its pidfd polls readable in the IO thread's select (without pidfd, a thread waits for
+it with ``waitid(WNOWAIT)``), so a helper that a task forked and that still holds the
+pipe open cannot hide it; EOF on the pipe counts too. Then what it sent before dying is
+read, the results in its log complete their tasks, the tasks on its stack fail with
+CRASH (retried per ``max_retries``), its other queued tasks are requeued without using
+an attempt, its borrowed refs are released, and a replacement starts. A task past its
+``timeout_s`` gets its worker killed and a TIMEOUT result; ``kill(task)``
+(``cancel(force=True)``) kills the worker running it. All process handling is in
+``_Proc`` and ``_replace``.
+
+No orphans (``process_life``): the IO thread forks every worker, and each worker dies
+with it (PDEATHSIG), exits when its pipe reaches EOF while a task runs, and ignores
+Ctrl-C. SIGTERM / SIGHUP of the driver kill the workers and remove the run directory
+(``_abandon``) before the process dies of the signal; a normal exit shuts down through
+api.py's atexit. A run directory that outlives its driver anyway (SIGKILL) is removed
+by the next runtime's sweep (``store/rundirs.py``).
 """
 
 from __future__ import annotations
@@ -50,9 +62,11 @@ import cloudpickle
 
 from lambdaflow.errors import BackendError, LambdaflowError
 from lambdaflow.runtime import keys
+from lambdaflow.runtime.backends import process_life
 from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.backends.base import TaskHost
 from lambdaflow.runtime.futures import TaskFuture
+from lambdaflow.runtime.store import rundirs
 from lambdaflow.runtime.store.localdir import LocalDirStore, default_root
 from lambdaflow.runtime.task import (
     CANCELLED,
@@ -67,7 +81,11 @@ from lambdaflow.runtime.task import (
 log = logging.getLogger(__name__)
 MAX_DEPTH = 64
 QUEUED_WORK_S = 0.01  # how much work (by recent task durations) to keep queued per worker
+YIELD_WAIT_S = 0.05  # longest wait for a blocked worker's YIELD before dealing others out
+UNMEASURED_S = 1.0  # a function not timed yet: never queued behind, nothing behind it
+MAX_FUNCTIONS_TIMED = 4096
 IDLE_S = 1.0  # a temporary worker idle this long exits
+EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exiting
 
 
 class _Entry:
@@ -94,14 +112,25 @@ class _Proc:
         self.rfd, from_worker_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
-             str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path],
-            pass_fds=(to_worker_r, from_worker_w), env=env, close_fds=True,
-        )
-        os.close(to_worker_r)
-        os.close(from_worker_w)
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
+                 str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path,
+                 str(os.getpid())],
+                pass_fds=(to_worker_r, from_worker_w), env=env, close_fds=True,
+            )
+        except BaseException:
+            for fd in (self.wfd, self.rfd):
+                os.close(fd)
+            self._remove_files()
+            raise
+        finally:
+            os.close(to_worker_r)
+            os.close(from_worker_w)
         os.set_blocking(self.wfd, False)
+        os.set_blocking(self.rfd, False)
+        #: readable once the process has exited (None: a thread waits for it instead)
+        self.exit_fd = process_life.exit_fd(self.popen.pid)
         self.inflight: collections.OrderedDict[int, _Entry] = collections.OrderedDict()
         self.outbuf = bytearray()
         self.inbuf = bytearray()
@@ -112,24 +141,33 @@ class _Proc:
         self.routes: dict[int, set[str]] = {}  # request -> task ids it waits for
         self.idle_since = time.monotonic()
         self.revoking = False  # a REVOKE is unanswered
+        #: monotonic time until which this worker's YIELD is awaited: it was told it is
+        #: blocked while it held queued tasks, which it hands back at once
+        self.yield_due = 0.0
         self.revoked_at = 0.0
 
     def __hash__(self) -> int:  # the borrower token of this process
         return id(self)
 
     def close(self, kill: bool = False) -> None:
+        if kill and self.popen.poll() is None:
+            self.popen.kill()  # before the pipe closes: EOF would make it exit by itself
         for fd in (self.wfd, self.rfd):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        if kill and self.popen.poll() is None:
-            self.popen.kill()
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         for f in (self.stack, self.log):
             f.close()
             try:
@@ -145,8 +183,13 @@ class ProcessesBackend:
     def __init__(self, num_workers: int | None = None, store_dir: str | None = None) -> None:
         self.num_workers = num_workers or os.cpu_count() or 1
         self.max_workers = max(32, 8 * self.num_workers)
-        self._root = store_dir or os.path.join(
-            default_root(), f"run-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self._pid = os.getpid()
+        if store_dir is None:
+            base = default_root()
+            self._root = rundirs.claim(base)  # with its owner, for later sweeps
+            rundirs.sweep(base)  # run directories of drivers that died
+        else:
+            self._root = store_dir
         self._own_root = store_dir is None
         self.store = LocalDirStore(self._root)
         self._shm_dir = os.path.join(self._root, ".workers")
@@ -164,15 +207,41 @@ class ProcessesBackend:
         self._woken = False
         self._closing = False
         self._avg_s = 0.05
+        self._fn_avg: dict[str, float] = {}  # function key -> recent duration (s)
         self._started = 0
         self._warned_cap = False
-        self._procs = [self._spawn(temporary=False) for _ in range(self.num_workers)]
+        # Workers are forked by the IO thread, which lives as long as this backend:
+        # their PDEATHSIG fires when the thread that forked them ends.
+        self._procs: list[_Proc] = []
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="lambdaflow-io", daemon=True)
         self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            if self._own_root:
+                shutil.rmtree(self._root, ignore_errors=True)
+            raise BackendError(f"the processes backend could not start its worker "
+                               f"processes: {self._start_error}") from self._start_error
+        process_life.on_fatal_signal(self, self._abandon)
 
     def _spawn(self, temporary: bool) -> _Proc:
         self._started += 1
-        return _Proc(self._started, self._shm_dir, temporary)
+        p = _Proc(self._started, self._shm_dir, temporary)
+        if p.exit_fd is None:  # no pidfd: a thread waits for the exit
+            threading.Thread(target=self._await_exit, args=(p,), daemon=True,
+                             name=f"lambdaflow-wait-{p.popen.pid}").start()
+        return p
+
+    def _await_exit(self, p: _Proc) -> None:
+        try:  # WNOWAIT: see the exit without reaping it (Popen does that)
+            os.waitid(os.P_PID, p.popen.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # reaped already
+        self._call(lambda: self._exited(p))
 
     # ------------------------------------------------------------------ public
     def attach(self, host: TaskHost) -> None:
@@ -197,6 +266,7 @@ class ProcessesBackend:
         if self._closing:
             return
         self._closing = True
+        process_life.on_fatal_signal(self, None)
         self._wake()
         self._thread.join(timeout=10)
         for p in self._procs:
@@ -210,6 +280,19 @@ class ProcessesBackend:
         for e in leftover:
             if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
                 e.fut.set_exception(BackendError("the runtime was shut down"))
+        if self._own_root:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+    def _abandon(self) -> None:
+        """This driver dies of a signal: kill every worker and remove the run directory
+        now. Takes no lock and waits for nothing (a signal handler runs it)."""
+        if os.getpid() != self._pid:
+            return  # a copy of this backend in a forked child: not its workers
+        for p in list(self._procs):
+            try:
+                p.popen.kill()
+            except OSError:
+                pass
         if self._own_root:
             shutil.rmtree(self._root, ignore_errors=True)
 
@@ -232,10 +315,21 @@ class ProcessesBackend:
     # --------------------------------------------------------------- IO thread
     def _loop(self) -> None:
         try:
+            for _ in range(self.num_workers):
+                self._procs.append(self._spawn(temporary=False))
+        except Exception as exc:  # e.g. out of file descriptors or processes
+            self._start_error = exc
+            for p in self._procs:
+                p.close(kill=True)
+            return
+        finally:
+            self._ready.set()
+        try:
             while not self._closing:
                 self._run_calls()
                 self._assign()
-                rlist = [self._wake_r] + [p.rfd for p in self._procs]
+                exits = {p.exit_fd: p for p in self._procs if p.exit_fd is not None}
+                rlist = [self._wake_r] + [p.rfd for p in self._procs] + list(exits)
                 wlist = [p.wfd for p in self._procs if p.outbuf]
                 r, w, _ = select.select(rlist, wlist, [], self._next_deadline())
                 if self._wake_r in r:
@@ -253,6 +347,9 @@ class ProcessesBackend:
                         self._flush(p)
                     if p.rfd in r and not p.dead:
                         self._read(p)
+                for fd in r:
+                    if fd in exits:
+                        self._exited(exits[fd])
                 self._check_timeouts()
                 self._retire_idle()
         except Exception:  # pragma: no cover - a bug here must not hang get() forever
@@ -267,8 +364,19 @@ class ProcessesBackend:
                 fn = self._calls.popleft()
             fn()
 
-    def _depth(self) -> int:
-        return max(1, min(MAX_DEPTH, int(QUEUED_WORK_S / max(self._avg_s, 1e-6)) + 1))
+    def _fits(self, p: _Proc, entry: _Entry, sends: dict[_Proc, list]) -> bool:
+        """Whether a subtask may go back to its submitter ``p``: nothing is queued there
+        beyond the tasks it is running (the submitter, likely to wait for it), or what
+        is queued plus ``entry`` is at most QUEUED_WORK_S of expected work."""
+        running = {seq for seq, _ in p.stack.entries()}
+        ahead = [e for seq, e in p.inflight.items() if seq not in running]
+        ahead += sends.get(p, [])
+        return not ahead or sum(map(self._cost, ahead)) + self._cost(entry) <= QUEUED_WORK_S
+
+    def _cost(self, entry: _Entry) -> float:
+        """Seconds ``entry`` is expected to run: its function's recent average, or
+        UNMEASURED_S for a function not seen finishing yet."""
+        return self._fn_avg.get(entry.msg.fn_key, UNMEASURED_S)
 
     def _take(self, entry: _Entry) -> bool:
         """(Under the lock) claim a queued entry; False if it was cancelled meanwhile."""
@@ -289,36 +397,52 @@ class ProcessesBackend:
                 entry = self._queued[tid]
                 if self._take(entry):
                     inline.append((p, req, entry))
-            depth = self._depth()
             if self._origin:  # a task's subtasks go back to its worker, which will
                 for entry in list(self._queue):  # likely wait for them (work-stealing
                     if entry.taken:  # spreads them when others have room)
                         continue
                     origin = self._origin.pop(entry.msg.task_id, None)
                     if (origin is not None and not origin.dead and not origin.blocked
-                            and self._take(entry)):
+                            and self._fits(origin, entry, sends) and self._take(entry)):
                         sends.setdefault(origin, []).append(entry)
-            ready = sorted((p for p in self._procs if not p.dead and not p.blocked),
-                           key=lambda p: len(p.inflight))
+            # A worker that just blocked hands its queued tasks back within a moment;
+            # until then nothing else is dealt out, so they keep their place in line.
+            now = time.monotonic()
+            yielding = any(p.yield_due > now and not p.dead for p in self._procs)
+            ready = [] if yielding else sorted(
+                (p for p in self._procs if not p.dead and not p.blocked),
+                key=lambda p: len(p.inflight))
             for p in ready:
-                room = depth - len(p.inflight)
-                while room > 0 and self._queue:
-                    entry = self._queue.popleft()
-                    if entry.taken or not self._take(entry):
-                        continue  # routed inline already, or cancelled while queued
+                # Queue ahead only as much work as QUEUED_WORK_S, by each function's own
+                # measured duration: a quick task never waits behind a long (or not yet
+                # measured) one in a worker's queue while another worker could run it.
+                n = len(p.inflight)
+                work = sum(self._cost(e) for e in p.inflight.values())
+                while self._queue and n < MAX_DEPTH:
+                    entry = self._queue[0]
+                    if entry.taken:  # routed inline already
+                        self._queue.popleft()
+                        continue
+                    cost = self._cost(entry)
+                    if n and work + cost > QUEUED_WORK_S:
+                        break
+                    self._queue.popleft()
+                    if not self._take(entry):
+                        continue  # cancelled while queued
                     sends.setdefault(p, []).append(entry)
-                    room -= 1
+                    n, work = n + 1, work + cost
                 if not self._queue:
                     break
             while self._queue and self._queue[0].taken:
                 self._queue.popleft()
-            backlog = bool(self._queued)
+            backlog = bool(self._queued) and not yielding
         for p, req, entry in inline:
             self._send_tasks(p, [entry], req)
         for p, entries in sends.items():
             self._send_tasks(p, entries)
         if backlog:
-            self._grow()
+            if self._grow():
+                self._assign()  # give the new worker its tasks now, not at the next wake-up
         else:
             self._steal()
 
@@ -338,18 +462,19 @@ class ProcessesBackend:
             p.outbuf += data
             self._flush(p)
 
-    def _grow(self) -> None:
-        """Tasks wait and workers are blocked: start a temporary worker."""
+    def _grow(self) -> bool:
+        """Tasks wait and workers are blocked: start a temporary worker (True if so)."""
         working = sum(1 for p in self._procs if not p.dead and not p.blocked)
         if working >= self.num_workers or self._closing:
-            return
+            return False
         if len(self._procs) >= self.max_workers:
             if not self._warned_cap:
                 self._warned_cap = True
                 log.warning("processes backend: %d workers are running, most blocked in "
                             "get()/wait(); not starting more (max_workers)", len(self._procs))
-            return
+            return False
         self._procs.append(self._spawn(temporary=True))
+        return True
 
     def _steal(self) -> None:
         """A worker has room while another holds queued tasks behind one that has run
@@ -390,20 +515,33 @@ class ProcessesBackend:
         except OSError:
             self._crashed(p)
 
-    def _read(self, p: _Proc) -> None:
+    def _read(self, p: _Proc) -> bool:
+        """Take in what ``p`` sent; False when nothing was there (or at EOF: the process
+        closed its end, so it is dying)."""
         try:
             data = os.read(p.rfd, 1 << 20)
+        except BlockingIOError:
+            return False
         except OSError:
             data = b""
         if not data:
             self._crashed(p)
-            return
+            return False
         p.inbuf += data
         for fields in wire.split_frames(p.inbuf):
             if fields[0] == wire.RESULTS:
                 self._results(p, fields[1])
             else:
                 self._request(p, fields)
+        return True
+
+    def _exited(self, p: _Proc) -> None:
+        """``p``'s process has exited (its pidfd polled readable, or the waiter thread
+        saw it). A helper it forked may still hold the pipe open, so EOF may never
+        come: take in what it sent before it died, then fail over."""
+        while not p.dead and self._read(p):
+            pass
+        self._crashed(p)
 
     def _results(self, p: _Proc, items: list) -> None:
         for seq, result_fields in items:
@@ -411,7 +549,12 @@ class ProcessesBackend:
             if entry is None:
                 continue
             result = TaskResult.from_list(result_fields)
-            self._avg_s = 0.8 * self._avg_s + 0.2 * (result.stats.get("duration_s") or 0.0)
+            took = result.stats.get("duration_s") or 0.0
+            self._avg_s = 0.8 * self._avg_s + 0.2 * took
+            fn, avg = entry.msg.fn_key, self._fn_avg
+            avg[fn] = took if fn not in avg else 0.7 * avg[fn] + 0.3 * took
+            if len(avg) > MAX_FUNCTIONS_TIMED:
+                avg.clear()
             entry.fut.set_result(result)
         if not p.inflight:
             p.idle_since = time.monotonic()
@@ -441,6 +584,7 @@ class ProcessesBackend:
             self._close_request(p, fields[1])
         elif kind == wire.YIELD:
             p.revoking = False
+            p.yield_due = 0.0
             with self._lock:
                 for seq in reversed(fields[1]):
                     entry = p.inflight.pop(seq, None)
@@ -478,6 +622,8 @@ class ProcessesBackend:
         if req in p.watches and not p.dead:
             if main:
                 p.blocked.add(req)
+                if len(p.inflight) > len(p.stack.entries()):
+                    p.yield_due = time.monotonic() + YIELD_WAIT_S
             self._send(p, wire.frame(wire.BLOCKED, req))
 
     def _reply(self, p: _Proc, req: int, settled: list) -> None:
@@ -534,7 +680,15 @@ class ProcessesBackend:
                 self._queued[entry.msg.task_id] = entry
 
     def _crashed(self, p: _Proc) -> None:
-        p.popen.poll()
+        """``p``'s process exited, or closed its pipe (it is exiting: a pipe closes
+        before the exit status exists, so wait a moment for the status, which names
+        the signal, rather than kill it and report our SIGKILL)."""
+        if p.dead:
+            return
+        try:
+            p.popen.wait(timeout=EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
         self._replace(p, f"worker process {p.popen.pid} died")
 
     def _kill(self, task_id: str) -> None:
@@ -553,6 +707,10 @@ class ProcessesBackend:
         """How long select may sleep: wake to check timeouts, and to steal queued tasks
         from behind a long one while some worker has room."""
         idle = any(not p.inflight and not p.blocked and not p.dead for p in self._procs)
+        now = time.monotonic()
+        due = [p.yield_due for p in self._procs if p.yield_due > now and not p.dead]
+        if due:
+            return min(due) - now
         for p in self._procs:
             if any(e.msg.options.get("timeout_s") for e in p.inflight.values()):
                 return 0.05

@@ -1,9 +1,12 @@
-"""processes backend: crashes, timeouts, replacement, the store for large values."""
+"""processes backend: crashes, timeouts, replacement, the store for large values, how
+workers are started (and what happens when they cannot be)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 
 import numpy as np
@@ -174,7 +177,10 @@ def test_cancel_with_force_kills_the_running_worker(procs, tmp_path):
     assert lf.cancel(running, force=True)
     with pytest.raises(lf.TaskCancelledError):
         lf.get(running, timeout=30)
-    psutil.Process(victim).wait(timeout=30)  # the worker was killed, not left running
+    try:  # the worker was killed, not left running (it may be reaped already)
+        psutil.Process(victim).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
     assert lf.get(nap.remote(0)) == 0
 
 
@@ -190,3 +196,65 @@ def test_blocked_workers_get_temporary_helpers(fresh):
         refs = [hold_then.remote("x", 0.5) for _ in range(4)]
         assert lf.get(refs, timeout=120) == [0.5] * 4
         assert rt.backend._started >= 2
+
+
+@lf.remote
+def first_done(delays):
+    """Submit one subtask per delay and return the index of the first to finish."""
+    refs = [nap_index.remote(i, d) for i, d in enumerate(delays)]
+    ready, _ = lf.wait(refs, num_returns=1, timeout=20)
+    return lf.get(ready[0]) if ready else None
+
+
+@lf.remote
+def nap_index(i, seconds):
+    time.sleep(seconds)
+    return i
+
+
+@pytest.mark.parametrize("delays", [[30, 0, 30], [0, 30, 30]])
+def test_a_quick_subtask_never_waits_behind_long_ones(fresh, delays):
+    """2 workers, a parent waiting for the first of three subtasks: the blocked parent
+    gives its slot back, so the first two subtasks start at once, in submission order
+    (as in Ray: the third waits for a free slot). Found: the temporary worker started
+    for them got no task until another worker's next message; a quick subtask could be
+    queued behind a long one; and the subtasks a blocked worker handed back lost their
+    place in line to later ones."""
+    with lf.init(backend="processes", num_workers=2):
+        # wait() gives up after 20 s, before any 30 s subtask could finish
+        assert lf.get(first_done.remote(delays), timeout=60) == delays.index(0)
+
+
+def _worker_pids() -> set[int]:
+    return {c.pid for c in psutil.Process().children(recursive=True)
+            if "process_worker" in " ".join(c.cmdline())}
+
+
+def test_workers_outlive_the_thread_that_started_the_runtime(fresh):
+    """PDEATHSIG fires when the thread that forked a worker ends: the IO thread forks
+    them, so a runtime started from a short-lived thread keeps its workers."""
+    box: list = []
+    starter = threading.Thread(target=lambda: box.append(lf.init(backend="processes",
+                                                                 num_workers=2)))
+    starter.start()
+    starter.join()
+    try:
+        first = _worker_pids()
+        assert len(first) == 2
+        time.sleep(0.5)  # a PDEATHSIG would have killed them by now
+        assert set(lf.get([pid.remote() for _ in range(20)], timeout=60)) <= first
+        assert box[0].backend._started == 2, "no worker had to be replaced"
+    finally:
+        box[0].shutdown()
+
+
+def test_workers_that_cannot_start_are_a_backend_error_and_leave_nothing(fresh, monkeypatch):
+    from lambdaflow.runtime.store.localdir import default_root
+
+    before = set(os.listdir(default_root()))
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(lf.BackendError, match="could not start its worker processes"):
+        lf.init(backend="processes", num_workers=2)
+    mine = {n for n in set(os.listdir(default_root())) - before
+            if n.startswith(f"run-{os.getpid()}-")}
+    assert not mine, f"run directories left: {mine}"
