@@ -2,13 +2,15 @@
 
     python benchmarks/video_histogram.py [--cache DIR] [--repeat 3]
                                          [--sizes 720p,480p,720p-10bit,1080p]
-                                         [--seconds 10] [--end-to-end]
+                                         [--seconds 10] [--batch 50] [--end-to-end]
 
 Generates (once, cached) samples (30 fps, GOP 30, B-frames): 720p, 854x480 ("480p",
 YouTube's size), 720p 10-bit 4:2:0 and 1080p, and prints, for each, frames/s on one
 thread of:
 
   decode-only     PyAV container.decode() of the whole file (the baseline)
+  iter_frames     the fused op's decoding alone (per chunk, from its entry packet)
+  + rgb24         iter_frames + the rgb24 conversion (no histogram)
   decode+numpy    decode(format="rgb24") per chunk + np.bincount histograms
   fused native    ops.histogram.histogram_chunk per chunk (decode -> rgb24, exactly
                   to_ndarray's conversion -> AVX2 C kernel)
@@ -16,8 +18,11 @@ thread of:
                   exact equality with the rgb24 reference costs; its numbers differ
 
 and the ratios against decode-only measured in the same run. Each figure is the best of
-``--repeat`` round-robin runs, timed with CPU time of this process (time.process_time), so that other
-load on a shared machine does not count against a run; wall-clock figures are printed too.
+``--repeat`` round-robin runs, timed with CPU time of this process (time.process_time), so
+that other load on a shared machine does not count against a run; wall-clock figures are
+printed too. "per round" is the median [min-max] of the CPU-time ratios of each round
+against the decode-only run of the same round (adjacent in time, so load that drifts
+between rounds cancels out; the spread says how much to trust the figure).
 With ``--end-to-end`` it also runs part 2: ``lambdaflow.pipelines.histogram`` on the
 ``processes`` backend with 1 and 2 workers (wall clock; see ``end_to_end``).
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -55,26 +61,31 @@ def sample(cache: Path, name: str, seconds: float) -> Path:
     return path
 
 
-def best_of(repeat: int, fns: dict[str, Callable[[], int]]) -> dict[str, tuple[float, float]]:
+def best_of(repeat: int, fns: dict[str, Callable[[], int]]) -> dict[str, list[tuple[float, float]]]:
     """Run the functions round-robin ``repeat`` times (so drifting machine load hits all
-    of them alike); per function the best (frames/s by CPU time, frames/s by wall time)."""
-    best = {name: (0.0, 0.0) for name in fns}
+    of them alike); per function the (frames/s by CPU time, frames/s by wall time) of
+    every round, in order."""
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             c0, w0 = time.process_time(), time.perf_counter()
             frames = fn()
             c1, w1 = time.process_time(), time.perf_counter()
-            cpu = frames / max(c1 - c0, 1e-9)
-            wall = frames / max(w1 - w0, 1e-9)
-            best[name] = (max(best[name][0], cpu), max(best[name][1], wall))
-    return best
+            rounds[name].append((frames / max(c1 - c0, 1e-9), frames / max(w1 - w0, 1e-9)))
+    return rounds
 
 
-def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[float, float]]:
+def ratios(rounds: list[tuple[float, float]], base: list[tuple[float, float]]) -> list[float]:
+    """CPU-time ratios to the baseline, round by round (each against the baseline run
+    just before it, so a load change between rounds does not count)."""
+    return sorted(r[0] / b[0] for r, b in zip(rounds, base))
+
+
+def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple[float, float]]]:
     import av
 
     from lambdaflow.ops.histogram import histogram_chunk, rgb_histograms
-    from lambdaflow.ops.video import decode, plan_chunks, probe
+    from lambdaflow.ops.video import RGB24, decode, iter_frames, plan_chunks, probe
 
     index = probe(path)
     plan = plan_chunks(index, batch)
@@ -95,6 +106,21 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[floa
             n += len(rgb_histograms(frames, 16, native=False))
         return n
 
+    def entered() -> int:
+        """Decode only, through the fused op's own decoding (iter_frames per chunk)."""
+        return sum(1 for c in plan for _ in iter_frames(path, c, keep_open=True))
+
+    def converted() -> int:
+        """iter_frames + the rgb24 conversion, no histogram: the kernel's share is the
+        difference to the fused op."""
+        n = 0
+        for c in plan:
+            rgb24 = RGB24()
+            for _, frame in iter_frames(path, c, keep_open=True):
+                rgb24.frame(frame)
+                n += 1
+        return n
+
     def fused(native: bool) -> Callable[[], int]:
         def run() -> int:
             return sum(
@@ -110,7 +136,6 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[floa
         from av.video.reformatter import VideoReformatter
 
         from lambdaflow.ops.histogram import _native
-        from lambdaflow.ops.video import iter_frames
 
         n = 0
         for c in plan:
@@ -127,37 +152,61 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, tuple[floa
         repeat,
         {
             "decode-only": decode_only,
+            "iter_frames": entered,
+            "+ rgb24": converted,
             "fused native": fused(True),
             "fused gbrp": fused_gbrp,
             "decode+numpy": decode_numpy,
         },
     )
     packets = sum(histogram_chunk(path, c.start, c.stop, 16, chunk=c).packets for c in plan)
-    results["_plan"] = (len(plan), packets / index.frame_count)
+    results["_plan"] = [(len(plan), packets / index.frame_count)]
     return results
 
 
 # ------------------------------------------------------------------------- part 2
 def end_to_end(path: Path, workers: int, repeat: int, batch: int = 50) -> float | None:
     """PART 2: frames/s (wall clock) of ``lambdaflow.pipelines.histogram.video_histogram``
-    on the ``processes`` backend with ``workers`` workers; None if not available yet."""
+    on the ``processes`` backend with ``workers`` workers; None if not available yet.
+
+    Also prints where the wall time of the best run went: the driver's prepare (probe +
+    plan), the span from the first submit to the last task end, each worker's busy time
+    (sum of its tasks' durations, from ``lambdaflow.stats()``) and its idle share."""
     try:
         import lambdaflow
-        from lambdaflow.pipelines.histogram import video_histogram
+        from lambdaflow.pipelines.histogram import prepare_histogram, run_histogram
     except ImportError as exc:
         print(f"  end-to-end skipped: {exc}")
         return None
-    best = 0.0
+    best, best_parts = 0.0, ""
     lambdaflow.init(backend="processes", num_workers=workers)
     try:
-        video_histogram(path, batch=batch)  # warm the workers (imports, first task)
+        run_histogram(prepare_histogram(path, batch=batch))  # warm the workers
         for _ in range(repeat):
             t0 = time.perf_counter()
-            result = video_histogram(path, batch=batch)
-            best = max(best, len(result.hist) / (time.perf_counter() - t0))
+            job = prepare_histogram(path, batch=batch)
+            t1 = time.perf_counter()
+            result = run_histogram(job)
+            t2 = time.perf_counter()
+            fps = len(result.hist) / (t2 - t0)
+            if fps > best:
+                records = [r for r in lambdaflow.stats().records][-len(job.plan) :]
+                busy: dict[str, float] = {}
+                for rec in records:
+                    env = str(rec.get("env_id"))
+                    busy[env] = busy.get(env, 0.0) + float(rec.get("duration_s") or 0.0)
+                span = max(r["end"] for r in records) - min(r["submit_time"] for r in records)
+                best_parts = (
+                    f"prepare {t1 - t0:.3f} s, run {t2 - t1:.3f} s (first submit to last "
+                    f"task end {span:.3f} s), worker busy "
+                    + ", ".join(f"{b:.3f} s" for b in sorted(busy.values(), reverse=True))
+                    + f" (idle {1 - sum(busy.values()) / (workers * (t2 - t0)):.0%} of "
+                    f"{workers} x wall)"
+                )
+                best = fps
         print(
-            f"  ({workers} workers: measured decode amplification "
-            f"{result.decode_amplification:.2f})"
+            f"  ({workers} workers, {len(job.plan)} chunks: measured decode amplification "
+            f"{result.decode_amplification:.2f}; best run: {best_parts})"
         )
     finally:
         lambdaflow.shutdown()
@@ -172,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--sizes", default="720p,480p,720p-10bit,1080p")
+    parser.add_argument("--batch", type=int, default=50, help="frames per chunk (target)")
     parser.add_argument(
         "--end-to-end",
         action="store_true",
@@ -189,18 +239,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in args.sizes.split(","):
         path = sample(args.cache, name, args.seconds)
-        r = one_thread(path, args.repeat)
-        chunks, amp = r.pop("_plan")
-        base_cpu, base_wall = r["decode-only"]
+        r = one_thread(path, args.repeat, args.batch)
+        [(chunks, amp)] = r.pop("_plan")
+        base = r["decode-only"]
+        base_cpu, base_wall = (max(x[k] for x in base) for k in (0, 1))
         print(f"{name} ({path.name}; {chunks} chunks, measured decode amplification {amp:.2f})")
-        for label, (cpu, wall) in r.items():
+        for label, runs in r.items():
+            cpu, wall = (max(x[k] for x in runs) for k in (0, 1))
+            paired = ratios(runs, base)
             print(
                 f"  {label:<14} {cpu:7.1f} frames/s cpu ({cpu / base_cpu:4.2f}x)  "
-                f"{wall:7.1f} frames/s wall ({wall / base_wall:4.2f}x)"
+                f"{wall:7.1f} frames/s wall ({wall / base_wall:4.2f}x)  "
+                f"per round cpu {statistics.median(paired):4.2f}x "
+                f"[{paired[0]:4.2f}-{paired[-1]:4.2f}]"
             )
+        ms = {label: 1e3 / max(x[0] for x in runs) for label, runs in r.items()}
+        print(
+            f"  per frame (best CPU): decode {ms['iter_frames']:.3f} ms, rgb24 conversion "
+            f"{ms['+ rgb24'] - ms['iter_frames']:.3f} ms, kernel + Python "
+            f"{ms['fused native'] - ms['+ rgb24']:.3f} ms"
+        )
         if args.end_to_end:
             for workers in (1, 2):
-                fps = end_to_end(path, workers, args.repeat)
+                fps = end_to_end(path, workers, args.repeat, args.batch)
                 if fps is not None:
                     print(
                         f"  end-to-end processes x{workers}: {fps:7.1f} frames/s wall "

@@ -253,10 +253,18 @@ static void count_nibbles_avx2(const uint8_t *data, Py_ssize_t height, Py_ssize_
 /*
  * AVX2 nibble counting of interleaved RGB24 (channels = 3). A row is cut into groups of
  * 96 bytes (32 pixels = 3 vectors); lane j of the group's vector q always holds channel
- * (32q + j) % 3, so each of the three vector phases keeps its own lane counters, counted
- * exactly as count_nibbles_avx2 does, and the channels are separated only when the 8-bit
- * counters are spilled: psadbw over the lanes of one channel (a byte mask per phase and
- * channel). The pixels left over at the end of a row are counted one by one.
+ * (32q + j) % 3, so each of the three vector phases keeps its own lane counters, and
+ * the channels are separated only when the 8-bit counters are spilled: psadbw over the lanes of one channel (a byte mask per phase and
+ * channel). The pixels left over at the end of a row (width not a multiple of 32) are
+ * counted by one more group that ends at the row's end: it starts on a pixel, so its
+ * lanes have the same channels, and the lanes of pixels already counted get index bytes
+ * with the high bit set, which pshufb turns into 0 (they count nothing). Rows narrower
+ * than 32 pixels are counted one pixel at a time. A vector is counted with pshufb
+ * tables that add 0x01 or 0x10 to a byte (two nibble values' 4-bit counters per table,
+ * flushed into 8-bit counters every <= 15 vectors), in two passes of four tables (values
+ * 0-7, then 8-15) so that tables and counters stay in the 16 ymm registers; one pass of
+ * eight tables spilled them (measured: the two-pass loop with the masked tail group is
+ * about 1.3x faster at 854x480).
  */
 __attribute__((target("avx2")))
 static void count_nibbles_rgb_avx2(const uint8_t *data, Py_ssize_t height, Py_ssize_t width,
@@ -281,32 +289,55 @@ static void count_nibbles_rgb_avx2(const uint8_t *data, Py_ssize_t height, Py_ss
         for (int k = 0; k < 16; k++) wide[q][k] = zero;
     }
     Py_ssize_t groups = (3 * width) / 96;
+    Py_ssize_t tail = width - 32 * groups; /* pixels after the last whole group */
+    int vtail = tail > 0 && groups > 0;     /* counted by an overlapping, masked group */
+    Py_ssize_t block = vtail ? 14 : 15;     /* + the tail group: <= 15 per 4-bit counter */
+    __m256i skip[3];                        /* 0x80 in the lanes of pixels already counted */
+    for (int q = 0; q < 3; q++) {
+        uint8_t m[32];
+        for (int j = 0; j < 32; j++) m[j] = (32 * q + j < 3 * (32 - tail)) ? 0x80 : 0;
+        skip[q] = _mm256_loadu_si256((const __m256i *)m);
+    }
+    /* One pass per half of the nibble values (4 tables, 4 counters: all in registers). */
+#define LF_COUNT_VECTOR(v)                                              \
+    do {                                                                \
+        a0 = _mm256_add_epi8(a0, _mm256_shuffle_epi8(t0, v));           \
+        a1 = _mm256_add_epi8(a1, _mm256_shuffle_epi8(t1, v));           \
+        a2 = _mm256_add_epi8(a2, _mm256_shuffle_epi8(t2, v));           \
+        a3 = _mm256_add_epi8(a3, _mm256_shuffle_epi8(t3, v));           \
+    } while (0)
     for (Py_ssize_t y = 0; y < height; y++) {
         const uint8_t *row = data + y * stride;
-        for (Py_ssize_t g = 0; g < groups; g += 15) {
-            Py_ssize_t nv = groups - g < 15 ? groups - g : 15;
+        for (Py_ssize_t g = 0; g < groups; g += block) {
+            Py_ssize_t nv = groups - g < block ? groups - g : block;
+            int last = g + nv == groups;
             for (int q = 0; q < 3; q++) {
                 const uint8_t *p = row + g * 96 + 32 * q;
-                __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-                __m256i a4 = zero, a5 = zero, a6 = zero, a7 = zero;
-                for (Py_ssize_t i = 0; i < nv; i++) {
-                    __m256i v = _mm256_and_si256(
-                        _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(p + i * 96)), 4),
-                        low4);
-                    a0 = _mm256_add_epi8(a0, _mm256_shuffle_epi8(table[0], v));
-                    a1 = _mm256_add_epi8(a1, _mm256_shuffle_epi8(table[1], v));
-                    a2 = _mm256_add_epi8(a2, _mm256_shuffle_epi8(table[2], v));
-                    a3 = _mm256_add_epi8(a3, _mm256_shuffle_epi8(table[3], v));
-                    a4 = _mm256_add_epi8(a4, _mm256_shuffle_epi8(table[4], v));
-                    a5 = _mm256_add_epi8(a5, _mm256_shuffle_epi8(table[5], v));
-                    a6 = _mm256_add_epi8(a6, _mm256_shuffle_epi8(table[6], v));
-                    a7 = _mm256_add_epi8(a7, _mm256_shuffle_epi8(table[7], v));
-                }
-                __m256i acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-                for (int j = 0; j < 8; j++) {
-                    wide[q][2 * j] = _mm256_add_epi8(wide[q][2 * j], _mm256_and_si256(acc[j], low4));
-                    wide[q][2 * j + 1] = _mm256_add_epi8(
-                        wide[q][2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(acc[j], 4), low4));
+                for (int half = 0; half < 2; half++) {
+                    const __m256i t0 = table[4 * half], t1 = table[4 * half + 1];
+                    const __m256i t2 = table[4 * half + 2], t3 = table[4 * half + 3];
+                    __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+                    for (Py_ssize_t i = 0; i < nv; i++) {
+                        __m256i v = _mm256_and_si256(
+                            _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(p + i * 96)), 4),
+                            low4);
+                        LF_COUNT_VECTOR(v);
+                    }
+                    if (last && vtail) {
+                        const uint8_t *t = row + 3 * (width - 32) + 32 * q;
+                        __m256i v = _mm256_or_si256(
+                            _mm256_and_si256(
+                                _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)t), 4), low4),
+                            skip[q]);
+                        LF_COUNT_VECTOR(v);
+                    }
+                    __m256i acc[4] = {a0, a1, a2, a3};
+                    for (int j = 0; j < 4; j++) {
+                        int k = 2 * (4 * half + j);
+                        wide[q][k] = _mm256_add_epi8(wide[q][k], _mm256_and_si256(acc[j], low4));
+                        wide[q][k + 1] = _mm256_add_epi8(
+                            wide[q][k + 1], _mm256_and_si256(_mm256_srli_epi16(acc[j], 4), low4));
+                    }
                 }
             }
             if (++spills == 17) {
@@ -324,9 +355,11 @@ static void count_nibbles_rgb_avx2(const uint8_t *data, Py_ssize_t height, Py_ss
                 spills = 0;
             }
         }
-        for (Py_ssize_t x = groups * 32; x < width; x++)
-            for (int c = 0; c < 3; c++) tot[c][row[3 * x + c] >> 4]++;
+        if (!vtail)
+            for (Py_ssize_t x = groups * 32; x < width; x++)
+                for (int c = 0; c < 3; c++) tot[c][row[3 * x + c] >> 4]++;
     }
+#undef LF_COUNT_VECTOR
     for (int q = 0; q < 3; q++)
         for (int k = 0; k < 16; k++)
             for (int c = 0; c < 3; c++) {

@@ -18,9 +18,13 @@ Output format (always a CSV, never a silent gap):
     name,major,year             name,major,year,error
     Joe Biden,History,freshman  <name or empty>,,,<status>: <reason>
 
+A video that is only partly readable (truncated: the index's one line names it) is
+``bad_video`` too, but keeps what its readable frames show: the row has the recognised
+name and record, and the error column says what is missing.
+
 ``status`` is one of ``no_face`` (no face in any sampled frame), ``unknown_face`` (faces,
 none within tolerance), ``no_record`` (recognised, but not in the table), ``bad_video``
-(not a video / corrupt), ``bad_encodings`` (the known-faces file is malformed) and
+(not a video / corrupt / truncated), ``bad_encodings`` (the known-faces file is malformed) and
 ``missing_input`` (the object was gone). Errors of the infrastructure itself (S3 or
 DynamoDB unavailable) are raised, so Lambda retries the event; the output key is
 deterministic, so a retry rewrites the same CSV. The CSV's S3 metadata carries
@@ -115,14 +119,18 @@ def output_key(key: str) -> str:
 
 
 def render_csv(name: str | None, record: dict | None, status: str, reason: str) -> str:
+    """The output CSV; a failure row keeps what was found (a truncated video's match and
+    record) next to the error."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    found = record or {}
     if status == "ok":
         writer.writerow(["name", "major", "year"])
-        writer.writerow([name, record.get("major", ""), record.get("year", "")])
+        writer.writerow([name, found.get("major", ""), found.get("year", "")])
     else:
         writer.writerow(["name", "major", "year", "error"])
-        writer.writerow([name or "", "", "", f"{status}: {reason}"])
+        writer.writerow([name or "", found.get("major", ""), found.get("year", ""),
+                         f"{status}: {reason}"])
     return buf.getvalue()
 
 
@@ -144,14 +152,16 @@ def process(bucket: str, key: str, settings: Settings) -> tuple[str | None, dict
     except faces.VideoDecodeError as exc:
         return None, None, "bad_video", str(exc)
     if result.name is None:
-        return None, None, result.status, result.reason
+        return None, None, "bad_video" if result.problem else result.status, result.reason
     table = _client("dynamodb")
     item = table.get_item(TableName=settings.table, Key={"name": {"S": result.name}},
                           ConsistentRead=True).get("Item")
-    if item is None:
+    record = {k: next(iter(v.values())) for k, v in (item or {}).items()} or None
+    if result.problem:  # a truncated upload: what its frames show is kept, and flagged
+        return result.name, record, "bad_video", result.reason
+    if record is None:
         return result.name, None, "no_record", (
             f"{result.reason}, but table {settings.table} has no student named {result.name!r}")
-    record = {k: next(iter(v.values())) for k, v in item.items()}
     return result.name, record, "ok", result.reason
 
 

@@ -4,8 +4,11 @@
 preprocess, model files, video, model input vs frame size; one clear error line, no task
 launched), then starts the runtime, runs ``run_inference`` and writes one JSON object per
 frame and line, ``{"frame", "classes", "probs"[, "names"]}``, to ``--out`` (stdout when
-omitted or ``-``), then a summary line on stderr (as ``histogram`` does). A tqdm bar on
-stderr counts frames done; ``--no-progress`` turns it off.
+omitted or ``-``), then a summary line on stderr (as ``histogram`` does). Failed tasks,
+frames that did not decode and a truncated source (one line: file, last frame read,
+expected length) are reported on stderr and make the exit code 1; the predictions of
+every frame that was read are still written. A tqdm bar on stderr counts frames done;
+``--no-progress`` turns it off.
 
 ``export-model --arch ARCH --classes N OUT_PREFIX``: a model-zoo architecture with random,
 seeded weights (no download) exported as ``OUT_PREFIX-symbol.json`` + ``-0000.params``
@@ -153,13 +156,23 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.out in (None, "-")
     with nullcontext(sys.stdout) if to_stdout else open(args.out, "w") as out:
         write_jsonl(result.predictions, out)
-    for start, stop, error in result.failures:
-        print(f"infer: frames {start}-{stop - 1} failed: {error}", file=sys.stderr)
     print(
         f"infer: {result.summary()}, backend {args.backend}"
         + ("" if to_stdout else f" -> {args.out}"),
         file=sys.stderr,
     )
+    for start, stop, error in result.failures:
+        print(f"infer: frames {start}-{stop - 1} failed: {error}", file=sys.stderr)
+    if result.problem:
+        print(f"infer: {result.problem}", file=sys.stderr)
+    if result.undecoded:
+        from lambdaflow.ops.video import _ranges
+
+        print(
+            f"infer: {len(result.undecoded)} frame(s) of {args.video} could not be decoded "
+            f"(no prediction): {_ranges(result.undecoded)}",
+            file=sys.stderr,
+        )
     return 0 if result.ok else 1
 
 

@@ -9,7 +9,9 @@ avoided. The numbers match face_recognition's defaults: HOG detector with one up
 Flow of :func:`recognize_video`::
 
     source (path | bytes | file-like)
-      └─ sample_frames ── PyAV demux+decode in memory, keep one frame per ``every_s``
+      └─ sample_frames ── index (videoindex.probe) + one sequential decode (iter_frames)
+           │              in memory, keep one frame per ``every_s``; a truncated file's
+           │              line goes to ``Recognition.problem``
            └─ face_encodings(frame) ── detector -> 5-point shape -> 128-d descriptor
                 └─ match(encoding, known) ── smallest L2 distance, accepted if <= tolerance
                      └─ strategy "first": stop at the first match
@@ -40,6 +42,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from lambdaflow.ops import video
 from lambdaflow.ops.face_encodings import (  # re-exported: the public API is here
     DEFAULT_TOLERANCE,
     EncodingFileError,
@@ -49,7 +52,7 @@ from lambdaflow.ops.face_encodings import (  # re-exported: the public API is he
     load_encodings,
     match,
 )
-from lambdaflow.ops.videosource import VideoError, video_stream
+from lambdaflow.ops.videosource import VideoError
 
 log = logging.getLogger(__name__)
 
@@ -204,62 +207,65 @@ def sample_frames(
     *,
     max_samples: int | None = None,
     name: str | None = None,
+    problems: list[str] | None = None,
 ) -> Generator[SampledFrame, None, None]:
     """Yield one decoded RGB frame per ``every_s`` seconds (the first frame at or after
     0, every_s, 2*every_s, ...), all in memory.
 
-    Frames are decoded sequentially and only the kept ones are converted to RGB. Seeking
-    to each sample instead would decode from the preceding keyframe every time; with
-    x264's default GOP (250 frames) that re-decodes most of the video once per sample,
-    while a sequential pass decodes each frame once and, being a generator, stops
-    decoding as soon as the caller stops (recognize_video's "first" strategy).
+    The frames are the ones the histogram and inference jobs read: the video is indexed
+    (``videoindex.probe(strict=False)``: edit lists, mid-GOP starts and truncation as a
+    sequential decode shows them), then decoded once from the start as one chunk of the
+    whole file (``video.iter_frames``); only the kept frames are converted to RGB (the
+    ``video.RGB24`` conversion, ``to_ndarray(format="rgb24")``'s pixels). Seeking to each
+    sample instead would decode from the preceding keyframe every time; with x264's
+    default GOP (250 frames) that re-decodes most of the video once per sample, while a
+    sequential pass decodes each frame once and, being a generator, stops decoding as
+    soon as the caller stops (recognize_video's "first" strategy).
 
     Raises :class:`VideoDecodeError` (naming ``name`` or the source) if the input has no
-    decodable video stream; an error part-way through also raises it (after the frames
-    already yielded).
+    decodable video stream. A truncated file (the index's one line: file, last frame
+    read, expected length) and frames that do not decode are reported after the frames
+    that could be read were yielded: appended to ``problems`` when it is given (the
+    truncation line before the first frame), else raised as ``VideoDecodeError`` at the
+    end.
     """
     if every_s <= 0:
         raise ValueError(f"every_s must be > 0, got {every_s}")
-    import av
-
     name = name or _describe(source)
+    opened = _as_file(source)
     try:
-        container = av.open(_as_file(source), mode="r")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise VideoDecodeError(
-            f"{name}: not a readable video ({exc}); upload an MP4/H.264 file"
-        ) from exc
-    with container:
-        try:
-            stream = video_stream(container, name)  # cover art is not video
-        except VideoError as exc:
-            raise VideoDecodeError(f"{exc}; upload a video file") from exc
-        stream.thread_type = "AUTO"
-        tb = float(stream.time_base) if stream.time_base else None
-        rate = float(stream.average_rate) if stream.average_rate else 25.0
-        next_t, kept, n = 0.0, 0, 0
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is not None and tb is not None:
-                    t = frame.pts * tb
-                else:
-                    t = n / rate
-                n += 1
-                if t + 1e-6 < next_t:
-                    continue
-                yield SampledFrame(kept, t, frame.to_ndarray(format="rgb24"))
-                kept += 1
-                if max_samples is not None and kept >= max_samples:
-                    return
-                while next_t <= t + 1e-6:
-                    next_t += every_s
-        except av.FFmpegError as exc:
-            raise VideoDecodeError(
-                f"{name}: decoding failed after {n} frames ({exc}); the file is corrupt or "
-                "truncated, re-encode or re-upload it"
-            ) from exc
-        if n == 0:
-            raise VideoDecodeError(f"{name}: the video stream has no decodable frames")
+        index = video.probe(opened, strict=False)
+    except VideoError as exc:
+        detail = str(exc).removeprefix(f"{video.source_name(opened)}: ")
+        raise VideoDecodeError(f"{name}: {detail}; upload an MP4/H.264 video file") from exc
+    found: list[str] = [] if problems is None else problems
+    if index.truncated:
+        found.append(index.truncated.replace(index.source, name, 1))
+    tb = float(index.time_base)
+    next_t, kept = 0.0, 0
+    lost: list[int] = []
+    rgb24 = video.RGB24()
+    for number, frame in video.iter_frames(
+        opened, index.chunk(0, index.frame_count), lost, threads=0
+    ):
+        t = index.frame_pts[number] * tb
+        if t + 1e-6 < next_t:
+            continue
+        yield SampledFrame(kept, t, rgb24.array(frame))
+        kept += 1
+        if max_samples is not None and kept >= max_samples:
+            return
+        while next_t <= t + 1e-6:
+            next_t += every_s
+    if lost:
+        found.append(
+            f"{name}: {len(lost)} of {index.frame_count} frame(s) could not be decoded: "
+            f"{video._ranges(lost)}"
+        )
+    if kept == 0 and not found:
+        found.append(f"{name}: the video stream has no decodable frames")
+    if found and problems is None:
+        raise VideoDecodeError("; ".join(found))
 
 
 # ------------------------------------------------------------------- recognition
@@ -275,6 +281,9 @@ class Recognition:
     frames_examined: int
     distance: float | None
     status: str = "matched"
+    #: the source could not be read whole (truncated, frames that do not decode): one
+    #: line naming it; the outcome is that of the frames that were read
+    problem: str | None = None
 
 
 def recognize_video(
@@ -292,8 +301,10 @@ def recognize_video(
     ``strategy="first"`` stops at the first sampled frame with a face within tolerance;
     ``"majority"`` examines every sample and returns the name matched in most frames
     (ties broken by the smaller distance). Raises :class:`VideoDecodeError` when the input
-    is not a decodable video; a decode error after some frames ends the scan and is
-    mentioned in ``reason``. ``name`` labels the source in errors (e.g. its S3 URI).
+    is not a decodable video or no frame of it can be read. A truncated file, or frames
+    that do not decode, still give the outcome of the frames that could be read; the
+    problem is ``Recognition.problem`` (one line naming the source) and ends ``reason``.
+    ``name`` labels the source in errors (e.g. its S3 URI).
     """
     if strategy not in ("first", "majority"):
         raise ValueError(f"strategy must be 'first' or 'majority', got {strategy!r}")
@@ -303,8 +314,10 @@ def recognize_video(
     votes: Counter[str] = Counter()
     best: dict[str, float] = {}
     nearest: Match | None = None
-    note = ""
-    frames = sample_frames(source, every_s, max_samples=max_samples, name=name)
+    problems: list[str] = []
+    frames = sample_frames(
+        source, every_s, max_samples=max_samples, name=name, problems=problems
+    )
     try:
         for sample in frames:
             examined += 1
@@ -320,21 +333,25 @@ def recognize_video(
             votes[frame_best.name] += 1
             best[frame_best.name] = min(best.get(frame_best.name, 9.0), frame_best.distance)
             if strategy == "first":
+                problem = "; ".join(problems) or None
                 return Recognition(
                     frame_best.name,
                     f"matched {frame_best.name} at t={sample.time_s:.1f}s "
-                    f"(distance {frame_best.distance:.3f} <= {tolerance})",
+                    f"(distance {frame_best.distance:.3f} <= {tolerance})"
+                    + (f"; {problem}" if problem else ""),
                     examined,
                     frame_best.distance,
                     "matched",
+                    problem,
                 )
-    except VideoDecodeError as exc:
-        if examined == 0:
-            raise
-        note = f"; decoding stopped early: {exc}"
-        log.warning("%s", exc)
     finally:
         frames.close()
+    problem = "; ".join(problems) or None
+    if problem:
+        log.warning("%s", problem)
+        if examined == 0:
+            raise VideoDecodeError(problem)
+    note = f"; {problem}" if problem else ""
     if votes:
         winner = max(votes, key=lambda n: (votes[n], -best[n]))
         return Recognition(
@@ -344,6 +361,7 @@ def recognize_video(
             examined,
             best[winner],
             "matched",
+            problem,
         )
     if nearest is not None:
         return Recognition(
@@ -354,7 +372,13 @@ def recognize_video(
             examined,
             nearest.distance,
             "unknown_face",
+            problem,
         )
     return Recognition(
-        None, f"no face found in {examined} sampled frames{note}", examined, None, "no_face"
+        None,
+        f"no face found in {examined} sampled frames{note}",
+        examined,
+        None,
+        "no_face",
+        problem,
     )

@@ -3,21 +3,28 @@
 Flow::
 
     prepare_inference (driver, no runtime needed): check options ─ load_model(prefix)
-        ─ probe(source) ─ model.check_fits(frame) ─ plan_chunks(index, batch)
-        -> InferenceJob                  (every bad input fails here, before any task)
+        ─ probe(source, strict=False) ─ model.check_fits(frame) ─ plan_chunks(index, batch)
+        -> InferenceJob                  (every bad input fails here, before any task; a
+                                          truncated file is planned up to where its data
+                                          ends, as the histogram job does, and reported)
 
     run_inference(job), on the current runtime:
-    fuse:   chunk ──> fuse_chunk(source, chunk, opts) ──> [{"frame", "classes", ...}]
+    fuse:   chunk ──> fuse_chunk(source, chunk, opts) ──> Predicted(predictions, failed)
                       (one task: a thread decodes while the task thread preprocesses
                        and predicts, infer_batch frames at a time)
 
-    split:  chunk ──> decode_chunk(source, chunk) ──> ObjectRef[list of HxWx3 uint8]
-            k refs ──> infer_frames(opts, starts, *frame_refs) ──> [{"frame", ...}]
+    split:  chunk ──> decode_chunk(source, chunk) ──> ObjectRef[Decoded: numbers, HxWx3
+                      uint8 frames, failed]
+            k refs ──> infer_frames(opts, *decoded_refs) ──> Predicted
                       (refs are top-level arguments: the task runs when all k are ready
                        and gets the arrays; on Lambda they travel through S3)
 
 Both modes run the same ``predict_frames`` over the same decoded frames in the same
-groups of ``infer_batch`` (counted from each chunk's start), so their predictions are identical. Tasks receive the model prefix, not
+groups of ``infer_batch`` (the chunk's frames that decoded, counted from its start), so
+their predictions are identical. Every prediction carries the number of its frame from the
+index (a sequential decode's numbering); a frame that does not decode has none and is
+listed in ``failed``, the chunk's other frames are still predicted. A truncated source's
+one-line report (``VideoIndex.truncated``) is the result's ``problem``. Tasks receive the model prefix, not
 the model: each worker process loads it once (``load_model``'s per-process cache), so a
 warm worker or Lambda pays the load once. On the ``lambda`` backend the model prefix and
 the source must be ``s3://`` URIs the function can read.
@@ -61,14 +68,19 @@ class InferenceResult:
     #: tasks that failed, as (first frame, stop frame, error line); their frames have no
     #: predictions, every other task's predictions are kept
     failures: list[tuple[int, int, str]] = field(default_factory=list)
+    #: frames that did not decode in tasks that ran (the rest of their chunk is predicted)
+    undecoded: list[int] = field(default_factory=list)
+    problem: str | None = None  #: the source is truncated: file, last frame, length
 
     @property
     def failed_frames(self) -> list[int]:
-        return [n for start, stop, _ in self.failures for n in range(start, stop)]
+        """Every frame without a prediction: failed tasks' and undecoded frames."""
+        lost = {n for start, stop, _ in self.failures for n in range(start, stop)}
+        return sorted(lost.union(self.undecoded))
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.undecoded and self.problem is None
 
     @property
     def frames(self) -> int:
@@ -79,13 +91,35 @@ class InferenceResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        """One line: frames, chunks, tasks, seconds, frames/s, mode."""
-        failed = f", {len(self.failed_frames)} frames failed" if self.failures else ""
+        """One line: frames, chunks, tasks, seconds, frames/s, mode, failures."""
+        lost = self.failed_frames
+        failed = f", {len(lost)} frames failed" if lost else ""
+        truncated = ", source truncated" if self.problem else ""
         return (
             f"{self.frames} frames, {self.chunks} chunks, {self.tasks} tasks, "
             f"{self.seconds:.2f} s, {self.frames_per_second:.1f} frames/s, mode {self.mode}"
-            f"{failed}"
+            f"{failed}{truncated}"
         )
+
+
+@dataclass
+class Decoded:
+    """Split, stage 1's output: the frames of ``[start, stop)`` that decoded, in order,
+    with their numbers; the others' numbers are in ``failed``."""
+
+    start: int
+    stop: int
+    numbers: list[int]
+    frames: list = field(repr=False)  #: HxWx3 uint8 arrays
+    failed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Predicted:
+    """What one inference task returns: predictions (with "frame") and undecoded frames."""
+
+    predictions: list[dict]
+    failed: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,7 +167,8 @@ def video_inference(
     inference task takes. ``mxnet_threads`` sets ``OMP_NUM_THREADS`` in worker processes
     that have not imported MXNet yet (e.g. 1 when one worker per core). Raises ValueError
     / FileNotFoundError / ``video.VideoError`` naming the bad input before launching any
-    task.
+    task. A truncated source is planned up to where its data ends: its frames are
+    predicted and ``result.problem`` says what is missing.
     """
     job = prepare_inference(
         source,
@@ -164,7 +199,9 @@ def prepare_inference(
     mxnet_threads: int | None = None,
 ) -> InferenceJob:
     """Check every input (options, model files, video, model input vs frame size) and
-    plan the chunks; no task is launched and no runtime is needed."""
+    plan the chunks; no task is launched and no runtime is needed. A truncated file is
+    planned up to where its data ends (``job.index.truncated`` says so), as
+    ``prepare_histogram`` does."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     check_preprocess(preprocess)
@@ -178,7 +215,7 @@ def prepare_inference(
             raise ValueError(f"{name} must be >= 1, got {value}")
     model, source = os.fspath(model), os.fspath(source)
     loaded = inf.load_model(model, epoch=epoch)  # missing / unreadable files fail here
-    index = video.probe(source)
+    index = video.probe(source, strict=False)
     loaded.check_fits((index.height, index.width, 3), preprocess)
     plan = video.plan_chunks(index, batch)
     opts = _Options(model, epoch, preprocess, int(top_k), int(infer_batch), mxnet_threads)
@@ -191,7 +228,9 @@ def run_inference(
     """Launch the job's tasks on the current runtime and gather per-frame predictions;
     ``progress(frames_done, frames_total)`` is called as results arrive. A task that
     fails (say, frames that do not decode) is reported in ``result.failures`` with its
-    frame range; the other tasks' predictions are kept."""
+    frame range; the other tasks' predictions are kept. Frames that do not decode are in
+    ``result.undecoded`` (their chunk's other frames are predicted), and a truncated
+    source's one-line report is ``result.problem``."""
     plan, opts, source = job.plan, job.opts, job.source
     log.info(
         "video_inference %s: %d frames, %d chunks, mode %s, model %r",
@@ -212,11 +251,12 @@ def run_inference(
         k = job.refs_per_task
         for i in range(0, len(plan), k):
             group = plan.chunks[i : i + k]
-            ref = infer_frames.remote(opts, [c.start for c in group], *decoded[i : i + k])
+            ref = infer_frames.remote(opts, *decoded[i : i + k])
             refs.append(ref)
             span[ref] = (group[0].start, group[-1].stop)
     predictions: list[dict] = []
     failures: list[tuple[int, int, str]] = []
+    undecoded: list[int] = []
     done = 0
     pending = list(refs)
     if progress:
@@ -226,26 +266,45 @@ def run_inference(
         for ref in ready:
             start, stop = span[ref]
             try:
-                predictions.extend(lf.get(ref))
+                part = lf.get(ref)
             except lf.LambdaflowError as exc:  # keep the other tasks' predictions
                 line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning("%s: frames %d-%d failed: %s", source, start, stop - 1, line)
                 failures.append((start, stop, line))
+            else:
+                predictions.extend(part.predictions)
+                undecoded.extend(part.failed)
             done += stop - start
         if progress:
             progress(done, plan.frame_count)
     seconds = time.perf_counter() - started
     predictions.sort(key=lambda p: p["frame"])
     tasks = len(refs) + (len(plan) if job.mode == "split" else 0)
-    return InferenceResult(source, opts.model, job.mode, predictions, len(plan), tasks, seconds,
-                           sorted(failures))
+    if job.index.truncated:
+        log.warning("%s", job.index.truncated)
+    return InferenceResult(
+        source,
+        opts.model,
+        job.mode,
+        predictions,
+        len(plan),
+        tasks,
+        seconds,
+        sorted(failures),
+        sorted(undecoded),
+        job.index.truncated,
+    )
 
 
 def decode_frames(
-    source: str, chunk: video.Chunk, stop: threading.Event | None = None
-) -> Iterator[Any]:
-    """Yield exactly the RGB frames of ``chunk`` (HxWx3 uint8) in order; at the end raise
-    VideoError naming frames that failed to decode. ``stop`` set: end early.
+    source: str,
+    chunk: video.Chunk,
+    failed: list[int] | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(frame number, HxWx3 uint8)`` for the frames of ``chunk`` that decode, in
+    order; the numbers of the others go to ``failed`` (if given) at the end, and a
+    warning names them. ``stop`` set: end early.
 
     The pixels are PyAV ``to_ndarray(format="rgb24")``'s, through ``video.RGB24``: one
     swscale context serves the whole chunk, where ``to_ndarray`` builds a new one per
@@ -253,44 +312,51 @@ def decode_frames(
     """
     rgb24 = video.RGB24()
     lost: list[int] = []
-    for _, frame in video.iter_frames(source, chunk, lost):
+    for number, frame in video.iter_frames(source, chunk, lost):
         if stop is not None and stop.is_set():
             return
-        yield rgb24.array(frame)
+        yield number, rgb24.array(frame)
     if lost:
-        raise video.VideoError(
-            f"{source}: {len(lost)} frame(s) of [{chunk.start}, {chunk.stop}) failed to "
-            f"decode (first: {min(lost)})"
+        log.warning(
+            "%s: frames %d-%d: %d frame(s) failed to decode: %s",
+            source,
+            chunk.start,
+            chunk.stop - 1,
+            len(lost),
+            video._ranges(lost),
         )
+        if failed is not None:
+            failed.extend(lost)
 
 
-def predict_numbered(opts: _Options, start: int, frames: Sequence[Any]) -> list[dict]:
-    """``predict_frames`` over frames numbered from ``start``; each dict gets "frame"."""
+def predict_numbered(opts: _Options, numbers: Sequence[int], frames: Sequence[Any]) -> list[dict]:
+    """``predict_frames`` over ``frames``; each dict gets "frame" from ``numbers``."""
     inf.configure_threads(opts.mxnet_threads)
     model = inf.load_model(opts.model, epoch=opts.epoch)
     results = inf.predict_frames(model, frames, opts.preprocess, opts.top_k, opts.infer_batch)
-    return [{"frame": start + i, **r} for i, r in enumerate(results)]
+    return [{"frame": n, **r} for n, r in zip(numbers, results)]
 
 
 @lf.remote
-def fuse_chunk(source: str, chunk: video.Chunk, opts: _Options) -> list[dict]:
+def fuse_chunk(source: str, chunk: video.Chunk, opts: _Options) -> Predicted:
     """Fuse: decode one chunk and classify its frames in the same task.
 
     A thread decodes while this one predicts (PyAV and MXNet both release the GIL), in
-    groups of ``infer_batch`` frames counted from the chunk start, the same groups split
-    mode uses, so the predictions are bit-identical.
+    groups of ``infer_batch`` of the chunk's decoded frames, the same groups split mode
+    uses, so the predictions are bit-identical.
     """
     inf.configure_threads(opts.mxnet_threads)  # before decode: MXNet not imported yet
     model = inf.load_model(opts.model, epoch=opts.epoch)
     frames: queue.Queue = queue.Queue(maxsize=2 * opts.infer_batch)
     done = object()
     errors: list[BaseException] = []
+    failed: list[int] = []
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for frame in decode_frames(source, chunk, stop):
-                frames.put(frame)
+            for item in decode_frames(source, chunk, failed, stop):
+                frames.put(item)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the task thread
             errors.append(exc)
         finally:
@@ -307,10 +373,9 @@ def fuse_chunk(source: str, chunk: video.Chunk, opts: _Options) -> list[dict]:
                 group.append(item)
             if group and (len(group) == opts.infer_batch or item is done):
                 results = inf.predict_frames(
-                    model, group, opts.preprocess, opts.top_k, opts.infer_batch
+                    model, [f for _, f in group], opts.preprocess, opts.top_k, opts.infer_batch
                 )
-                base = chunk.start + len(out)
-                out.extend({"frame": base + i, **r} for i, r in enumerate(results))
+                out.extend({"frame": n, **r} for (n, _), r in zip(group, results))
                 group = []
             if item is done:
                 break
@@ -323,19 +388,25 @@ def fuse_chunk(source: str, chunk: video.Chunk, opts: _Options) -> list[dict]:
                 producer.join(0.01)
     if errors:
         raise errors[0]
-    return out
+    return Predicted(out, sorted(failed))
 
 
 @lf.remote
-def decode_chunk(source: str, chunk: video.Chunk) -> list:
+def decode_chunk(source: str, chunk: video.Chunk) -> Decoded:
     """Split, stage 1: the chunk's frames as uint8 arrays (an object in the store)."""
-    return list(decode_frames(source, chunk))
+    failed: list[int] = []
+    pairs = list(decode_frames(source, chunk, failed))
+    return Decoded(
+        chunk.start, chunk.stop, [n for n, _ in pairs], [f for _, f in pairs], sorted(failed)
+    )
 
 
 @lf.remote
-def infer_frames(opts: _Options, starts: list[int], *frame_lists: list) -> list[dict]:
-    """Split, stage 2: classify the frames of ``len(starts)`` decoded chunks."""
+def infer_frames(opts: _Options, *decoded: Decoded) -> Predicted:
+    """Split, stage 2: classify the frames of ``len(decoded)`` decoded chunks."""
     out: list[dict] = []
-    for start, frames in zip(starts, frame_lists):
-        out.extend(predict_numbered(opts, start, frames))
-    return out
+    failed: list[int] = []
+    for part in decoded:
+        out.extend(predict_numbered(opts, part.numbers, part.frames))
+        failed.extend(part.failed)
+    return Predicted(out, failed)

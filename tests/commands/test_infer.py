@@ -143,3 +143,21 @@ def test_export_model_bad_arch_is_one_clear_line(tmp_path, capsys):
     assert main(["export-model", "--arch", "nonet", "--classes", "3", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown architecture 'nonet'" in err[0]
+
+
+def test_a_truncated_video_writes_its_frames_and_exits_1(assets, tmp_path, capsys):
+    """One line names the file, the last frame read and the expected length; the
+    predictions of every frame a sequential decode reads are written."""
+    from lambdaflow.ops.video import probe
+    from tests.ops import corpus
+
+    _, model, _ = assets
+    path = corpus.corpus_file("trunc.mkv")
+    out = tmp_path / "p.jsonl"
+    args = ["infer", str(path), "--model", model, "--batch", "8", "--backend", "threads"]
+    assert main(args + ["--out", str(out), "--no-progress"]) == 1
+    frames = [json.loads(line)["frame"] for line in out.read_text().splitlines()]
+    assert frames == list(range(len(corpus.reference(path))))
+    err = capsys.readouterr().err.splitlines()
+    assert f"infer: {probe(path, strict=False).truncated}" in err
+    assert any(line.startswith(f"infer: {len(frames)} frames,") for line in err)

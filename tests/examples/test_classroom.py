@@ -103,6 +103,24 @@ def test_app_explains_failures_in_the_csv(moto_app, data, video, status):
     assert row["error"].startswith(f"{status}: ") and row["major"] == row["year"] == ""
 
 
+def test_a_truncated_upload_keeps_the_match_and_says_so(moto_app, data, tmp_path):
+    """A fragmented mp4 cut at 60 %: the frames there are still show Joe Biden; the CSV
+    keeps him and his record and reports the truncation (bad_video), not a clean ok."""
+    from tests.ops.corpus import cut, remux
+
+    whole = remux(data / "videos" / "test_1.mp4", tmp_path / "frag.mp4", "mp4",
+                  options={"movflags": "frag_keyframe+empty_moov"})
+    cut(whole, data / "videos" / "test_1_truncated.mp4", 0.6)
+    s3, names = moto_app
+    try:
+        [row] = _run_in_process(s3, names, data, "test_1_truncated.mp4")
+    finally:
+        (data / "videos" / "test_1_truncated.mp4").unlink()
+    assert (row["name"], row["major"], row["year"]) == ("Joe Biden", "History", "freshman")
+    assert row["error"].startswith("bad_video: matched Joe Biden")
+    assert "s3://" in row["error"] and "test_1_truncated.mp4: truncated" in row["error"]
+
+
 def test_app_with_a_malformed_encoding_file(moto_app, data):
     s3, names = moto_app
     s3.put_object(Bucket=names.output_bucket, Key=setup_resources.ENCODINGS_KEY,

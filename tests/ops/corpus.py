@@ -548,6 +548,30 @@ CASES: dict[str, Case] = {
 }
 
 
+# ---------------------------------------------------------------- the reference
+
+
+def reference(path: Path) -> list[np.ndarray]:
+    """The independent reference every pipeline is held to, written without lambdaflow:
+    a sequential decode of every packet (for good files, what ``container.decode``
+    gives). Where data is damaged, a packet the decoder rejects is skipped; a frame it
+    flags corrupt ends what can be read."""
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = []
+        for packet in container.demux(stream):  # the last, empty packet drains
+            try:
+                decoded += packet.decode()
+            except av.FFmpegError:
+                continue
+        for f in decoded:
+            if f.is_corrupt:
+                break
+            frames.append(f.to_ndarray(format="rgb24"))
+    return frames
+
+
 def corpus_file(name: str) -> Path:
     """The file of case ``name``, built (and cached) on first use."""
     case = CASES[name]

@@ -83,13 +83,15 @@ def test_every_interleaved_kernel_path_matches_the_definition(path, bins):
     if path == "avx2" and native.simd() != "avx2":
         pytest.skip(f"avx2 not available here ({native.simd()})")
     rng = np.random.default_rng(bins)
-    # Widths around the kernel's 32-pixel groups, padded rows, and a constant image big
-    # enough to overflow 8-bit lane counters that are not flushed in time.
-    images = [
-        rng.integers(0, 256, (h, w * 3 + pad), dtype=np.uint8)
-        for h, w, pad in [(1, 1, 0), (3, 31, 0), (5, 32, 7), (7, 33, 0), (9, 854, 16), (4, 1366, 2)]
-    ]
+    # Widths around the kernel's 32-pixel groups and its blocks of 14/15 groups (a row's
+    # leftover pixels are a masked group overlapping the last whole one), padded rows, and
+    # constant images big enough to overflow lane counters that are not flushed in time.
+    sizes = [(1, 1, 0), (3, 31, 0), (5, 32, 7), (7, 33, 0), (9, 854, 16), (4, 1366, 2)]
+    sizes += [(3, 14 * 32 + 5, 0), (3, 15 * 32 + 1, 3), (2, 28 * 32 + 31, 0), (2, 63, 1)]
+    images = [rng.integers(0, 256, (h, w * 3 + pad), dtype=np.uint8) for h, w, pad in sizes]
     images.append(np.full((900, 3 * 1000), 77, np.uint8))
+    images.append(np.full((700, 3 * (28 * 32 + 5)), 250, np.uint8))
+    images.append(np.full((300, 3 * 853), 3, np.uint8))
     for img in images:
         h, w = img.shape[0], img.shape[1] // 3
         out = np.zeros(3 * bins, np.int64)

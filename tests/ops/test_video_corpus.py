@@ -21,28 +21,9 @@ from lambdaflow.ops import faces
 from lambdaflow.ops.histogram import histogram_chunk
 from lambdaflow.ops.video import VideoError, decode, plan_chunks, probe
 from tests.ops import corpus
+from tests.ops.corpus import reference
 
 EDGES = np.arange(0, 257, 16)  # 16 bins of 16 values: the project's bin = value * 16 // 256
-
-
-def reference(path) -> list[np.ndarray]:
-    """A sequential decode of every packet (for good files, what ``container.decode``
-    gives). Where data is damaged, a packet the decoder rejects is skipped; a frame it
-    flags corrupt ends what can be read."""
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        decoded = []
-        for packet in container.demux(stream):  # the last, empty packet drains
-            try:
-                decoded += packet.decode()
-            except av.FFmpegError:
-                continue
-        for f in decoded:
-            if f.is_corrupt:
-                break
-            frames.append(f.to_ndarray(format="rgb24"))
-    return frames
 
 
 def reference_hist(frames: list[np.ndarray]) -> np.ndarray:
@@ -135,9 +116,11 @@ def test_every_pipeline_reads_the_same_frames(name, refs):
     assert result.decode_amplification >= 1.0
 
     index = probe(path)
-    frames = [f for c in plan_chunks(index, 8) for f in decode_frames(str(path), c)]
-    assert len(frames) == len(ref)
-    assert all(np.array_equal(a, b) for a, b in zip(frames, ref))
+    failed: list[int] = []
+    pairs = [p for c in plan_chunks(index, 8) for p in decode_frames(str(path), c, failed)]
+    assert not failed
+    assert [n for n, _ in pairs] == list(range(len(ref)))  # numbered as the reference
+    assert all(np.array_equal(a, b) for (_, a), b in zip(pairs, ref))
 
     samples = list(faces.sample_frames(path, every_s=0.001))  # every frame
     assert len(samples) == len(ref)
@@ -171,6 +154,22 @@ def test_truncated_job_keeps_the_frames_and_reports(refs):
         result = histogram.video_histogram(path, batch=8)
     assert not result.ok and "truncated" in result.problem and str(path) in result.problem
     assert np.array_equal(result.hist, reference_hist(ref))
+
+
+@pytest.mark.parametrize("name", ["trunc.mkv", "trunc-frag.mp4", "trunc.flv"])
+def test_truncated_file_gives_the_classroom_app_the_frames_there_are(name, refs):
+    """The classroom app's sampling reads every frame the reference reads, then reports
+    the truncation (the index's line, naming the file) instead of passing in silence."""
+    path, ref = case(name, refs)
+    line = probe(path, strict=False).truncated
+    problems: list[str] = []
+    samples = list(faces.sample_frames(path, every_s=0.001, problems=problems))
+    assert len(samples) == len(ref)
+    assert all(np.array_equal(s.rgb, b) for s, b in zip(samples, ref))
+    assert problems and problems[0] == line
+    with pytest.raises(faces.VideoDecodeError, match="truncated") as err:
+        list(faces.sample_frames(path.read_bytes(), every_s=0.001, name="s3://in/v.mkv"))
+    assert "s3://in/v.mkv: truncated" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("name", corpus.names("cover-art"))

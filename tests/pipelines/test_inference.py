@@ -132,8 +132,8 @@ def test_decode_frames_gives_exactly_the_decode_pixels(assets):
     chunk = index.chunk(13, 27)  # starts between keyframes
     got = list(decode_frames(source, chunk))
     expected = video.decode(source, 13, 27, index=index)
-    assert len(got) == 14
-    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert [n for n, _ in got] == list(range(13, 27))
+    assert all(np.array_equal(a, b) for (_, a), b in zip(got, expected))
 
 
 def _assert_fails_before_any_task(match, *args, **kwargs):
@@ -216,7 +216,64 @@ def test_a_failed_chunk_is_reported_and_the_rest_kept(assets, mode, tmp_path):
     with lf.init(backend="threads", num_workers=2):
         result = video_inference(str(bad), model, mode, batch=10)
     assert not result.ok and 10 in result.failed_frames
+    assert result.undecoded == result.failed_frames and not result.failures  # tasks ran
     kept = [p["frame"] for p in result.predictions]
     assert kept and sorted(kept + result.failed_frames) == list(range(FRAMES))
     assert f"{len(result.failed_frames)} frames failed" in result.summary()
-    assert "first: 10" in result.failures[0][2]  # the error names the frame
+
+
+# ------------------------------------------------- the corpus: a sequential reference
+
+
+@pytest.fixture(scope="module")
+def corpus_model(tmp_path_factory):
+    """A small Gluon net exported as files (the zoo cannot download): 8 classes."""
+    root = tmp_path_factory.mktemp("corpus-model")
+    return export_model("mobilenet0.25", 8, root / "mb", synset=False)
+
+
+def _direct(model: str, frames: list, rule: str = "this") -> tuple[np.ndarray, np.ndarray]:
+    """Top-5 of MXNet alone (SymbolBlock) over frames from the reference decode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        net = mx.gluon.SymbolBlock.imports(f"{model}-symbol.json", ["data"], f"{model}-0000.params")
+    probs = mx.nd.softmax(net(mx.nd.array(preprocess(frames, rule)))).asnumpy()
+    return topk(probs, 5)
+
+
+def _check_against_reference(result, model, ref):
+    """Predictions for exactly the frames the sequential decode reads, numbered as it
+    numbers them, each equal to MXNet's own prediction on that reference frame."""
+    assert [p["frame"] for p in result.predictions] == list(range(len(ref)))
+    classes, probs = _direct(model, ref)
+    assert [p["classes"] for p in result.predictions] == classes.tolist()
+    assert np.allclose([p["probs"] for p in result.predictions], probs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["fuse", "split"])
+@pytest.mark.parametrize("name", ["trunc.mkv", "trunc-frag.mp4"])
+def test_a_truncated_video_keeps_every_frame_it_has(corpus_model, name, mode):
+    """Before: prepare_inference probed strictly and refused the file, no frame kept."""
+    from tests.ops import corpus
+
+    path = corpus.corpus_file(name)
+    ref = corpus.reference(path)
+    with lf.init(backend="threads", num_workers=2):
+        result = video_inference(str(path), corpus_model, mode, batch=8, infer_batch=4)
+    _check_against_reference(result, corpus_model, ref)
+    assert not result.ok and result.problem == video.probe(path, strict=False).truncated
+    assert str(path) in result.problem and "truncated" in result.problem
+    assert result.summary().endswith("source truncated")
+
+
+@pytest.mark.parametrize("name", ["bikes-midgop.ts", "bikes-trim.mp4", "x264-opengop.ts"])
+def test_corpus_frames_reach_inference_numbered_as_a_sequential_decode(corpus_model, name):
+    """A TS that starts mid-GOP, an mp4 trimmed with an edit list, an open-GOP TS."""
+    from tests.ops import corpus
+
+    path = corpus.corpus_file(name)
+    ref = corpus.reference(path)
+    with lf.init(backend="threads", num_workers=2):
+        result = video_inference(str(path), corpus_model, "fuse", batch=30)
+    assert result.ok
+    _check_against_reference(result, corpus_model, ref)
