@@ -288,17 +288,21 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
 
 def drop_if_closed(message: TaskMessage, store: Store, result: TaskResult) -> bool:
     """After writing results: if the job's driver has shut down (its closed marker
-    exists), delete every object of the job, this task's included, and mark the result
-    CANCELLED (nobody will read it). Returns whether it did.
+    exists), delete the objects this result names and mark it CANCELLED (nobody will
+    read it). Returns whether it did.
 
     The driver writes the marker *before* it deletes the job's prefix, and a worker
     checks it *after* its writes. So either the check sees the marker (the worker
     deletes), or the worker's writes came before the marker and the driver's listing,
-    which then deletes them (S3 and local files are read-after-write consistent)."""
+    which then deletes them (S3 and local files are read-after-write consistent).
+    One DeleteObject per key: IAM authorizes each key of a batch delete alike, but
+    moto checks a batch against the bucket (docs/DESIGN.md §3, "Shutdown")."""
+    written = [loc["key"] for loc in result.values if "key" in loc]
     try:
         closed = store.exists(keys.closed_key(message.job_id))
         if closed:
-            store.delete_prefix(keys.job_prefix(message.job_id))
+            for key in written:
+                store.delete(key)
     except Exception as exc:  # noqa: BLE001 - e.g. the store went with its job (processes)
         log.warning("job=%s task=%s could not check or clear the closed job's objects: %s",
                     message.job_id, message.task_id, exc)
@@ -307,7 +311,7 @@ def drop_if_closed(message: TaskMessage, store: Store, result: TaskResult) -> bo
         result.status, result.values, result.nested = CANCELLED, [], []
         result.error = {"message": f"job {message.job_id} was shut down while task "
                                    f"{message.name}[{message.task_id}] ran: its results "
-                                   "were deleted"}
+                                   f"were deleted ({', '.join(written)})"}
     return closed
 
 
