@@ -39,50 +39,60 @@ from lambdaflow.runtime.store.localdir import LocalDirStore  # noqa: E402
 from lambdaflow.runtime.store.memory import MemoryStore  # noqa: E402
 
 
-def _time(fn, n: int) -> float:
-    """Median µs of ``fn(i)`` over ``n`` calls."""
+def _time(fn, n: int, after=None) -> float:
+    """Median µs of ``fn(i)`` over ``n`` calls; ``after(i)`` (untimed) cleans up."""
     samples = []
     for i in range(n):
         t0 = time.perf_counter()
         fn(i)
         samples.append(time.perf_counter() - t0)
+        if after is not None:
+            after(i)
     return statistics.median(samples) * 1e6
 
 
 def bench_store(name: str, store, sizes: list[int], n: int) -> list[tuple]:
-    rows = []
     job = f"job-bench-{uuid.uuid4().hex[:6]}"
-    marker = keys.closed_key(job)
-    for kib in sizes:
-        data = os.urandom(kib * 1024)
-        run = uuid.uuid4().hex[:6]
-
-        def put(i: int) -> None:
-            store.put(keys.object_key(job, f"p{run}{i}"), data)
-
-        def create(i: int) -> None:
-            store.create(keys.object_key(job, f"c{run}{i}"), data)
-
-        def commit(i: int) -> None:  # what the worker does: create, then the marker check
-            store.create(keys.object_key(job, f"m{run}{i}"), data)
-            store.exists(marker)
-
-        taken = keys.object_key(job, f"taken{run}")
-        store.put(taken, data)
-
-        def lose(i: int) -> None:
-            assert store.create(taken, data) is None
-
-        # alternate so that drift (page cache, load) hits both alike
-        times: dict[str, list[float]] = {"put": [], "create": [], "commit": [], "lose": []}
-        for _ in range(3):
-            for label, fn in (("put", put), ("create", create), ("commit", commit),
-                              ("lose", lose)):
-                times[label].append(_time(fn, max(1, n // 3)))
-        p, c, m, lo = (min(times[k]) for k in ("put", "create", "commit", "lose"))
-        rows.append((name, kib, p, c, m, m / p, lo))
-        store.delete_prefix(keys.job_prefix(job))
+    rows = [bench_size(name, store, job, kib, n) for kib in sizes]
+    store.delete_prefix(keys.job_prefix(job))
     return rows
+
+
+def bench_size(name: str, store, job: str, kib: int, n: int) -> tuple:
+    data = os.urandom(kib * 1024)
+    run = f"{kib}k"
+    marker = keys.closed_key(job)
+
+    def key(i: int) -> str:
+        return keys.object_key(job, f"{run}-{i}")
+
+    def put(i: int) -> None:
+        store.put(key(i), data)
+
+    def create(i: int) -> None:
+        store.create(key(i), data)
+
+    def commit(i: int) -> None:  # what the worker does: create, then the marker check
+        store.create(key(i), data)
+        store.exists(marker)
+
+    def drop(i: int) -> None:  # a fresh key every time, and memory stays flat
+        store.delete(key(i))
+
+    taken = keys.object_key(job, f"taken{run}")
+    store.put(taken, data)
+
+    def lose(i: int) -> None:
+        assert store.create(taken, data) is None
+
+    # alternate so that drift (page cache, load) hits every variant alike
+    times: dict[str, list[float]] = {"put": [], "create": [], "commit": [], "lose": []}
+    for _ in range(3):
+        for label, fn in (("put", put), ("create", create), ("commit", commit)):
+            times[label].append(_time(fn, max(1, n // 3), drop))
+        times["lose"].append(_time(lose, max(1, n // 3)))
+    p, c, m, lo = (min(times[k]) for k in ("put", "create", "commit", "lose"))
+    return (name, kib, p, c, m, m / p, lo)
 
 
 def main() -> None:
