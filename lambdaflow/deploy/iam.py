@@ -8,12 +8,13 @@ records the calls a job and the classroom app make against moto with IAM enforce
 ====================  =======================================  ===========================
 statement             actions                                  who calls them
 ====================  =======================================  ===========================
-ListJobBucket         s3:ListBucket on the job bucket          S3 answers a HEAD/GET of a
-                                                               missing key with 404 only
-                                                               to callers who may list
-                                                               (else 403); a HEAD carries
-                                                               no s3:prefix, so this
-                                                               cannot be prefix-scoped
+ListJobBucket         s3:ListBucket on the job bucket, only    the store: a HEAD/GET of a
+                      for s3:prefix = the job prefix*          missing key answers 403
+                                                               here (a GET carries no
+                                                               s3:prefix), so the store
+                                                               asks a one-key listing of
+                                                               the job prefix: lost or
+                                                               forbidden
 JobObjects            s3:GetObject, PutObject, DeleteObject,   the store (get, exists,
                       AbortMultipartUpload on bucket/prefix*   put, multipart put; a task
                                                                ending after its job closed
@@ -112,7 +113,8 @@ def worker_policy(
     """The inline policy of the worker role (pure; every resource is an explicit ARN)."""
     s3 = f"arn:{partition}:s3:::"
     statements: list[dict[str, Any]] = [
-        _allow("ListJobBucket", "s3:ListBucket", f"{s3}{settings.bucket}"),
+        {**_allow("ListJobBucket", "s3:ListBucket", f"{s3}{settings.bucket}"),
+         "Condition": {"StringLike": {"s3:prefix": [f"{settings.prefix}*"]}}},
         _allow(
             "JobObjects", S3_OBJECT_ACTIONS, f"{s3}{settings.bucket}/{settings.prefix}*"
         ),

@@ -120,8 +120,9 @@ class TaskMessage:
         return cls(
             version=f[0], job_id=f[1], task_id=f[2], name=f[3], fn_key=f[4], attempt=f[5],
             args=f[6], args_key=f[7], deps=f[8], num_returns=f[9], options=f[10],
-            store_uri=f[11], inline_limit=f[12], fn_bytes=f[13], nested=f[14], refs=f[15],
-            job_key=f[16],
+            store_uri=f[11], inline_limit=f[12], fn_bytes=f[13],
+            nested=f[14] if len(f) > 14 else {}, refs=f[15] if len(f) > 15 else {},
+            job_key=f[16] if len(f) > 16 else None,
         )
 
 

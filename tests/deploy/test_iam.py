@@ -19,10 +19,12 @@ def test_worker_policy_names_every_resource():
     assert all(not r.endswith(":*:*") and r != "arn:aws:s3:::*" for r in resources)
     by_sid = {st["Sid"]: st for st in policy["Statement"]}
     assert set(by_sid) == {"ListJobBucket", "JobObjects", "OwnLogs", "InvokeDeployment"}
-    # ListBucket decides 404 vs 403 for missing keys: unconditioned, on this bucket only.
+    # Listing is limited to the job prefix (the store tells a lost key from a forbidden
+    # one by a one-key listing there, since S3 answers 403 for both).
     assert by_sid["ListJobBucket"] == {
         "Sid": "ListJobBucket", "Effect": "Allow", "Action": "s3:ListBucket",
-        "Resource": "arn:aws:s3:::jobs-bucket"}  # fmt: skip
+        "Resource": "arn:aws:s3:::jobs-bucket",
+        "Condition": {"StringLike": {"s3:prefix": ["jobs/*"]}}}  # fmt: skip
     assert by_sid["JobObjects"]["Resource"] == "arn:aws:s3:::jobs-bucket/jobs/*"
     # The worker deletes job objects only when its job closed while it ran (14.10).
     assert sorted(by_sid["JobObjects"]["Action"]) == [

@@ -97,6 +97,21 @@ def test_a_jobs_worker_calls_are_exactly_what_the_role_grants(enforced, monkeypa
         assert not_allowed(policy, calls) == []
         assert unused(policy, calls) == EXPECTED_UNUSED
 
+        # A lost input under the role is a lost input (the driver rebuilds it), not a
+        # config error. (This harness is moto's own enforcement, which says 404; AWS says
+        # 403 here since the role may list only the job prefix: the lambda conformance
+        # suite's lost-object tests run under local_aws's AWS semantics for that case.)
+        lost = TaskMessage(job_id="job1", task_id="t2", name="f", fn_key=fn_key,
+                           args=serialization.dumps_bytes(
+                               ((10, missing, driver.uri, DepSlot(0)), {})),
+                           deps=[{"key": missing}], store_uri=driver.uri,
+                           job_key=job_key)  # fmt: skip
+        with enforced.as_role(monkeypatch):
+            out = lambda_entry.lambda_handler(
+                {"lf": 1, "task": base64.b64encode(lost.pack()).decode()}, None)
+        result = TaskResult.unpack(base64.b64decode(out["result"]))
+        assert result.status == "lost", (result.status, result.error)
+
         # The enforcement is real: outside the grant, the same credentials are refused.
         s3 = boto3.client("s3", endpoint_url=enforced.server.endpoint_url,
                           region_name="us-east-1", **enforced.role_credentials)  # fmt: skip

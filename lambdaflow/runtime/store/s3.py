@@ -219,16 +219,30 @@ class S3Store:
         if start is not None or end is not None:
             params["Range"] = f"bytes={first}-" + ("" if end is None else str(end - 1))
 
-        def get_once() -> bytearray:
+        denied: list[Exception] = []
+
+        def get_once() -> bytearray | None:
             try:
                 resp = self.client.get_object(**params)
             except bx.ClientError as exc:
                 if _code(exc) in ("InvalidRange", "416"):  # start past the end: empty
                     return bytearray()
+                if _status(exc) == 403 or _code(exc) == "AccessDenied":
+                    denied.append(exc)
+                    return None  # missing, or really forbidden: ask the listing
                 raise
             return read_body(resp["Body"], int(resp["ContentLength"]))
 
-        out = self._call("GetObject", key, get_once)
+        got = self._call("GetObject", key, get_once)
+        if got is None:
+            # S3 answers 403 for a missing key to a caller that may not list it (the
+            # worker role may list only its job prefix, and a GET carries no s3:prefix):
+            # a one-key listing tells a lost object from a forbidden one.
+            if not self._call("ListObjectsV2", key, lambda: self._listed(key)):
+                raise self._lost(key)
+            self._raise_if_permanent("GetObject", key, denied[0])  # the ConfigError
+            raise denied[0]
+        out = got
         self._count(bytes_read=len(out))
         return out
 
@@ -250,15 +264,19 @@ class S3Store:
                     return None  # missing, or really forbidden: ask the listing
                 raise
 
-        def list_once() -> bool:
-            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1)
-            return any(obj["Key"] == full for obj in page.get("Contents", []))
-
         found = self._call("HeadObject", key, head_once)
         if found is None or (not found and not self._bucket_checked):
-            found = self._call("ListObjectsV2", key, list_once)  # NoSuchBucket raises
+            # NoSuchBucket raises
+            found = self._call("ListObjectsV2", key, lambda: self._listed(key))
             self._bucket_checked = True
         return found
+
+    def _listed(self, key: str) -> bool:
+        """Whether ``key`` exists, by a ListObjectsV2 of exactly its name (allowed by a
+        ListBucket that is limited to the job prefix)."""
+        full = self._full(key)
+        page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1)
+        return any(obj["Key"] == full for obj in page.get("Contents", []))
 
     def delete(self, key: str) -> None:
         self._call(
