@@ -29,7 +29,7 @@ from lambdaflow import config as config_mod
 from lambdaflow.errors import ConfigError, LambdaflowError
 from lambdaflow.runtime import integrity, keys, refs
 from lambdaflow.runtime.backends import make_backend
-from lambdaflow.runtime.backends.base import Hosting, Killing
+from lambdaflow.runtime.backends.base import Draining, Hosting, Killing
 from lambdaflow.runtime.calls import FunctionHandle
 from lambdaflow.runtime.context import Client, Remote, current_client
 from lambdaflow.runtime.options import OPTION_NAMES, TaskOptions, check_options, resolve
@@ -102,15 +102,15 @@ class Runtime:
         if sched.closed:
             return
         self._last_records = sched.stats_records()
-        sched.close()
+        sched.close()  # from here on, late results are dropped
         refs.LIVE_JOBS.pop(self.job_id, None)
         try:
             if not self.config.keep_objects:
-                self.store.delete_prefix(keys.job_prefix(self.job_id))
+                self._close_store()
+            else:
+                self.backend.shutdown()
         except Exception as exc:
             log.warning("job=%s could not delete the job's objects: %s", self.job_id, exc)
-        finally:
-            self.backend.shutdown()
         if self.config.backend == "lambda" and self.config.stats_path and self._last_records:
             try:
                 from lambdaflow.runtime.stats import save_records
@@ -122,6 +122,27 @@ class Runtime:
         with _runtime_lock:
             if _runtime is self:
                 _runtime = None
+
+    def _close_store(self) -> None:
+        """Stop the backend and delete the job's objects, late results included
+        (DESIGN.md §3, "Shutdown"): the closed marker goes first, so a task still
+        running checks it after its writes and deletes them itself; then the backend
+        stops (processes: workers killed; lambda: waits a bounded time for invocations
+        already sent); then the prefix goes, and the marker too unless a task may
+        still be running."""
+        marker = keys.closed_key(self.job_id)
+        try:
+            self.store.put(marker, b"")
+        finally:
+            self.backend.shutdown()
+        self.store.delete_prefix(keys.job_prefix(self.job_id))
+        running = self.backend.in_flight() if isinstance(self.backend, Draining) else 0
+        if running:
+            log.info("job=%s %d task(s) still running at shutdown; the closed marker %s "
+                     "stays so that they delete what they write", self.job_id, running,
+                     marker)
+        else:
+            self.store.delete(marker)
 
     def __enter__(self) -> Runtime:
         return self

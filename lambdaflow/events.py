@@ -28,7 +28,9 @@ already imported), both guarded by ``_LOCK``. Nothing is silently dropped: a rec
 no matching handler is logged at WARNING and listed under "unmatched" in the report
 ``dispatch`` returns; a handler that raises is logged with its traceback, the other
 records still run, and then :class:`EventDispatchError` is raised so Lambda retries or
-dead-letters the event (handlers must therefore be idempotent). For SQS-wrapped events
+dead-letters the event (handlers must therefore be idempotent). A malformed record (no
+bucket or key, an SQS body that is not JSON) is a failure too: it is poison that
+retrying will not cure, but it must reach the dead-letter path, not vanish. For SQS-wrapped events
 the report carries ``batchItemFailures`` (partial batch response) instead of raising.
 """
 
@@ -179,9 +181,11 @@ def _s3_records(event: dict, report: dict) -> Iterator[tuple[dict, str | None]]:
                 inner = json.loads(body)
                 if inner.get("Type") == "Notification" and "Message" in inner:  # SNS in SQS
                     inner = json.loads(inner["Message"])
-            except (TypeError, ValueError, AttributeError):
-                log.warning("event message %s has a body that is not JSON; ignored", msg_id)
-                report["ignored"].append({"message": msg_id, "why": "body is not JSON"})
+            except (TypeError, ValueError, AttributeError) as exc:
+                yield {_MALFORMED: f"the message body is not JSON ({exc})"}, msg_id
+                continue
+            if not isinstance(inner, dict):
+                yield {_MALFORMED: "the message body is not a JSON object"}, msg_id
                 continue
             if inner.get("Event") == "s3:TestEvent":
                 report["ignored"].append({"message": msg_id, "why": "s3:TestEvent"})
@@ -193,6 +197,25 @@ def _s3_records(event: dict, report: dict) -> Iterator[tuple[dict, str | None]]:
             report["ignored"].append({"source": source, "why": "not an S3 record"})
 
 
+_MALFORMED = "lambdaflow.malformed"  # a record that could not be read: why
+
+
+def _object_of(record: dict) -> tuple[str, str, str | None]:
+    """(bucket, key, None) of an S3 record, or ("", "", why) when it is malformed."""
+    why = record.get(_MALFORMED)
+    if why is not None:
+        return "", "", str(why)
+    try:
+        s3 = record["s3"]
+        bucket = s3["bucket"]["name"]
+        key = urllib.parse.unquote_plus(s3["object"]["key"])
+    except (KeyError, TypeError) as exc:
+        return "", "", f"an S3 record without {exc} (s3.bucket.name and s3.object.key)"
+    if not isinstance(bucket, str) or not bucket or not key:
+        return "", "", "an S3 record with an empty bucket name or object key"
+    return bucket, key, None
+
+
 def dispatch(event: dict, context: Any = None) -> dict:
     """Route every S3 record in ``event`` to its handler; returns a report
     ``{"handled": [...], "unmatched": [...], "failed": [...], "ignored": [...]}``."""
@@ -201,9 +224,14 @@ def dispatch(event: dict, context: Any = None) -> dict:
     report: dict[str, list] = {"handled": [], "unmatched": [], "failed": [], "ignored": []}
     failed_messages: list[str] = []
     for record, msg_id in _s3_records(event, report):
-        s3 = record.get("s3", {})
-        bucket = s3.get("bucket", {}).get("name", "")
-        key = urllib.parse.unquote_plus(s3.get("object", {}).get("key", ""))
+        bucket, key, why = _object_of(record)
+        if why is not None:  # poison: retried, then dead-lettered (never silently dropped)
+            log.error("event record %s is malformed: %s", msg_id or "", why)
+            report["failed"].append({"bucket": bucket, "key": key,
+                                     "error": f"MalformedEvent: {why}"})
+            if msg_id and msg_id not in failed_messages:
+                failed_messages.append(msg_id)
+            continue
         name = record.get("eventName", "")
         where = f"s3://{bucket}/{key}"
         if not name.startswith("ObjectCreated"):

@@ -152,3 +152,27 @@ def test_a_missing_handler_module_is_a_clear_error(monkeypatch):
 def test_is_event_is_gone():
     """Dead code (issue 10): lambda_entry routes on \"Records\" itself."""
     assert not hasattr(events, "is_event") and "is_event" not in events.__all__
+
+
+def test_malformed_records_fail_so_they_are_dead_lettered_and_others_still_run():
+    """Poison (14.12): a record without bucket or key, and an SQS message whose body is
+    not JSON, are failures (Lambda then retries and dead-letters them; an SQS trigger
+    gets them back as batchItemFailures), never dropped as 'ignored'; the good record
+    in the same event is still handled."""
+    calls = []
+    events.on_upload("b")(_collector(calls))
+    broken = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {}}}
+    event = {"Records": [broken] + events.s3_event("b", "ok.mp4")["Records"]}
+    with pytest.raises(events.EventDispatchError, match="MalformedEvent") as info:
+        events.dispatch(event)
+    assert calls == [("b", "ok.mp4", "ObjectCreated:Put")]
+    assert len(info.value.failures) == 1
+    sqs = {"Records": [
+        {"eventSource": "aws:sqs", "messageId": "m1", "body": "{truncated"},
+        {"eventSource": "aws:sqs", "messageId": "m2", "body": json.dumps(events.s3_event("b", "k"))},
+        {"eventSource": "aws:sqs", "messageId": "m3", "body": json.dumps({"Records": [broken]})},
+        {"eventSource": "aws:sqs", "messageId": "m4", "body": "[1, 2]"},
+    ]}
+    report = events.dispatch(sqs)
+    assert report["batchItemFailures"] == [{"itemIdentifier": m} for m in ("m1", "m3", "m4")]
+    assert calls[-1] == ("b", "k", "ObjectCreated:Put") and report["ignored"] == []

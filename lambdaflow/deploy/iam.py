@@ -15,8 +15,10 @@ ListJobBucket         s3:ListBucket on the job bucket, only    the store: a HEAD
                                                                asks a one-key listing of
                                                                the job prefix: lost or
                                                                forbidden
-JobObjects            s3:GetObject, PutObject,                 the store (get, exists,
-                      AbortMultipartUpload on bucket/prefix*   put, multipart put)
+JobObjects            s3:GetObject, PutObject, DeleteObject,   the store (get, exists,
+                      AbortMultipartUpload on bucket/prefix*   put, multipart put; a task
+                                                               ending after its job closed
+                                                               deletes its writes)
 ReadInputs            s3:GetObject on each --read              ops reading inputs
 WriteOutputs          s3:PutObject on each --write             event handlers' outputs
 OwnLogs               logs:CreateLogStream, PutLogEvents on    the Lambda service; the
@@ -71,7 +73,11 @@ from lambdaflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-S3_OBJECT_ACTIONS = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
+#: DeleteObject: a task that finishes after its job's driver shut down deletes what it
+#: wrote (runtime/worker.drop_if_closed); a bucket writer can already overwrite objects,
+#: so deleting them grants no new power (docs/SECURITY.md)
+S3_OBJECT_ACTIONS = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject",
+                     "s3:PutObject"]
 DYNAMODB_READ_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:GetItem"]  # by key
 DYNAMODB_WRITE_ACTIONS = [
     "dynamodb:BatchWriteItem",

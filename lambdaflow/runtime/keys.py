@@ -5,9 +5,13 @@ Layout under a store (the S3 store adds its bucket and configured prefix in fron
     <job>/fn/<sha256>          a cloudpickled function, content-addressed, once per job
     <job>/obj/<object-id>      a value: a task result, a put() value, or a spilled argument
     <job>/args/<task-id>       a task's serialized arguments when too big to send inline
+    closed/<job>               the job's closed marker: its driver shut down (outside the
+                               job's prefix, so deleting that prefix leaves it)
 
-Result keys are deterministic in (job, task): a retried or duplicated invocation rewrites
-the same key, so at-least-once delivery never duplicates or loses a result.
+Result keys are deterministic in (job, task) and written only if absent (``create``):
+of all the attempts of a task (retries, duplicated or late invocations) the first to
+commit wins and the others report its object, so at-least-once delivery never
+duplicates, loses or overwrites a result.
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ from __future__ import annotations
 
 def job_prefix(job: str) -> str:
     return f"{job}/"
+
+
+def closed_key(job: str) -> str:
+    """The marker a driver writes before deleting its job's objects at shutdown."""
+    return f"closed/{job}"
 
 
 def function_key(job: str, digest: str) -> str:

@@ -17,7 +17,8 @@ Python within the grace period, the watchdog posts the TIMEOUT result to the Run
 itself and ends this execution environment.
 
 Every reply fits Lambda's response limit (``limits``): inline return values move to the
-store first (largest first, under their deterministic keys); an error's message and
+store first (largest first, under their deterministic keys, fenced as every result
+write: an object another attempt committed there stays, and the reply names it); an error's message and
 traceback are then cut, with a note saying so, and its exception is re-pickled with the
 shortened text so the user's exception class still reaches the driver.
 
@@ -40,10 +41,10 @@ from typing import Any
 import cloudpickle
 
 from lambdaflow import limits, variants
-from lambdaflow.runtime import integrity, keys
+from lambdaflow.runtime import integrity, keys, values
 from lambdaflow.runtime.lambda_deadline import HARD_STOP_GRACE_S, Deadline
 from lambdaflow.runtime.task import TIMEOUT, TaskMessage, TaskResult, failure
-from lambdaflow.runtime.worker import run_task
+from lambdaflow.runtime.worker import drop_if_closed, run_task
 
 #: The packed result may be this big before base64 + JSON fill Lambda's response limit.
 RESPONSE_BUDGET = limits.base64_budget(limits.SYNC_RESPONSE_BYTES)
@@ -165,6 +166,9 @@ def _reply(message: TaskMessage, result: TaskResult, extra: dict) -> dict:
     packed = result.pack()
     if len(packed) > RESPONSE_BUDGET:
         packed = _spill(message, result)
+        if any("key" in loc for loc in result.values) and drop_if_closed(
+                message, integrity.task_store(message), result):
+            packed = result.pack()
     return {"lf": 1, "result": base64.b64encode(packed).decode("ascii")}
 
 
@@ -189,7 +193,9 @@ def _spill(message: TaskMessage, result: TaskResult) -> bytes:
         if "inline" in value and store is not None:
             oid = keys.result_object_id(message.task_id, None if n == 1 else i)
             key = keys.object_key(message.job_id, oid)
-            store.put(key, value["inline"])
+            committed = values.commit_frame(store, key, value["inline"], message.job_id)
+            if committed is not None and i < len(result.nested):  # another attempt's
+                result.nested[i] = committed
             result.values[i] = {"key": key, "size": value["size"]}
         packed = result.pack()
         if len(packed) <= RESPONSE_BUDGET:

@@ -474,7 +474,7 @@ class Scheduler:
         except BaseException as exc:  # the backend itself failed
             result = TaskResult(t.id, attempt, "backend", error={"exc": exc})
         if t.state is not DISPATCHED or t.attempt != attempt:
-            self._drop_late(result)  # cancelled meanwhile, or a stale duplicate
+            self._drop_late(t, result)  # cancelled meanwhile, or a stale duplicate
             return
         if self._drainers:
             self._later.append((self._check_drained, None))
@@ -554,11 +554,18 @@ class Scheduler:
                 if o.refs <= 0:
                     self._later.append((self._free, o))
 
-    def _drop_late(self, result: TaskResult) -> None:
-        if result.status == OK and self.eager_delete:
-            for loc in result.values:
-                if "key" in loc:
-                    self._io.delete(loc["key"])
+    def _drop_late(self, t: Task, result: TaskResult) -> None:
+        """A completion of ``t`` the scheduler does not accept: a stale attempt (another
+        one is running or finished), or one that finished after ``t`` failed (cancel).
+        Result keys are deterministic and fenced (the first attempt to commit wins, the
+        others report its object), so a late result's key is the task's own committed
+        object: deleted only when ``t`` FAILED (nothing will read it, no lineage can
+        rebuild it); never while another attempt may report it or a record holds it."""
+        if result.status != OK or not self.eager_delete or t.state is not TaskState.FAILED:
+            return
+        for loc in result.values:
+            if "key" in loc:
+                self._io.delete(loc["key"])
 
     def _record(self, t: Task, r: TaskResult) -> None:
         self.records.append((t.id, t.name, r.attempt, r.status, t.submit_time, r.stats))

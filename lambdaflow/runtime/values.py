@@ -41,11 +41,15 @@ def load_size(loc: dict) -> int:
 
 
 def place(store: Store, job_id: str, oid: str, value: Any, inline_limit: int, *,
-          share: str | None = None) -> tuple[dict, list[str]]:
+          share: str | None = None, commit: bool = False) -> tuple[dict, list[str]]:
     """Serialize ``value`` (object id ``oid``) and place it: with ``share`` ("move" for
     a task's result, "copy" for ``put``: the threads backend) as a frame kept in memory;
     else inline when small, or in the store under its object key. Returns (location,
-    ids of the refs nested in it, in ``job_id``)."""
+    ids of the refs nested in it, in ``job_id``).
+
+    ``commit`` (a task's result): the store write is fenced (``store.create``): when
+    another attempt of the task already committed the key, that object stays and is
+    what this returns, with the refs nested in *it* (see :func:`commit_frame`)."""
     chunks = serialization.simple_frame(value)
     if chunks is not None:  # plain data: no refs inside, small
         first = chunks[0]
@@ -63,6 +67,25 @@ def place(store: Store, job_id: str, oid: str, value: Any, inline_limit: int, *,
         loc = {"inline": chunks[0] if len(chunks) == 1 else b"".join(chunks), "size": size}
     else:
         key = keys.object_key(job_id, oid)
-        store.put(key, chunks)
         loc = {"key": key, "size": size}
+        if not commit:
+            store.put(key, chunks)
+        else:
+            committed = commit_frame(store, key, chunks, job_id)
+            if committed is not None:
+                return loc, committed
     return loc, [r.id for r in nested.refs if r.job == job_id]
+
+
+def commit_frame(store: Store, key: str, data: Any, job_id: str) -> list[str] | None:
+    """Write a task's result frame ``data`` under ``key`` unless an attempt of the same
+    task committed one there first; None when this write won, else the ids (in
+    ``job_id``) of the refs nested in the committed object, which then stands for both."""
+    if store.create(key, data) is not None:
+        return None
+    return stored_refs(store, key, job_id)
+
+
+def stored_refs(store: Store, key: str, job_id: str) -> list[str]:
+    """Ids (in ``job_id``) of the refs nested in the object stored under ``key``."""
+    return [oid for oid, job in serialization.ref_ids(store.get(key)) if job == job_id]

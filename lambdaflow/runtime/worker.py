@@ -10,8 +10,12 @@
 4. call the function as the thread's current task (``context.enter``), with the
    backend's client, so that ``lambdaflow.remote/get/wait/put`` work inside it;
 5. place each return value: inline when small, else in the store under its
-   deterministic key (a retry rewrites the same key), and report the ids of the refs
-   nested in it; an owning client (Lambda) first finishes and exports what it owns;
+   deterministic key, *fenced*: the write happens only if no attempt of the task
+   committed that key first (``store.create``); a duplicate or late attempt that loses
+   reports the committed object and the refs nested in it, never its own value. Then
+   the job's closed marker is checked (``drop_if_closed``): a task that finished after
+   its driver shut down deletes what it wrote. An owning client (Lambda) first finishes
+   and exports what it owns;
 6. never raise: an exception becomes an ERROR result carrying the pickled exception
    (checked to unpickle; else its text) and the formatted remote traceback. Only
    ``SystemExit`` and ``KeyboardInterrupt`` pass: they end the worker, which its
@@ -23,6 +27,7 @@ the process across tasks: a warm Lambda or a worker process loads them once.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import sys
@@ -46,8 +51,17 @@ from lambdaflow.runtime.context import (
     leave,
 )
 from lambdaflow.runtime.store import Store
-from lambdaflow.runtime.task import ERROR, LOST, OK, DepSlot, TaskMessage, TaskResult
+from lambdaflow.runtime.task import (
+    CANCELLED,
+    ERROR,
+    LOST,
+    OK,
+    DepSlot,
+    TaskMessage,
+    TaskResult,
+)
 
+log = logging.getLogger(__name__)
 _FN_CACHE: OrderedDict[str, Callable] = OrderedDict()
 _FN_CACHE_SIZE = 256
 
@@ -110,7 +124,7 @@ def place_values(message: TaskMessage, store: Store, value: Any,
     n = message.num_returns
     if n == 1:
         loc, refs = values.place(store, message.job_id, message.task_id, value,
-                                 message.inline_limit, share=share)
+                                 message.inline_limit, share=share, commit=True)
         return [loc], [refs], loc["size"]
     else:
         if not isinstance(value, (tuple, list)) or len(value) != n:
@@ -124,7 +138,7 @@ def place_values(message: TaskMessage, store: Store, value: Any,
     for i, out in enumerate(outputs):
         oid = keys.result_object_id(message.task_id, None if n == 1 else i)
         loc, refs = values.place(store, message.job_id, oid, out, message.inline_limit,
-                                 share=share)
+                                 share=share, commit=True)
         total += loc["size"]
         placed.append(loc)
         nested.append(refs)
@@ -265,10 +279,42 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
         "env_id": env_id or ENV_ID,
         "blocked_s": round(ctx.blocked_s, 6) if ctx is not None else 0.0,
     }
-    return TaskResult(message.task_id, message.attempt, status, placed, error, stats, nested,
-                      keep)
+    result = TaskResult(message.task_id, message.attempt, status, placed, error, stats, nested,
+                        keep)
+    if store is not None and any("key" in loc for loc in placed):
+        drop_if_closed(message, store, result)
+    return result
+
+
+def drop_if_closed(message: TaskMessage, store: Store, result: TaskResult) -> bool:
+    """After writing results: if the job's driver has shut down (its closed marker
+    exists), delete the objects this result names and mark it CANCELLED (nobody will
+    read it). Returns whether it did.
+
+    The driver writes the marker *before* it deletes the job's prefix, and a worker
+    checks it *after* its writes. So either the check sees the marker (the worker
+    deletes), or the worker's writes came before the marker and the driver's listing,
+    which then deletes them (S3 and local files are read-after-write consistent).
+    One DeleteObject per key: IAM authorizes each key of a batch delete alike, but
+    moto checks a batch against the bucket (docs/DESIGN.md §3, "Shutdown")."""
+    written = [loc["key"] for loc in result.values if "key" in loc]
+    try:
+        closed = store.exists(keys.closed_key(message.job_id))
+        if closed:
+            for key in written:
+                store.delete(key)
+    except Exception as exc:  # noqa: BLE001 - e.g. the store went with its job (processes)
+        log.warning("job=%s task=%s could not check or clear the closed job's objects: %s",
+                    message.job_id, message.task_id, exc)
+        return False
+    if closed:
+        result.status, result.values, result.nested = CANCELLED, [], []
+        result.error = {"message": f"job {message.job_id} was shut down while task "
+                                   f"{message.name}[{message.task_id}] ran: its results "
+                                   f"were deleted ({', '.join(written)})"}
+    return closed
 
 
 ENV_ID = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME") or f"pid-{os.getpid()}"
 
-__all__ = ["run_task", "current_context", "task_store", "TaskContext"]
+__all__ = ["run_task", "current_context", "task_store", "TaskContext", "drop_if_closed"]

@@ -26,9 +26,10 @@ def test_worker_policy_names_every_resource():
         "Resource": "arn:aws:s3:::jobs-bucket",
         "Condition": {"StringLike": {"s3:prefix": ["jobs/*"]}}}  # fmt: skip
     assert by_sid["JobObjects"]["Resource"] == "arn:aws:s3:::jobs-bucket/jobs/*"
-    # The worker never deletes job objects (the driver does): no s3:DeleteObject.
+    # The worker deletes job objects only when its job closed while it ran (14.10).
     assert sorted(by_sid["JobObjects"]["Action"]) == [
-        "s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]  # fmt: skip
+        "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject",
+        "s3:PutObject"]  # fmt: skip
     # Deploy makes the log groups: no logs:CreateLogGroup (it would recreate them).
     assert by_sid["OwnLogs"]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert by_sid["OwnLogs"]["Resource"] == [

@@ -27,7 +27,8 @@ from .iam_harness import EnforcedMoto, not_allowed, recording, unused
 
 #: Granted but not called by code on the worker, and why.
 EXPECTED_UNUSED = {
-    "JobObjects": ["s3:AbortMultipartUpload"],  # only when a multipart upload fails
+    # only when a multipart upload fails; when a task outlives its job's driver
+    "JobObjects": ["s3:AbortMultipartUpload", "s3:DeleteObject"],
     "OwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],  # the Lambda service's
     "InvokeDeployment": ["lambda:InvokeFunction"],  # a worker invoking its deployment
 }

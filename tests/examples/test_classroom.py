@@ -285,7 +285,8 @@ def test_the_app_runs_with_its_own_least_privilege_role(data, monkeypatch):
             assert not_allowed(policy, calls) == []
             assert unused(policy, calls) == {  # the app runs no lambdaflow job:
                 "ListJobBucket": ["s3:ListBucket"],
-                "JobObjects": ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+                "JobObjects": ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject",
+                               "s3:PutObject"],
                 "OwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],
                 "InvokeDeployment": ["lambda:InvokeFunction"],
                 "DynamoDBRead": ["dynamodb:BatchGetItem"],  # a key read, as GetItem

@@ -121,3 +121,59 @@ def test_stored_error_frames():
 
     err = serialization.loads(b"".join(stored_error_frame(Unpicklable("u"))))
     assert "u" in str(err.error)
+
+
+# ------------------------------------------- duplicates fenced, closed jobs (14.10, 14.11)
+
+
+def _random_value_with_a_ref():
+    """Non-deterministic: every attempt returns other bytes and a ref to another object."""
+    import os as os_
+
+    from lambdaflow.runtime.refs import ObjectRef
+
+    return {"bytes": os_.urandom(5000), "ref": ObjectRef("o" + os_.urandom(4).hex(), JOB, None)}
+
+
+@pytest.mark.parametrize("kind", ["memory", "localdir"])
+def test_a_duplicate_attempt_reports_the_committed_object(kind, tmp_path):
+    """The same message run twice (Lambda's at-least-once delivery): the second run
+    does not overwrite the first one's result; it reports the committed object and
+    the refs nested in *that* object, so whichever report the owner accepts, the value
+    is the one in the store."""
+    from lambdaflow.runtime.store.localdir import LocalDirStore
+
+    store = MemoryStore() if kind == "memory" else LocalDirStore(str(tmp_path))
+    m = message(store, _random_value_with_a_ref)
+    first, second = run_task(m, store), run_task(m, store)
+    assert first.status == second.status == OK
+    key = keys.object_key(JOB, "t1")
+    assert first.values[0]["key"] == second.values[0]["key"] == key
+    stored = serialization.loads(store.get(key))
+    assert first.nested == second.nested == [[stored["ref"].id]]
+    # the first attempt's value is what stays: the second's random bytes never landed
+    assert stored["ref"].id == first.nested[0][0]
+
+
+def test_a_rebuild_after_a_loss_writes_again():
+    store = MemoryStore()
+    m = message(store, _random_value_with_a_ref)
+    first = run_task(m, store)
+    store.delete(first.values[0]["key"])  # the object was lost
+    again = run_task(m, store)  # lineage reconstruction: the same task, the same key
+    stored = serialization.loads(store.get(again.values[0]["key"]))
+    assert again.nested == [[stored["ref"].id]] and again.nested != first.nested
+
+
+def test_a_task_that_ends_after_its_job_closed_deletes_its_writes():
+    """The driver wrote the job's closed marker (it is shutting down): a task that
+    finishes now deletes what it wrote, and its result says why; the rest (the
+    driver's function blob, another job's objects) is the driver's to delete."""
+    store = MemoryStore()
+    store.put("job-other/obj/x", b"keep")
+    m = message(store, lambda: b"z" * 5000)
+    store.put(keys.closed_key(JOB), b"")
+    r = run_task(m, store)
+    assert r.status == "cancelled" and "shut down" in r.error["message"]
+    assert not store.exists(keys.object_key(JOB, "t1")) and store.exists(m.fn_key)
+    assert store.exists("job-other/obj/x") and store.exists(keys.closed_key(JOB))

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Added to the function's timeout + init allowance: network, queueing, the reply itself.
 READ_MARGIN_S = 20.0
+#: How long shutdown waits for the replies of invocations already sent.
+SHUTDOWN_WAIT_S = 5.0
 #: Threads that move one task's values to S3 (at most the store's connection pool).
 SPILL_THREADS = 16
 
@@ -85,6 +87,8 @@ class _Function:
 class LambdaBackend:
     name = "lambda"
     eager_delete = False  # freed objects go with the job prefix at shutdown
+    #: how long shutdown() waits for invocations already sent (see there)
+    shutdown_wait_s = SHUTDOWN_WAIT_S
 
     def __init__(self, config: Config, job_id: str) -> None:
         try:
@@ -115,6 +119,8 @@ class LambdaBackend:
         self._functions: dict[str, _Function] = {}
         self._functions_lock = threading.Lock()
         self._closed = threading.Event()
+        self._flight = threading.Condition()
+        self._running = 0  # invocations (and their spills) under way: see shutdown()
         self.job_id = job_id
         self.throttles = 0
         self._pool = TaskThreads(self.max_concurrency, self._run, "lambdaflow-invoke")
@@ -214,13 +220,36 @@ class LambdaBackend:
         return self._pool.submit(msg)
 
     def shutdown(self) -> None:
-        """Stop: nothing is invoked after this returns (waits for retries are cut short;
-        invocations already sent finish on AWS, their results are dropped)."""
+        """Stop: nothing is invoked after this returns (waits for retries are cut short).
+        Invocations already sent run on; this waits up to ``shutdown_wait_s`` for their
+        replies (the driver then deletes what they wrote with the job's prefix). Those
+        still running after that see the job's closed marker and delete their own
+        writes (``worker.drop_if_closed``); ``in_flight()`` says how many there are."""
         self._closed.set()
         self._pool.shutdown()
+        with self._flight:
+            self._flight.wait_for(lambda: self._running == 0, timeout=self.shutdown_wait_s)
+
+    def in_flight(self) -> int:
+        """Invocations sent and not answered yet."""
+        with self._flight:
+            return self._running
 
     # ----------------------------------------------------------------- one task
     def _run(self, msg: TaskMessage) -> TaskResult:
+        with self._flight:
+            self._running += 1
+        try:
+            return self._run_counted(msg)
+        finally:
+            with self._flight:
+                self._running -= 1
+                self._flight.notify_all()
+
+    def _run_counted(self, msg: TaskMessage) -> TaskResult:
+        if self._closed.is_set():  # taken from the queue as shutdown began: write nothing
+            raise BackendError(f"task {msg.name}[{msg.task_id}]: not invoked, the lambda "
+                               "backend is shut down")
         payload = self.payload(msg)
         fn = self._function(self._function_name_for(msg))
         read_timeout = self.read_timeout(fn, msg.options.get("timeout_s"))

@@ -8,6 +8,9 @@
                  scheduler's ``TaskHost`` side. Backends without it (lambda) run a
                  nested owner inside the task instead (see ``lambda_nested``).
     Killing      a backend that can stop a running task (processes: kill its worker)
+    Draining     a backend whose tasks may outlive ``shutdown()`` (lambda: invocations
+                 already sent run on): ``in_flight()`` counts them, so the driver knows
+                 whether the job's closed marker must stay (api.py, DESIGN.md §3)
 
 A backend never raises for a task's failure: the future's result says what happened
 (``TaskResult.status``). The future fails only when the backend itself cannot work.
@@ -88,4 +91,11 @@ class Hosting(Protocol):
 class Killing(Protocol):
     def kill(self, task_id: str) -> bool:
         """Stop ``task_id`` if it is running; True if it was."""
+        ...
+
+
+@runtime_checkable
+class Draining(Protocol):
+    def in_flight(self) -> int:
+        """Tasks sent that have not answered yet (after ``shutdown()``: still running)."""
         ...

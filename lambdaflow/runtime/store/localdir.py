@@ -1,7 +1,8 @@
 """A store in a local directory, for the ``processes`` backend.
 
 Each key is a file under the root (``<root>/<job>/obj/<id>``). Writes go to a temporary
-file that is renamed into place, so a key either holds a whole value or does not exist;
+file that is renamed into place (``put``) or hard-linked to its name (``create``: the
+first writer wins), so a key either holds a whole value or does not exist;
 ``get`` maps large objects copy-on-write (no copy; writable, page-aligned arrays) and
 reads small ones into a 64-byte aligned buffer.
 
@@ -102,29 +103,48 @@ class LocalDirStore:
 
     def put(self, key: str, data: Data) -> int:
         path = self._path(key)
+        tmp, total = self._write_tmp(path, data)
+        os.replace(tmp, path)
+        return total
+
+    def create(self, key: str, data: Data) -> int | None:
+        """The temporary file is hard-linked to the key's name: ``link`` fails when the
+        name exists, so the first writer wins atomically (``rename`` would overwrite)."""
+        path = self._path(key)
+        tmp, total = self._write_tmp(path, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return None
+        finally:
+            os.unlink(tmp)
+        return total
+
+    def _write_tmp(self, path: str, data: Data) -> tuple[str, int]:
+        """Write ``data`` to a new temporary file next to ``path``: (its name, bytes)."""
         parent = os.path.dirname(path)
         if parent not in self._dirs:
             make_dirs(parent)
             self._dirs.add(parent)
         tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
         bufs = buffers(data)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             total = sum(b.nbytes for b in bufs)
-            written = 0
             while bufs:
                 n = os.writev(fd, bufs[:1024])
-                written += n
                 # drop fully written buffers, keep the tail of a partial one
                 while bufs and n >= bufs[0].nbytes:
                     n -= bufs[0].nbytes
                     bufs.pop(0)
                 if n:
                     bufs[0] = bufs[0][n:]
-        finally:
+        except BaseException:
             os.close(fd)
-        os.replace(tmp, path)
-        return total
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp, total
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> Readable:
         path = self._path(key)

@@ -42,6 +42,14 @@ class MemoryStore:
             self._data[key] = blob
         return len(blob)
 
+    def create(self, key: str, data: Data) -> int | None:
+        blob = b"".join(buffers(data))
+        with self._lock:
+            if key in self._data:
+                return None
+            self._data[key] = blob
+        return len(blob)
+
     def get(self, key: str, start: int | None = None, end: int | None = None) -> Readable:
         """A writable copy: 64-byte aligned for whole objects (``serialization.loads``
         then needs no second copy to align its arrays)."""

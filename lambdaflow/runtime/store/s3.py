@@ -8,6 +8,7 @@ State and flow::
       ├─ put(key, data) ───────────► PutObject              (size <= multipart_threshold)
       │                              CreateMultipartUpload → UploadPart × n → Complete
       │                              (AbortMultipartUpload on any failure)
+      ├─ create(key, data) ────────► the same with If-None-Match: * (412: None)
       ├─ get(key, start, end) ─────► GetObject [Range]      body read into one bytearray
       ├─ exists(key) ──────────────► HeadObject             (HeadBucket once on a 404)
       ├─ delete(key) ──────────────► DeleteObject
@@ -75,9 +76,12 @@ RETRYABLE_CODES = frozenset({
     "RequestTimeoutException", "Throttling", "ThrottlingException", "ThrottledException",
     "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
     "RequestLimitExceeded", "BandwidthLimitExceeded", "PriorRequestNotComplete",
+    "ConditionalRequestConflict",  # 409: a concurrent conditional write; AWS says retry
 })
 # fmt: on
 _MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
+#: what a conditional write (If-None-Match: *) answers when the key already exists
+_PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 _BAD_CREDENTIALS = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 )
@@ -156,28 +160,45 @@ class S3Store:
     # -- the Store protocol ---------------------------------------------------------------
 
     def put(self, key: str, data: Data) -> int:
-        views = buffers(data)
+        size = self._write(key, buffers(data), exclusive=False)
+        assert size is not None
+        return size
+
+    def create(self, key: str, data: Data) -> int | None:
+        """A conditional write: ``If-None-Match: *`` on PutObject (or on
+        CompleteMultipartUpload), which S3 refuses with 412 PreconditionFailed when the
+        key exists (AWS "conditional writes", 2024-08; moto 5 implements both). A 409
+        ConditionalRequestConflict (a concurrent conditional write) is retried, and the
+        retry then sees the winner's object."""
+        return self._write(key, buffers(data), exclusive=True)
+
+    def _write(self, key: str, views: list[memoryview], *, exclusive: bool) -> int | None:
         size = sum(v.nbytes for v in views)
         if size > MAX_OBJECT_SIZE:
             raise BackendError(
                 f"value for {self._url(key)} is {size} bytes, over S3's 5 TiB object "
                 "limit even with multipart upload; split it into smaller objects"
             )
+        condition = {"IfNoneMatch": "*"} if exclusive else {}
         if size > self.multipart_threshold:
-            self._put_multipart(key, views, size)
+            written = self._put_multipart(key, views, size, condition)
         else:
-            self._call(
-                "PutObject",
-                key,
-                lambda: self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self._full(key),
-                    Body=b"".join(views)
-                    if size <= _SMALL_PUT
-                    else BuffersReader(views, 0, size),
-                    ContentLength=size,
-                ),
-            )
+            def put_once() -> bool:
+                try:
+                    self.client.put_object(
+                        Bucket=self.bucket, Key=self._full(key),
+                        Body=b"".join(views) if size <= _SMALL_PUT
+                        else BuffersReader(views, 0, size),
+                        ContentLength=size, **condition)  # fmt: skip
+                except bx.ClientError as exc:
+                    if exclusive and _code(exc) in _PRECONDITION_FAILED:
+                        return False
+                    raise
+                return True
+
+            written = self._call("PutObject", key, put_once)
+        if not written:
+            return None
         self._count(bytes_written=size)
         return size
 
@@ -342,7 +363,10 @@ class S3Store:
             key=key,
         )
 
-    def _put_multipart(self, key: str, views: list[memoryview], size: int) -> None:
+    def _put_multipart(self, key: str, views: list[memoryview], size: int,
+                       condition: dict[str, str]) -> bool:
+        """Upload in parts; False when a conditional Complete found the key taken (the
+        upload is aborted then)."""
         full = self._full(key)
         part_size = max(self.part_size, -(-size // MAX_PARTS))
         upload_id = self._call(
@@ -351,6 +375,7 @@ class S3Store:
             lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=full),
         )["UploadId"]
         common = {"Bucket": self.bucket, "Key": full, "UploadId": upload_id}
+        completed = False
         try:
             parts = []
             for number, offset in enumerate(range(0, size, part_size), start=1):
@@ -370,25 +395,31 @@ class S3Store:
                     {"PartNumber": number, "ETag": resp["ETag"]}
                     | {k: v for k, v in resp.items() if k.startswith("Checksum") and v}
                 )
-            self._call(
-                "CompleteMultipartUpload",
-                key,
-                lambda: self.client.complete_multipart_upload(
-                    MultipartUpload={"Parts": parts}, **common
-                ),
-            )
-        except BaseException:
-            try:
-                self.client.abort_multipart_upload(**common)
-            except (bx.BotoCoreError, bx.ClientError) as abort_exc:
-                log.warning(
-                    "key=%s could not abort multipart upload %s: %s (an S3 lifecycle "
-                    "rule for incomplete uploads cleans it up)",
-                    key,
-                    upload_id,
-                    abort_exc,
-                )
-            raise
+
+            def complete() -> bool:
+                try:
+                    self.client.complete_multipart_upload(
+                        MultipartUpload={"Parts": parts}, **common, **condition)
+                except bx.ClientError as exc:
+                    if condition and _code(exc) in _PRECONDITION_FAILED:
+                        return False
+                    raise
+                return True
+
+            completed = self._call("CompleteMultipartUpload", key, complete)
+            return completed
+        finally:
+            if not completed:
+                try:
+                    self.client.abort_multipart_upload(**common)
+                except (bx.BotoCoreError, bx.ClientError) as abort_exc:
+                    log.warning(
+                        "key=%s could not abort multipart upload %s: %s (an S3 lifecycle "
+                        "rule for incomplete uploads cleans it up)",
+                        key,
+                        upload_id,
+                        abort_exc,
+                    )
 
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
         """Run one S3 operation within the retry budget, translating errors."""

@@ -19,7 +19,8 @@ availability), or putting back an earlier blob of the *same* key of the same job
 
 Ranged reads verify the whole blob and return the slice (no caller reads ranges of a
 signed store today; per-chunk tags would be the way if one needs to). ``exists``,
-``delete`` and ``delete_prefix`` pass through. Other attributes (``root``, ``bucket``,
+``delete`` and ``delete_prefix`` pass through; ``create`` (the fenced write) tags as
+``put`` does. Other attributes (``root``, ``bucket``,
 ``counters`` ...) are the inner store's.
 
 The MAC is HMAC-SHA256 (hashlib, OpenSSL: SHA-NI / ARMv8 SHA2 instructions where the
@@ -86,6 +87,12 @@ class SignedStore:
         views = buffers(data)
         views.append(memoryview(self.tag(key, views)))
         return self.inner.put(key, views) - TAG_SIZE
+
+    def create(self, key: str, data: Data) -> int | None:
+        views = buffers(data)
+        views.append(memoryview(self.tag(key, views)))
+        written = self.inner.create(key, views)
+        return None if written is None else written - TAG_SIZE
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> Readable:
         blob = self.inner.get(key)

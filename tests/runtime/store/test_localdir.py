@@ -140,3 +140,43 @@ def test_processes_run_directory_is_private(shm, fresh):
         assert os.path.dirname(root) == str(shm / f"lambdaflow-{os.geteuid()}")
         assert mode(root) == 0o700
         assert lf.get(lf.put(np.zeros(100_000))).sum() == 0  # the workers accept it too
+
+
+# ------------------------------------------------ fenced writes: the first writer wins
+
+
+def test_create_writes_only_a_missing_key(store):
+    """``create`` (a task's result commit, 14.11): a second writer leaves the first
+    writer's object as it was and is told so (None); a deleted key can be written again
+    (lineage reconstruction rebuilds a lost object under the same key)."""
+    assert store.create("job/obj/t1", [b"first", b"-try"]) == 9
+    assert store.create("job/obj/t1", b"second attempt") is None
+    assert store.get("job/obj/t1") == bytearray(b"first-try")
+    store.delete("job/obj/t1")
+    assert store.create("job/obj/t1", b"rebuilt") == 7
+    assert store.get("job/obj/t1") == bytearray(b"rebuilt")
+
+
+def test_concurrent_creates_have_exactly_one_winner(store):
+    """Attempts racing for one key from many threads: exactly one wins, the stored
+    value is the winner's, whole, and no temporary file is left behind."""
+    import threading
+
+    barrier = threading.Barrier(8)
+    won: list[int] = []
+
+    def attempt(i: int) -> None:
+        value = bytes([i]) * (300_000 + i)  # large enough to be memory-mapped back
+        barrier.wait()
+        if store.create("job/obj/race", value) is not None:
+            won.append(i)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    assert bytes(store.get("job/obj/race")) == bytes([won[0]]) * (300_000 + won[0])
+    if isinstance(store, LocalDirStore):
+        assert os.listdir(os.path.join(store.root, "job", "obj")) == ["race"]

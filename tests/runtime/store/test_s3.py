@@ -431,3 +431,58 @@ def test_buffers_reader_reads_any_range_of_any_split():
         assert into[: reader.readinto(into)] == full[a:b]
         reader.seek(-1, io.SEEK_END)
         assert reader.read() == full[a:b][-1:]
+
+
+# -- fenced writes: PutObject / CompleteMultipartUpload with If-None-Match: * --------------
+
+
+@pytest.mark.parametrize("size", [11, 9 * MiB], ids=["put", "multipart"])
+def test_create_is_a_conditional_write(moto, size):
+    """``create`` sends If-None-Match: * (AWS conditional writes; moto 5's server
+    answers 412 PreconditionFailed): the second writer leaves the first one's object,
+    on the single PUT and on the multipart path (aborting its upload); a deleted key
+    can be written again (lineage reconstruction)."""
+    store = S3Store(BUCKET, prefix=f"c-{uuid.uuid4().hex[:8]}/",
+                    client=_client(moto.endpoint_url, moto))
+    first, second = b"a" * size, b"b" * size
+    assert store.create("job/obj/t1", first) == size
+    assert store.create("job/obj/t1", second) is None
+    assert store.get("job/obj/t1") == first
+    raw = boto3.client("s3", **moto.client_kwargs)
+    uploads = raw.list_multipart_uploads(Bucket=BUCKET, Prefix=store.prefix)
+    assert uploads.get("Uploads", []) == []  # the loser's upload was aborted
+    store.delete("job/obj/t1")
+    assert store.create("job/obj/t1", second) == size
+    assert store.get("job/obj/t1") == second
+    assert store.counters()["bytes_written"] == 2 * size  # the loser wrote nothing
+
+
+def test_the_raw_boto3_call_is_refused_by_moto(moto):
+    """The independent check of the header itself: boto3's put_object with
+    IfNoneMatch='*' on an existing key fails with 412 PreconditionFailed."""
+    raw = boto3.client("s3", **moto.client_kwargs)
+    key = f"raw-{uuid.uuid4().hex[:8]}"
+    raw.put_object(Bucket=BUCKET, Key=key, Body=b"1", IfNoneMatch="*")
+    with pytest.raises(raw.exceptions.ClientError) as info:
+        raw.put_object(Bucket=BUCKET, Key=key, Body=b"2", IfNoneMatch="*")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert info.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert raw.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"1"
+
+
+def test_concurrent_creates_have_exactly_one_winner_on_s3(store):
+    barrier = threading.Barrier(6)
+    won: list[int] = []
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        if store.create("job/obj/race", bytes([i]) * 70_000) is not None:
+            won.append(i)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    assert store.get("job/obj/race") == bytes([won[0]]) * 70_000

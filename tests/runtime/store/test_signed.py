@@ -148,3 +148,13 @@ def test_the_key_never_shows(job_key, tmp_path):
         assert job_key.hex() not in text and repr(job_key) not in text
     with pytest.raises(ValueError, match="32 random bytes"):
         SignedStore(MemoryStore(), b"short")
+
+
+def test_create_tags_and_the_first_writer_wins(inner, job_key):
+    """The fenced write through the signed store (14.11): tagged like ``put``; a second
+    create leaves the first value, which still passes its check."""
+    store = SignedStore(inner, job_key)
+    assert store.create("j/obj/t", [b"fir", b"st"]) == 5
+    assert store.create("j/obj/t", b"second") is None
+    assert store.get("j/obj/t") == bytearray(b"first")
+    assert bytes(inner.get("j/obj/t"))[5:] == store.tag("j/obj/t", [memoryview(b"first")])
