@@ -134,6 +134,9 @@ class S3Store:
             ("bytes_read", "bytes_written", "requests", "retries"), 0
         )
         self._bucket_checked = False
+        #: HEAD of a missing key was answered 403 (listing limited to a prefix): from then
+        #: on ``exists`` asks the one-key listing at once (one request, not two)
+        self._head_denied = False
         self.client = client or aws.client(
             "s3", settings, attempts=1, pool=max_pool_connections, read_timeout=60.0
         )
@@ -250,7 +253,8 @@ class S3Store:
         """HeadObject; when S3 answers 403 (it does for a missing key unless the caller
         may list the whole bucket, and the worker role may list only its prefix), or
         on the first miss (HEAD says 404 for a missing bucket too), a ListObjectsV2
-        of exactly this key decides: the prefix-limited ListBucket allows that one."""
+        of exactly this key decides: the prefix-limited ListBucket allows that one. After
+        one such 403 the listing is asked directly."""
         full = self._full(key)
 
         def head_once() -> bool | None:
@@ -264,7 +268,11 @@ class S3Store:
                     return None  # missing, or really forbidden: ask the listing
                 raise
 
+        if self._head_denied:
+            return self._call("ListObjectsV2", key, lambda: self._listed(key))
         found = self._call("HeadObject", key, head_once)
+        if found is None:
+            self._head_denied = True
         if found is None or (not found and not self._bucket_checked):
             # NoSuchBucket raises
             found = self._call("ListObjectsV2", key, lambda: self._listed(key))

@@ -486,3 +486,44 @@ def test_concurrent_creates_have_exactly_one_winner_on_s3(store):
         t.join()
     assert len(won) == 1
     assert store.get("job/obj/race") == bytes([won[0]]) * 70_000
+
+
+def test_prefix_limited_listing_tells_lost_from_present_in_one_request_each():
+    """AWS answers 403 (not 404) for a missing key to a caller whose s3:ListBucket is
+    limited to a prefix, as the worker role's is (moto here evaluates that condition as
+    AWS does: lambdaflow.testing.moto_iam). The store tells a lost object from a present
+    one by a one-key listing, and after the first 403 asks the listing directly."""
+    import json
+
+    with MotoServer(iam=True) as server:
+        admin = server.client("s3")
+        admin.create_bucket(Bucket=BUCKET)
+        admin.put_object(Bucket=BUCKET, Key="jobs/present", Body=b"x")
+        iam = server.client("iam")
+        iam.create_user(UserName="worker")
+        iam.put_user_policy(UserName="worker", PolicyName="p", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:ListBucket",
+                 "Resource": f"arn:aws:s3:::{BUCKET}",
+                 "Condition": {"StringLike": {"s3:prefix": ["jobs/*"]}}},
+                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+                 "Resource": f"arn:aws:s3:::{BUCKET}/jobs/*"}]}))  # fmt: skip
+        key = iam.create_access_key(UserName="worker")["AccessKey"]
+        client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                              aws_access_key_id=key["AccessKeyId"],
+                              aws_secret_access_key=key["SecretAccessKey"])  # fmt: skip
+        raw = None
+        try:
+            client.head_object(Bucket=BUCKET, Key="jobs/missing")
+        except Exception as exc:  # noqa: BLE001 - the status is what is checked
+            raw = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+        assert raw == 403  # as AWS: the condition does not match a HEAD
+        store = S3Store(BUCKET, prefix="jobs/", client=client)
+        assert store.exists("missing") is False
+        assert store.exists("present") is True
+        with pytest.raises(ObjectLostError):
+            store.get("missing")
+        assert bytes(store.get("present")) == b"x"
+        before = store.counters()["requests"]
+        assert store.exists("missing") is False and store.exists("present") is True
+        assert store.counters()["requests"] - before == 2  # one listing each
