@@ -16,7 +16,8 @@ the emulator's multi-threaded parent and forces the slow fork path):
   /tmp", https://docs.aws.amazon.com/lambda/latest/dg/configuration-ephemeral-storage.html),
   and the code directory (LAMBDA_TASK_ROOT) is bind-mounted read-only (EROFS on
   write; on Lambda "/var/task" is read-only). ``shared`` paths under /tmp stay visible
-  (tests coordinate through files there). Root uses ``unshare(CLONE_NEWNS)``; another
+  (tests coordinate through files there), and so does whatever this interpreter runs
+  from under /tmp (a virtualenv or a checkout there, as on a CI machine). Root uses ``unshare(CLONE_NEWNS)``; another
   user adds ``CLONE_NEWUSER`` mapping itself to itself. If the kernel refuses, the
   environment runs without isolation and says so on stderr.
 
@@ -66,6 +67,31 @@ def _apply_rlimit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
 
 
+def _own_paths() -> list[str]:
+    """What this interpreter runs from that lies under /tmp (a virtualenv, the source of
+    an editable install, PYTHONPATH entries): it stays visible through the fresh /tmp,
+    as a function's own code and packages are on Lambda."""
+    import lambdaflow
+
+    candidates = [sys.prefix, sys.exec_prefix, *sys.path, os.getcwd(),
+                  os.path.dirname(os.path.dirname(os.path.abspath(lambdaflow.__file__)))]
+    out = []
+    for path in candidates:
+        real = os.path.realpath(path) if path else ""
+        if real.startswith("/tmp/") and os.path.isdir(real):
+            out.append(real)
+    return out
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """``paths`` without duplicates and without those inside another one."""
+    keep: list[str] = []
+    for path in sorted(set(paths), key=len):
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in keep):
+            keep.append(path)
+    return keep
+
+
 def _isolate() -> None:
     spec = os.environ.pop(ISOLATE_VAR, "")
     if not spec:
@@ -93,7 +119,8 @@ def _isolate() -> None:
                 with open(f"/proc/self/{name}", "w") as fh:
                     fh.write(text)
         mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-        shared = [p for p in cfg.get("shared", []) if os.path.isdir(p)]
+        shared = _outermost([p for p in [*cfg.get("shared", []), *_own_paths()]
+                             if os.path.isdir(p)])
         fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in shared]
         mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV,
               f"size={int(cfg['tmp_mb'])}m,mode=1777")  # fmt: skip
