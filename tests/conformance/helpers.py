@@ -243,6 +243,14 @@ def value_when(path, value):
 
 
 @lf.remote
+def started_then_value_when(started, path, value):
+    """Writes ``started``, then returns ``value`` once ``path`` exists."""
+    open(started, "w").close()
+    wait_for_file(path)
+    return value
+
+
+@lf.remote
 def mark_then_get(path, box):
     """Writes ``path``, then waits for the ref in ``box``."""
     open(path, "w").close()

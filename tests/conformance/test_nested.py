@@ -84,8 +84,11 @@ def test_stale_or_foreign_ref_in_an_argument_fails_fast(rt, which):
 
 
 def test_blocked_time_is_counted(rt, tmp_path):
-    path = str(tmp_path / "waiter-started")
-    slow = h.value_when.remote(path, "slow")  # cannot finish before the waiter starts
+    path, started = str(tmp_path / "waiter-started"), str(tmp_path / "slow-started")
+    # running elsewhere before the waiter starts (else the waiter may run it inline, and
+    # is then never blocked), and cannot finish before the waiter starts
+    slow = h.started_then_value_when.remote(started, path, "slow")
+    h.wait_for_file(started)
     assert lf.get(h.mark_then_get.remote(path, [slow]), timeout=LONG) == "slow"
     records = [r for r in lf.stats().records if r["name"].endswith("mark_then_get")]
     assert records[-1]["blocked_s"] > 0
