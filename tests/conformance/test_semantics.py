@@ -70,8 +70,11 @@ def test_a_lost_result_is_rebuilt(rt):
     _lose(rt, b)
     out = lf.get(b, timeout=LONG)
     assert out[0] == 4.0 and out.shape == (200_000,)
-    runs = [r["task_id"] for r in lf.stats().records if r["name"].endswith("add_arrays")]
-    assert runs.count(b.id) == 2
+    runs = [(r["task_id"], r["status"]) for r in lf.stats().records
+            if r["name"].endswith("add_arrays")]
+    # b ran twice: once, and once rebuilt. An attempt that found its input already
+    # freed (status "lost": the function did not run) may come in between.
+    assert [st for tid, st in runs if tid == b.id and st != "lost"] == ["ok", "ok"], runs
 
 
 def test_a_lost_input_is_rebuilt_before_its_task_runs(rt):
