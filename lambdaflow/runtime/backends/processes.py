@@ -47,7 +47,6 @@ import logging
 import os
 import pickle
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -223,7 +222,7 @@ class ProcessesBackend:
             for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
             if self._own_root:
-                shutil.rmtree(self._root, ignore_errors=True)
+                rundirs.remove(self._root)
             raise BackendError(f"the processes backend could not start its worker "
                                f"processes: {self._start_error}") from self._start_error
         process_life.on_fatal_signal(self, self._abandon)
@@ -281,20 +280,21 @@ class ProcessesBackend:
             if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
                 e.fut.set_exception(BackendError("the runtime was shut down"))
         if self._own_root:
-            shutil.rmtree(self._root, ignore_errors=True)
+            rundirs.remove(self._root)
 
     def _abandon(self) -> None:
         """This driver dies of a signal: kill every worker and remove the run directory
         now. Takes no lock and waits for nothing (a signal handler runs it)."""
         if os.getpid() != self._pid:
             return  # a copy of this backend in a forked child: not its workers
+        self._closing = True  # the IO thread starts no replacement for those killed
         for p in list(self._procs):
             try:
                 p.popen.kill()
             except OSError:
                 pass
-        if self._own_root:
-            shutil.rmtree(self._root, ignore_errors=True)
+        if self._own_root:  # renamed first: a worker starting meanwhile adds nothing
+            rundirs.remove(self._root)
 
     # ------------------------------------------------------- other threads -> IO
     def _call(self, fn: Callable[[], None]) -> None:

@@ -74,12 +74,16 @@ def private_dir(path: str) -> str:
     return path
 
 
-def make_dirs(path: str) -> None:
+def make_dirs(path: str, below: str | None = None) -> None:
     """``os.makedirs(path, exist_ok=True)`` with every directory it creates 0700
-    (``makedirs``' own mode reaches only the last one)."""
+    (``makedirs``' own mode reaches only the last one). With ``below``, only directories
+    under ``below`` are made: if ``below`` itself is gone (the store was removed at
+    shutdown) this raises FileNotFoundError rather than bring it back."""
     if not path or os.path.isdir(path):
         return
-    make_dirs(os.path.dirname(path))
+    if below is not None and path == below:
+        raise FileNotFoundError(f"the store directory {below} is gone")
+    make_dirs(os.path.dirname(path), below)
     try:
         os.mkdir(path, PRIVATE)
     except FileExistsError:
@@ -124,7 +128,7 @@ class LocalDirStore:
         """Write ``data`` to a new temporary file next to ``path``: (its name, bytes)."""
         parent = os.path.dirname(path)
         if parent not in self._dirs:
-            make_dirs(parent)
+            make_dirs(parent, below=self.root)
             self._dirs.add(parent)
         tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
         bufs = buffers(data)

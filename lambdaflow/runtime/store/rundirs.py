@@ -94,6 +94,22 @@ def claim(root: str) -> str:
     return path
 
 
+def remove(path: str) -> None:
+    """Remove this process's run directory ``path`` for good, even while another thread
+    of it still creates files there (a signal handler runs this while the IO thread may
+    be starting a replacement worker): the directory is first renamed, atomically, so
+    nothing new appears in the tree being removed. The new name keeps the ``run-<pid>-``
+    prefix and the owner record: if this process dies before the end, a sweep finishes."""
+    gone = f"{path}-gone-{uuid.uuid4().hex[:6]}"
+    try:
+        os.rename(path, gone)
+    except FileNotFoundError:
+        return
+    except OSError:
+        gone = path  # (a rename refused by the file system) remove it in place
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def sweep(root: str) -> list[str]:
     """Remove the run directories under ``root`` whose owner is gone; returns them."""
     removed: list[str] = []

@@ -180,3 +180,15 @@ def test_concurrent_creates_have_exactly_one_winner(store):
     assert bytes(store.get("job/obj/race")) == bytes([won[0]]) * (300_000 + won[0])
     if isinstance(store, LocalDirStore):
         assert os.listdir(os.path.join(store.root, "job", "obj")) == ["race"]
+
+
+def test_a_put_after_the_root_was_removed_does_not_bring_it_back(tmp_path):
+    import shutil
+
+    store = LocalDirStore(str(tmp_path / "store"))
+    store.put("job/obj/a", b"1")
+    shutil.rmtree(store.root)
+    for key in ("job/obj/b", "job/other/c"):  # a known parent and a new one
+        with pytest.raises(FileNotFoundError):
+            store.put(key, b"2")
+    assert not os.path.exists(store.root)

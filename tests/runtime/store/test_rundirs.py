@@ -115,3 +115,44 @@ def test_an_owner_record_that_is_a_symlink_is_not_read(root, tmp_path):
 
 def test_sweep_of_a_missing_root_is_nothing(tmp_path):
     assert rundirs.sweep(str(tmp_path / "none")) == []
+
+
+def test_remove_leaves_nothing_while_another_thread_keeps_writing(root):
+    """The SIGTERM handler removes the run directory while the driver's other threads
+    may still write to its store (a crashed task's record, a replacement worker's files):
+    the directory must not come back, nor keep what was written meanwhile."""
+    import threading
+
+    from lambdaflow.runtime.store.localdir import LocalDirStore
+
+    for attempt in range(20):
+        path = rundirs.claim(root)
+        store = LocalDirStore(path)
+        stop = threading.Event()
+        refused: list[BaseException] = []
+
+        def write() -> None:
+            i = 0
+            while not stop.is_set():
+                try:
+                    store.put(f"job/obj/{i % 50}/{i}", b"x" * 100)
+                except FileNotFoundError as exc:  # the store is gone: refused, not remade
+                    refused.append(exc)
+                i += 1
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            for i in range(200):
+                store.put(f"job/seed/{i}", b"y")
+            rundirs.remove(path)
+        finally:
+            stop.set()
+            writer.join()
+        assert os.listdir(root) == [], f"attempt {attempt}: {os.listdir(root)}"
+        assert refused or attempt, "the writer was never refused"
+
+
+def test_remove_of_a_missing_directory_is_nothing(root):
+    rundirs.remove(os.path.join(root, "run-1-gone"))
+    assert os.listdir(root) == []
