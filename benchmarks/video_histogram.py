@@ -201,7 +201,9 @@ def end_to_end(path: Path, workers: int, repeat: int, batch: int = 50) -> float 
     before the job, so both see the same machine load; the ratio is per round, and the
     median over ``repeat`` rounds is reported. Per round it prints where the wall time
     went: the driver's prepare (probe + plan), the span from the first submit to the last
-    task end, each worker's busy time (its tasks' durations, ``lambdaflow.stats()``), its
+    task end, the tail (from the first worker's last task end to the last one's), each
+    worker's busy time (its tasks' durations, ``lambdaflow.stats()``), its gaps between
+    tasks (result back to the driver, next task out), its
     CPU time over the run (from /proc: busy minus CPU is time the worker was runnable or
     waiting but not on a core), the driver's own CPU time (its IO and scheduler threads
     included), and the machine's idle and steal share of the 2 cores meanwhile, with the
@@ -222,6 +224,7 @@ def end_to_end(path: Path, workers: int, repeat: int, batch: int = 50) -> float 
             load = Path("/proc/loadavg").read_text().split()[0]
             cpu0 = {env: _cpu_s(int(env[len("pid-") :])) for env in pids}
             ticks0, drv0 = _system_ticks(), time.process_time()
+            seen = len(lambdaflow.stats().records)
             t0 = time.perf_counter()
             job = prepare_histogram(path, batch=batch)
             t1 = time.perf_counter()
@@ -229,33 +232,42 @@ def end_to_end(path: Path, workers: int, repeat: int, batch: int = 50) -> float 
             t2 = time.perf_counter()
             drv, ticks = time.process_time() - drv0, _system_ticks()
             cpu = {env: _cpu_s(int(env[len("pid-") :])) - c for env, c in cpu0.items()}
-            records = list(lambdaflow.stats().records)[-len(job.plan) :]
+            records = list(lambdaflow.stats().records)[seen:]
             busy: dict[str, float] = {}
             tasks: dict[str, int] = {}
+            ends: dict[str, list[tuple[float, float]]] = {}
             for rec in records:
                 env = str(rec.get("env_id"))
                 busy[env] = busy.get(env, 0.0) + float(rec.get("duration_s") or 0.0)
                 tasks[env] = tasks.get(env, 0) + 1
+                ends.setdefault(env, []).append((rec["start"], rec["end"]))
+            last = [max(e for _, e in runs) for runs in ends.values()]
+            gaps = {  # a worker's time between one task's end and its next task's start
+                env: sum(b[0] - a[1] for a, b in zip(sorted(runs), sorted(runs)[1:]))
+                for env, runs in ends.items()
+            }
             span = max(r["end"] for r in records) - min(r["submit_time"] for r in records)
             delta = [b - a for a, b in zip(ticks0, ticks)]
             total = sum(delta) or 1
             fps = len(result.hist) / (t2 - t0)
             ratios_.append(fps / base)
-            per_frame = len(result.hist) / len(job.plan)
             workers_text = "; ".join(
-                f"{tasks[env]} tasks, busy {busy[env]:.3f} s, cpu {cpu.get(env, 0.0):.3f} s "
-                f"({tasks[env] * per_frame / max(cpu.get(env, 0.0), 1e-9):.0f} frames/s cpu)"
+                f"{tasks[env]} tasks, busy {busy[env]:.3f} s, gaps {gaps[env]:.3f} s, "
+                f"cpu {cpu.get(env, 0.0):.3f} s"
                 for env in sorted(busy, key=busy.__getitem__, reverse=True)
             )
             print(
                 f"  x{workers} round {round_ + 1}: {fps:6.1f} frames/s wall, decode-only "
                 f"{base:6.1f} -> {fps / base:4.2f}x (load {load}); prepare {t1 - t0:.3f} s, "
-                f"run {t2 - t1:.3f} s (submit to last end {span:.3f} s); workers: "
-                f"{workers_text}; driver cpu {drv:.3f} s; machine idle "
+                f"run {t2 - t1:.3f} s (submit to last end {span:.3f} s, tail "
+                f"{max(last) - min(last):.3f} s: the last worker alone); workers: "
+                f"{workers_text} ({len(result.hist) / max(sum(cpu.values()), 1e-9):.0f} "
+                f"frames per worker-cpu-second); driver cpu {drv:.3f} s; machine idle "
                 f"{(delta[3] + delta[4]) / total:.0%}, steal {delta[7] / total:.0%}"
             )
         print(
-            f"  ({workers} workers, {len(job.plan)} chunks, measured decode amplification "
+            f"  ({workers} workers, {len(job.plan)} chunks in {len(records)} tasks, measured "
+            "decode amplification "
             f"{result.decode_amplification:.2f})"
         )
     finally:
