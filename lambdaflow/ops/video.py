@@ -379,14 +379,14 @@ def decode(
     ]
     if lost and failed is None:
         raise VideoError(
-            f"{source_name(source)}: {len(lost)} frame(s) failed to decode: {_ranges(lost)}"
+            f"{source_name(source)}: {len(lost)} frame(s) failed to decode: {frame_ranges(lost)}"
         )
     if failed is not None:
         failed.extend(lost)
     return out
 
 
-def _ranges(numbers: list[int]) -> str:
+def frame_ranges(numbers: list[int]) -> str:
     """[1, 2, 3, 7] → '1-3, 7'."""
     parts, nums = [], sorted(numbers)
     i = 0
