@@ -207,6 +207,8 @@ class ProcessesBackend:
         self._closing = False
         self._avg_s = 0.05
         self._fn_avg: dict[str, float] = {}  # function key -> recent duration (s)
+        self._rbuf = bytearray(wire.READ_SIZE)  # the IO thread's read buffer (``_read``)
+        self._rview = memoryview(self._rbuf)
         self._started = 0
         self._warned_cap = False
         # Workers are forked by the IO thread, which lives as long as this backend:
@@ -519,15 +521,15 @@ class ProcessesBackend:
         """Take in what ``p`` sent; False when nothing was there (or at EOF: the process
         closed its end, so it is dying)."""
         try:
-            data = os.read(p.rfd, 1 << 20)
+            n = os.readv(p.rfd, (self._rbuf,))
         except BlockingIOError:
             return False
         except OSError:
-            data = b""
-        if not data:
+            n = 0
+        if not n:
             self._crashed(p)
             return False
-        p.inbuf += data
+        p.inbuf += self._rview[:n]
         for fields in wire.split_frames(p.inbuf):
             if fields[0] == wire.RESULTS:
                 self._results(p, fields[1])
