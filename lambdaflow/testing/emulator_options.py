@@ -15,10 +15,12 @@ import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lambdaflow.testing.emulator_pool import AccountPool
+from lambdaflow.testing.sigv4 import Credential
 
 MEMORY_LIMITS = (None, "rss", "rlimit")
 
@@ -141,3 +143,19 @@ class EmulatorOptions:
             values[f.name] = value
         return cls.build(**values)
 
+
+
+def accepted(
+    options: EmulatorOptions | None,
+    overrides: dict[str, Any],
+    credentials: Sequence[Credential] | None,
+    sts_endpoint_url: str | None,
+    service_credential: Credential | None,
+) -> tuple[EmulatorOptions, list[Credential]]:
+    """What ``LambdaEmulator`` / ``EmulatorProcess`` are given, checked: the options and
+    the keys it accepts (default: one generated for this run, the first signs its own
+    calls)."""
+    if bool(sts_endpoint_url) != (service_credential is not None):
+        raise ValueError("sts_endpoint_url and service_credential go together")
+    keys = list(credentials or [Credential.generate("emulator-admin")])
+    return EmulatorOptions.build(options, **overrides), keys

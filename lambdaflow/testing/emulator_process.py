@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR, die_with_parent
-from lambdaflow.testing.emulator_env import DEFAULT_HANDLER
-from lambdaflow.testing.emulator_options import EmulatorOptions
+from lambdaflow.testing.emulator_env import DEFAULT_HANDLER, FunctionConfig
+from lambdaflow.testing.emulator_options import EmulatorOptions, accepted
 from lambdaflow.testing.sigv4 import Credential
 
 logger = logging.getLogger(__name__)
@@ -87,13 +87,11 @@ class EmulatorProcess:
         **overrides: Any,
     ) -> None:
         """As ``LambdaEmulator``: ``options`` / ``overrides`` are ``EmulatorOptions``."""
-        self.options = EmulatorOptions.build(options, **overrides)
-        if bool(sts_endpoint_url) != (service_credential is not None):
-            raise ValueError("sts_endpoint_url and service_credential go together")
+        self.options, creds = accepted(
+            options, overrides, credentials, sts_endpoint_url, service_credential)
         self.host = host
         self.port = port
         self.region = self.options.region
-        creds = list(credentials or [Credential.generate("emulator-admin")])
         self.credentials = creds[0]
         self._secrets = _encode_secrets(creds, sts_endpoint_url, service_credential)
         self._proc: subprocess.Popen | None = None
@@ -158,23 +156,11 @@ class EmulatorProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def create_function(
-        self,
-        name: str,
-        *,
-        handler: str = DEFAULT_HANDLER,
-        timeout_s: float = 3.0,
-        memory_mb: int = 128,
-        env: dict | None = None,
-        concurrency: int | None = None,
-        role: str = "",
-    ) -> dict:
-        """As ``LambdaEmulator.create_function``."""
-        spec = {
-            "name": name, "handler": handler, "timeout_s": timeout_s,
-            "memory_mb": memory_mb, "env": env or {}, "concurrency": concurrency,
-            "role": role,
-        }  # fmt: skip
+    def create_function(self, name: str, **settings: Any) -> dict:
+        """As ``LambdaEmulator.create_function`` (checked here first, so that a wrong
+        name or value raises in the caller, as there)."""
+        FunctionConfig.build(name, **settings)
+        spec = {"name": name, **settings}
         return self._request("POST", "/_emulator/functions", spec)
 
     def delete_function(self, name: str) -> None:

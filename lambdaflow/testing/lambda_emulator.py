@@ -21,8 +21,10 @@ loop (``call_soon_threadsafe``) and wait for the answer. The modules:
     emulator_api        Lambda service routes: Invoke, Create/Get/Delete/ListFunctions, ...
     emulator_core       scheduling: warm reuse (LIFO), cold starts up to the concurrency
                         limit, 429 beyond it, async queue + 2 retries, timeouts, crashes
+    emulator_runtime    the Runtime API of each environment (next, response, error)
     emulator_events     timeouts, process exits, output capture, the memory watchdog
     emulator_env        function / invocation / environment records, process spawning
+    emulator_options    the emulator's options, one list (keywords, JSON, command line)
     emulator_bootstrap  the environment's entry point: die-with-parent, RLIMIT_AS, then
                         awslambdaric's own main
 
@@ -75,7 +77,7 @@ from lambdaflow.testing.emulator_api import LambdaApi
 from lambdaflow.testing.emulator_core import EmulatorCore
 from lambdaflow.testing.emulator_env import DEFAULT_HANDLER, FunctionConfig
 from lambdaflow.testing.emulator_http import HttpConnection
-from lambdaflow.testing.emulator_options import EmulatorOptions
+from lambdaflow.testing.emulator_options import EmulatorOptions, accepted
 from lambdaflow.testing.roles import RoleSessions
 from lambdaflow.testing.sigv4 import Credential
 
@@ -100,13 +102,11 @@ class LambdaEmulator:
     ) -> None:
         """``options`` and ``overrides``: ``emulator_options.EmulatorOptions``'s fields
         (``region=``, ``python_path=``, ``memory_limit=``, ...)."""
-        self.options = EmulatorOptions.build(options, **overrides)
-        if bool(sts_endpoint_url) != (service_credential is not None):
-            raise ValueError("sts_endpoint_url and service_credential go together")
+        self.options, creds = accepted(
+            options, overrides, credentials, sts_endpoint_url, service_credential)
         self.host = host
         self.port = port
         self.region = self.options.region
-        creds = list(credentials or [Credential.generate("emulator-admin")])
         #: the key that signs this process's own calls (``client()``)
         self.credentials = creds[0]
         self._credentials = creds
@@ -234,31 +234,15 @@ class LambdaEmulator:
         return self._core
 
     # -- API ------------------------------------------------------------------------------
-    def create_function(
-        self,
-        name: str,
-        *,
-        handler: str = DEFAULT_HANDLER,
-        timeout_s: float = 3.0,
-        memory_mb: int = 128,
-        env: dict | None = None,
-        concurrency: int | None = None,
-        role: str = "",
-    ) -> dict:
+    def create_function(self, name: str, **settings: Any) -> dict:
         """Register (or replace) a function; returns its FunctionConfiguration.
+        ``settings``: ``FunctionConfig.build``'s (``handler``, ``timeout_s``,
+        ``memory_mb``, ``env``, ``concurrency``, ``role``).
 
         ``timeout_s`` may be fractional (Lambda's minimum of 1 s is not enforced here, so
         tests stay fast); ``concurrency`` is the reserved concurrency (None: the
         emulator's ``default_concurrency``)."""
-        config = FunctionConfig.build(
-            name,
-            handler=handler,
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
-            env=env,
-            concurrency=concurrency,
-            role=role,
-        )
+        config = FunctionConfig.build(name, **settings)
         return self._call(lambda: self.core.put_function(config))
 
     def delete_function(self, name: str) -> None:
