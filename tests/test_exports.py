@@ -22,7 +22,7 @@ def test_no_other_public_names():
     public = {n for n in dir(lambdaflow) if not n.startswith("_")}
     modules = {"api", "errors", "runtime", "serialization", "config", "events", "testing",
                "ops", "pipelines", "cli", "commands", "timeline", "deploy",
-               "aws", "limits", "variants", "deploy_settings",
+               "aws", "aws_codes", "limits", "variants", "deploy_settings",
                "events_bridge", "events_failed"}
     assert public - modules - PUBLIC == set()
 
