@@ -40,7 +40,6 @@ again (and, first, that task's own lost inputs) within its max_retries.
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import logging
 import queue
@@ -450,7 +449,7 @@ class Scheduler:
             fut = Future()
             fut.set_exception(exc)
         t.future = fut
-        fut.add_done_callback(functools.partial(self._post_done, t, t.attempt))
+        fut.add_done_callback(_PostDone(self._inbox, self._done_cmd, t, t.attempt))
 
     def _message(self, t: Task) -> TaskMessage:
         spec = t.spec
@@ -467,9 +466,6 @@ class Scheduler:
             inline_limit=self.inline_limit, nested=self.nested, refs=refs,
             job_key=self.job_key,
         )
-
-    def _post_done(self, t: Task, attempt: int, fut: Future) -> None:
-        self._inbox.put((self._done_cmd, (t, attempt, fut)))
 
     # ---------------------------------------------------------- completion
     def _on_done(self, t: Task, attempt: int, fut: Future) -> None:
@@ -870,6 +866,21 @@ class Scheduler:
             self._io.put(key, stored_error_frame(o.error))  # type: ignore[arg-type]
         elif o.loc is not None and "inline" in o.loc:
             self._io.put(key, o.loc["inline"])
+
+
+class _PostDone:
+    """A future's done callback: posts ``done(task, attempt, future)`` to the inbox. One
+    small object per dispatch (a partial of a bound method was three, each scanned by
+    the cyclic GC while the task is queued)."""
+
+    __slots__ = ("inbox", "done", "task", "attempt")
+
+    def __init__(self, inbox: queue.SimpleQueue, done: Callable, task: Task,
+                 attempt: int) -> None:
+        self.inbox, self.done, self.task, self.attempt = inbox, done, task, attempt
+
+    def __call__(self, fut: Future) -> None:
+        self.inbox.put((self.done, (self.task, self.attempt, fut)))
 
 
 class _StoreThread:
