@@ -91,10 +91,11 @@ def bench_gops(args) -> tuple[float, float]:
 def bench_lambdaflow(backend: str, args) -> dict:
     with lf.init(backend=backend, num_workers=args.workers):
         lf.get([r_noop.remote(i) for i in range(200)])  # warm up workers
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         refs = [r_noop.remote(i) for i in range(args.tasks)]
         lf.get(refs)
         noop_rate = args.tasks / (time.perf_counter() - t)
+        noop_cpu_us = (time.process_time() - cpu) / args.tasks * 1e6
         del refs
         t = time.perf_counter()
         ref = r_noop.remote(0)
@@ -110,18 +111,20 @@ def bench_lambdaflow(backend: str, args) -> dict:
         total = lf.get(parts[0])
         reduce_s = time.perf_counter() - t
         assert total[0] == sum(range(args.arrays))
-    return {"noop_per_s": noop_rate, "hop_ms": hop_ms, "reduce_s": reduce_s}
+    return {"noop_per_s": noop_rate, "hop_ms": hop_ms, "reduce_s": reduce_s,
+            "noop_cpu_us": noop_cpu_us}
 
 
 def bench_futures(kind: str, args) -> dict:
     pool_cls = ThreadPoolExecutor if kind == "threads" else ProcessPoolExecutor
     with pool_cls(args.workers) as pool:
         list(pool.map(noop, range(200)))
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         futs = [pool.submit(noop, i) for i in range(args.tasks)]
         for f in futs:
             f.result()
         noop_rate = args.tasks / (time.perf_counter() - t)
+        noop_cpu_us = (time.process_time() - cpu) / args.tasks * 1e6  # this process only
         t = time.perf_counter()
         value = 0
         for _ in range(args.chain):
@@ -136,7 +139,8 @@ def bench_futures(kind: str, args) -> dict:
         total = parts[0].result()
         reduce_s = time.perf_counter() - t
         assert total[0] == sum(range(args.arrays))
-    return {"noop_per_s": noop_rate, "hop_ms": hop_ms, "reduce_s": reduce_s}
+    return {"noop_per_s": noop_rate, "hop_ms": hop_ms, "reduce_s": reduce_s,
+            "noop_cpu_us": noop_cpu_us}
 
 
 def best(a: dict, b: dict) -> dict:
@@ -144,7 +148,8 @@ def best(a: dict, b: dict) -> dict:
     if not a:
         return b
     return {"noop_per_s": max(a["noop_per_s"], b["noop_per_s"]),
-            "hop_ms": min(a["hop_ms"], b["hop_ms"]), "reduce_s": min(a["reduce_s"], b["reduce_s"])}
+            "hop_ms": min(a["hop_ms"], b["hop_ms"]), "reduce_s": min(a["reduce_s"], b["reduce_s"]),
+            "noop_cpu_us": min(a["noop_cpu_us"], b["noop_cpu_us"])}
 
 
 def main() -> None:
@@ -178,6 +183,9 @@ def main() -> None:
                   f"{base['reduce_s']:>10.3f}")
             print(f"{'  ratio lambdaflow/stdlib':<26}{r['noop_per_s'] / base['noop_per_s']:>15.2f}"
                   f"{r['hop_ms'] / base['hop_ms']:>10.2f}{r['reduce_s'] / base['reduce_s']:>10.2f}")
+        note = f", {name}: {base['noop_cpu_us']:.1f} us" if args.compare and backend == "threads" else ""
+        print(f"#   CPU per no-op task (this process, all threads): lambdaflow "
+              f"{r['noop_cpu_us']:.1f} us{note}")
     if args.compare and args.gops and "processes" in args.backends.split(","):
         try:
             import av  # noqa: F401
