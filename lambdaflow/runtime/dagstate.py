@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class Task:
     __slots__ = ("id", "name", "spec", "state", "attempt", "deps", "nested", "outs",
                  "n_waiting", "future", "submit_time", "owner", "held", "pinned")
 
-    def __init__(self, spec: TaskSpec, deps: list[Obj], nested: list[Obj],
+    def __init__(self, spec: TaskSpec, deps: Sequence[Obj], nested: Sequence[Obj],
                  submit_time: float, owner: Any = None) -> None:
         self.id, self.name = spec.task_id, spec.options.name
         self.spec: TaskSpec | None = spec  # None once its lineage is dropped

@@ -26,6 +26,9 @@ from lambdaflow.runtime.store.base import Store
 from lambdaflow.runtime.task import TaskSpec
 
 WaitFn = Callable[[Reply, "float | None"], bool]
+#: TaskSpec.deps / .nested of a call without refs: one shared list, never mutated (each
+#: list a queued task holds is one more object for the cyclic GC to scan)
+_NO_IDS: list[str] = []
 
 
 class OwnerClient:
@@ -55,8 +58,8 @@ class OwnerClient:
         inline, args_key = calls.place_args(chunks, self.store, self.job_id, task_id,
                                             self.inline_limit, opts.name)
         spec = TaskSpec(task_id, fn_key, opts, inline, args_key,
-                        [r.id for r in deps] if deps else [],
-                        [r.id for r in nested if r.job == self.job_id] if nested else [])
+                        [r.id for r in deps] if deps else _NO_IDS,
+                        [r.id for r in nested if r.job == self.job_id] if nested else _NO_IDS)
         return self.scheduler.submit(spec)
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list:

@@ -45,3 +45,41 @@ def test_100k_tasks_bounded_memory():
     assert report["total"] == 100 * sum(range(1000))
     assert report["live"] < 50, f"{report['live']} objects still tracked after their refs dropped"
     assert report["peak_mb"] < 300, f"driver peak RSS {report['peak_mb']:.0f} MB"
+
+
+def test_released_tasks_leave_no_reference_cycles():
+    """A finished task whose objects were all released is freed by reference counting
+    alone: the cyclic garbage collector (the independent judge here: what it would
+    have to reclaim, kept in ``gc.garbage`` by DEBUG_SAVEALL) finds no scheduler
+    record. A Task <-> Obj cycle left every record to the collector, whose scans of
+    the in-flight records cost about a third of a no-op task's CPU (issue 12)."""
+    import gc
+
+    import lambdaflow as lf
+    from lambdaflow.runtime.dagstate import Obj, Task
+
+    @lf.remote
+    def double(x):
+        return 2 * x
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        with lf.init(backend="threads", num_workers=2) as rt:
+            refs = [double.remote(i) for i in range(50)]
+            chained = double.remote(refs[0])  # a dependency, and a multi-return task
+            pair = lf.remote(lambda: (1, 2)).options(num_returns=2).remote()
+            assert lf.get(refs) == [2 * i for i in range(50)]
+            assert lf.get(chained) == 0 and lf.get(pair) == [1, 2]
+            del refs, chained, pair
+            lf.get(double.remote(0))  # drains the releases posted before it
+            rt.scheduler.quiesce()
+            assert len(rt.scheduler._objs) <= 1
+            gc.collect()
+            leaked = [o for o in gc.garbage if type(o) in (Task, Obj)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == [], f"{len(leaked)} records were only reclaimable by the GC: {leaked[:4]}"
