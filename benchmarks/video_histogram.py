@@ -13,7 +13,10 @@ thread of:
   + rgb24         iter_frames + the rgb24 conversion (no histogram)
   decode+numpy    decode(format="rgb24") per chunk + np.bincount histograms
   fused native    ops.histogram.histogram_chunk per chunk (decode -> rgb24, exactly
-                  to_ndarray's conversion -> AVX2 C kernel)
+                  to_ndarray's conversion, band by band where proven equal (ops/banded.py)
+                  -> AVX2 C kernel on each band while it is in L2)
+  fused unbanded  the same with LAMBDAFLOW_BANDED=0: whole-frame rgb24, then the kernel
+                  (the fused op before banding)
   fused gbrp      the fused op before issue 11 (gbrp with POINT + planar kernel): what
                   exact equality with the rgb24 reference costs; its numbers differ
 
@@ -84,7 +87,7 @@ def ratios(rounds: list[tuple[float, float]], base: list[tuple[float, float]]) -
 def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple[float, float]]]:
     import av
 
-    from lambdaflow.ops.histogram import histogram_chunk, rgb_histograms
+    from lambdaflow.ops.histogram import BANDED_ENV, histogram_chunk, rgb_histograms
     from lambdaflow.ops.video import RGB24, decode, iter_frames, plan_chunks, probe
 
     index = probe(path)
@@ -121,12 +124,20 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
                 n += 1
         return n
 
-    def fused(native: bool) -> Callable[[], int]:
+    def fused(native: bool, banded: bool = True) -> Callable[[], int]:
         def run() -> int:
-            return sum(
-                len(histogram_chunk(path, c.start, c.stop, 16, chunk=c, native=native).hist)
-                for c in plan
-            )
+            saved = os.environ.get(BANDED_ENV)
+            os.environ[BANDED_ENV] = "1" if banded else "0"
+            try:
+                return sum(
+                    len(histogram_chunk(path, c.start, c.stop, 16, chunk=c, native=native).hist)
+                    for c in plan
+                )
+            finally:
+                if saved is None:
+                    del os.environ[BANDED_ENV]
+                else:
+                    os.environ[BANDED_ENV] = saved
 
         return run
 
@@ -155,6 +166,7 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
             "iter_frames": entered,
             "+ rgb24": converted,
             "fused native": fused(True),
+            "fused unbanded": fused(True, banded=False),
             "fused gbrp": fused_gbrp,
             "decode+numpy": decode_numpy,
         },
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu, wall = (max(x[k] for x in runs) for k in (0, 1))
             paired = ratios(runs, base)
             print(
-                f"  {label:<14} {cpu:7.1f} frames/s cpu ({cpu / base_cpu:4.2f}x)  "
+                f"  {label:<15} {cpu:7.1f} frames/s cpu ({cpu / base_cpu:4.2f}x)  "
                 f"{wall:7.1f} frames/s wall ({wall / base_wall:4.2f}x)  "
                 f"per round cpu {statistics.median(paired):4.2f}x "
                 f"[{paired[0]:4.2f}-{paired[-1]:4.2f}]"
@@ -256,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         ms = {label: 1e3 / max(x[0] for x in runs) for label, runs in r.items()}
         print(
             f"  per frame (best CPU): decode {ms['iter_frames']:.3f} ms, rgb24 conversion "
-            f"{ms['+ rgb24'] - ms['iter_frames']:.3f} ms, kernel + Python "
-            f"{ms['fused native'] - ms['+ rgb24']:.3f} ms"
+            f"{ms['+ rgb24'] - ms['iter_frames']:.3f} ms, then kernel + Python "
+            f"{ms['fused unbanded'] - ms['+ rgb24']:.3f} ms; banded conversion + kernel + "
+            f"Python {ms['fused native'] - ms['iter_frames']:.3f} ms"
         )
         if args.end_to_end:
             for workers in (1, 2):
