@@ -89,7 +89,9 @@ def _swscale() -> tuple[tuple[int, ...], Any] | None:
         return None
     try:
         sws, avutil = ctypes.CDLL(sws_path), ctypes.CDLL(avutil_path)
-        addresses = tuple(ctypes.cast(getattr(sws, s), ctypes.c_void_p).value or 0 for s in _SWS_SYMBOLS)
+        addresses = tuple(
+            ctypes.cast(getattr(sws, s), ctypes.c_void_p).value or 0 for s in _SWS_SYMBOLS
+        )
         get_pix_fmt = avutil.av_get_pix_fmt
     except (OSError, AttributeError) as exc:
         log.debug("banded rgb24: %s; not banding", exc)
