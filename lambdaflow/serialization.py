@@ -296,10 +296,13 @@ def dumps(value: Any, *, share: str | None = None) -> list:
         _Pickler(f, protocol=5, buffer_callback=oob.append).dump(value)
     else:
         _SharePickler(f, share == "move", oob.append).dump(value)
-    body = f.getbuffer()
+    # getvalue(), not getbuffer(): CPython hands over its buffer without a copy, and a
+    # view exported from the BytesIO would make its close() fail (BufferError) when a
+    # garbage-collected cycle finalizes it while the frame is still being written
+    body = f.getvalue()
     raws = [b.raw() for b in oob]
     header = bytearray(_HEAD.pack(MAGIC, len(raws)))
-    header += _LEN.pack(body.nbytes)
+    header += _LEN.pack(len(body))
     for raw in raws:
         header += _LEN.pack(raw.nbytes)
     header += _ZEROS[: _pad(len(header))]

@@ -124,3 +124,24 @@ def test_remote_traceback_keeps_file_line_and_source_where_the_file_is_gone(tmp_
     assert f'File "{source}", line 2, in helper' in out
     assert "    return 1 / x" in out
     assert "dynamic-code" not in out
+
+
+def test_a_frame_collected_in_a_cycle_raises_nothing_unraisable(monkeypatch):
+    """A frame that ends up in a garbage cycle (a traceback's frame holding it, as after
+    a failed upload) is finalized by the cycle collector; nothing may complain then.
+    (A view exported from the pickler's BytesIO made its close() raise BufferError:
+    "Exception ignored in: <_io.BytesIO ...>", seen in CI on 3.13.)"""
+    import gc
+    import sys
+
+    from lambdaflow.serialization import dumps
+
+    seen: list = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    for value in ({"a": [1, 2.5, "x" * 1000]}, [np.arange(10_000)], {"k": object.__name__}):
+        chunks = dumps(value)
+        cycle: list = [chunks]
+        cycle.append(cycle)
+        del chunks, cycle
+        gc.collect()
+    assert [f"{u.exc_type.__name__}: {u.exc_value}" for u in seen] == []

@@ -58,6 +58,7 @@ from lambdaflow.testing.emulator_env import (
 )
 from lambdaflow.testing.emulator_events import EnvironmentEvents
 from lambdaflow.testing.emulator_http import HttpConnection, Request
+from lambdaflow.testing.emulator_options import EmulatorOptions
 from lambdaflow.testing.emulator_pool import ACCOUNT_LIMIT, AccountPool
 from lambdaflow.testing.peer import peer_is_in_tree
 from lambdaflow.testing.roles import RoleSessions
@@ -98,38 +99,27 @@ class EmulatorCore(EnvironmentEvents):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        *,
-        region: str,
-        account_concurrency: int,
-        min_unreserved: int,
-        python_path: list[str],
-        task_root: str,
-        memory_limit: str | None,
-        rlimit_headroom_mb: int,
-        async_retry_delays_s: tuple[float, ...],
-        idle_timeout_s: float,
-        isolate: bool,
-        shared_paths: list[str],
-        echo_logs: bool,
+        options: EmulatorOptions,
         credentials: list[Credential],
         roles: RoleSessions | None,
     ) -> None:
         self.loop = loop
-        self.region = region
-        self.pool = AccountPool(account_concurrency, min_unreserved)
-        self.idle_timeout_s = idle_timeout_s
-        self.shared_paths = shared_paths if isolate else None
-        self.verifier = SigV4Verifier(region)
+        self.options = options
+        self.region = options.region
+        self.pool = AccountPool(options.account_concurrency, options.min_unreserved)
+        self.idle_timeout_s = options.idle_timeout_s
+        self.shared_paths = list(options.shared_paths) if options.isolate else None
+        self.verifier = SigV4Verifier(self.region)
         for credential in credentials:
             self.verifier.add(credential)
         self.roles = roles
         self.endpoint_url = ""  # set once the Invoke API listens
-        self.python_path = python_path
-        self.task_root = task_root
-        self.memory_limit = memory_limit
-        self.rlimit_headroom_mb = rlimit_headroom_mb
-        self.async_retry_delays_s = async_retry_delays_s
-        self.echo_logs = echo_logs
+        self.python_path = list(options.python_path)
+        self.task_root = options.task_root or os.getcwd()
+        self.memory_limit = options.memory_limit
+        self.rlimit_headroom_mb = options.rlimit_headroom_mb
+        self.async_retry_delays_s = options.async_retry_delays_s
+        self.echo_logs = options.echo_logs
         self.functions: dict[str, FunctionState] = {}
         self.history: list[Environment] = []  # every environment ever started
         self._seq = 0

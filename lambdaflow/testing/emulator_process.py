@@ -33,15 +33,18 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import Any
 
 from lambdaflow.testing.emulator_bootstrap import PARENT_PID_VAR, die_with_parent
-from lambdaflow.testing.emulator_env import DEFAULT_HANDLER
+from lambdaflow.testing.emulator_env import DEFAULT_HANDLER, FunctionConfig
+from lambdaflow.testing.emulator_options import EmulatorOptions, accepted
 from lambdaflow.testing.sigv4 import Credential
 
 logger = logging.getLogger(__name__)
 
 READY_LINE = "Lambda emulator on "
 SECRETS_VAR = "_LAMBDAFLOW_EMULATOR_SECRETS"
+OPTIONS_VAR = "_LAMBDAFLOW_EMULATOR_OPTIONS"  # EmulatorOptions as JSON, from EmulatorProcess
 
 
 def _encode_secrets(
@@ -77,46 +80,20 @@ class EmulatorProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        region: str = "us-east-1",
-        account_concurrency: int = 1000,
-        min_unreserved: int = 100,
-        python_path: Sequence[str] = (),
-        task_root: str | None = None,
-        memory_limit: str | None = "rss",
-        async_retry_delays_s: Sequence[float] = (60.0, 120.0),
-        idle_timeout_s: float = 600.0,
-        isolate: bool = True,
-        shared_paths: Sequence[str] = (),
-        echo_logs: bool = False,
+        options: EmulatorOptions | None = None,
         credentials: Sequence[Credential] | None = None,
         sts_endpoint_url: str | None = None,
         service_credential: Credential | None = None,
+        **overrides: Any,
     ) -> None:
+        """As ``LambdaEmulator``: ``options`` / ``overrides`` are ``EmulatorOptions``."""
+        self.options, creds = accepted(
+            options, overrides, credentials, sts_endpoint_url, service_credential)
         self.host = host
         self.port = port
-        self.region = region
-        creds = list(credentials or [Credential.generate("emulator-admin")])
+        self.region = self.options.region
         self.credentials = creds[0]
         self._secrets = _encode_secrets(creds, sts_endpoint_url, service_credential)
-        self._argv = [
-            "--host", host, "--port", str(port), "--region", region,
-            "--account-concurrency", str(account_concurrency),
-            "--min-unreserved", str(min_unreserved),
-            "--idle-timeout", str(idle_timeout_s),
-            "--memory-limit", memory_limit or "none",
-        ]  # fmt: skip
-        if not isolate:
-            self._argv.append("--no-isolate")
-        for entry in shared_paths:
-            self._argv += ["--shared-path", str(entry)]
-        for delay in async_retry_delays_s:
-            self._argv += ["--async-retry-delay", str(delay)]
-        for entry in python_path:
-            self._argv += ["--python-path", str(entry)]
-        if task_root:
-            self._argv += ["--task-root", task_root]
-        if echo_logs:
-            self._argv.append("--echo-logs")
         self._proc: subprocess.Popen | None = None
         self._url = ""
 
@@ -136,11 +113,13 @@ class EmulatorProcess:
         if self._proc is not None:
             return self
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "lambdaflow.testing.lambda_emulator", *self._argv],
+            [sys.executable, "-m", "lambdaflow.testing.lambda_emulator",
+             "--host", self.host, "--port", str(self.port)],
             stdout=subprocess.PIPE,
             text=True,
             env=dict(
-                os.environ, **{SECRETS_VAR: self._secrets, PARENT_PID_VAR: str(os.getpid())}
+                os.environ, **{SECRETS_VAR: self._secrets, OPTIONS_VAR: self.options.to_json(),
+                               PARENT_PID_VAR: str(os.getpid())}
             ),
         )
         atexit.register(self.stop)
@@ -177,23 +156,11 @@ class EmulatorProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def create_function(
-        self,
-        name: str,
-        *,
-        handler: str = DEFAULT_HANDLER,
-        timeout_s: float = 3.0,
-        memory_mb: int = 128,
-        env: dict | None = None,
-        concurrency: int | None = None,
-        role: str = "",
-    ) -> dict:
-        """As ``LambdaEmulator.create_function``."""
-        spec = {
-            "name": name, "handler": handler, "timeout_s": timeout_s,
-            "memory_mb": memory_mb, "env": env or {}, "concurrency": concurrency,
-            "role": role,
-        }  # fmt: skip
+    def create_function(self, name: str, **settings: Any) -> dict:
+        """As ``LambdaEmulator.create_function`` (checked here first, so that a wrong
+        name or value raises in the caller, as there)."""
+        FunctionConfig.build(name, **settings)
+        spec = {"name": name, **settings}
         return self._request("POST", "/_emulator/functions", spec)
 
     def delete_function(self, name: str) -> None:
@@ -257,17 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the lambdaflow Lambda emulator.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001, help="0: a free port")
-    parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--account-concurrency", type=int, default=1000)
-    parser.add_argument("--min-unreserved", type=int, default=100)
-    parser.add_argument("--idle-timeout", type=float, default=600.0)
-    parser.add_argument("--async-retry-delay", type=float, action="append", default=None)
-    parser.add_argument("--python-path", action="append", default=[])
-    parser.add_argument("--shared-path", action="append", default=[])
-    parser.add_argument("--no-isolate", action="store_true")
-    parser.add_argument("--task-root", default=None)
-    parser.add_argument("--memory-limit", choices=("rss", "rlimit", "none"), default="rss")
-    parser.add_argument("--echo-logs", action="store_true")
+    EmulatorOptions.add_arguments(parser)
     parser.add_argument(
         "--function-name", action="append", default=[],
         help="create this function at start (repeatable), with the options below",
@@ -286,20 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     secrets = _decode_secrets(os.environ.pop(SECRETS_VAR, ""))
     if PARENT_PID_VAR in os.environ:  # started by EmulatorProcess: die with the driver
         die_with_parent(signal.SIGTERM)
+    given = os.environ.pop(OPTIONS_VAR, "")
+    options = EmulatorOptions.from_json(given) if given else EmulatorOptions.from_arguments(args)
     with LambdaEmulator(
         args.host,
         args.port,
-        region=args.region,
-        account_concurrency=args.account_concurrency,
-        min_unreserved=args.min_unreserved,
-        idle_timeout_s=args.idle_timeout,
-        isolate=not args.no_isolate,
-        shared_paths=args.shared_path,
-        async_retry_delays_s=tuple(args.async_retry_delay or (60.0, 120.0)),
-        python_path=args.python_path,
-        task_root=args.task_root,
-        memory_limit=None if args.memory_limit == "none" else args.memory_limit,
-        echo_logs=args.echo_logs,
+        options=options,
         **secrets,
     ) as emu:
         if secrets["credentials"] is None:  # serving by hand: say which key to sign with

@@ -64,7 +64,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -76,7 +75,7 @@ from lambdaflow.testing.emulator_api import LambdaApi
 from lambdaflow.testing.emulator_core import EmulatorCore
 from lambdaflow.testing.emulator_env import DEFAULT_HANDLER, FunctionConfig
 from lambdaflow.testing.emulator_http import HttpConnection
-from lambdaflow.testing.emulator_pool import AccountPool
+from lambdaflow.testing.emulator_options import EmulatorOptions, accepted
 from lambdaflow.testing.roles import RoleSessions
 from lambdaflow.testing.sigv4 import Credential
 
@@ -93,56 +92,27 @@ class LambdaEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        region: str = "us-east-1",
-        account_concurrency: int = 1000,
-        min_unreserved: int = 100,
-        python_path: Sequence[str] = (),
-        task_root: str | None = None,
-        memory_limit: str | None = "rss",
-        rlimit_headroom_mb: int = 1024,
-        async_retry_delays_s: Sequence[float] = (60.0, 120.0),
-        idle_timeout_s: float = 600.0,
-        isolate: bool = True,
-        shared_paths: Sequence[str] = (),
-        echo_logs: bool = False,
+        options: EmulatorOptions | None = None,
         credentials: Sequence[Credential] | None = None,
         sts_endpoint_url: str | None = None,
         service_credential: Credential | None = None,
+        **overrides: Any,
     ) -> None:
-        if memory_limit not in (None, "rss", "rlimit"):
-            raise ValueError(
-                f"memory_limit={memory_limit!r}: use None, 'rss' or 'rlimit'"
-            )
-        AccountPool(account_concurrency, min_unreserved)  # checks the two numbers
-        if bool(sts_endpoint_url) != (service_credential is not None):
-            raise ValueError("sts_endpoint_url and service_credential go together")
+        """``options`` and ``overrides``: ``emulator_options.EmulatorOptions``'s fields
+        (``region=``, ``python_path=``, ``memory_limit=``, ...)."""
+        self.options, creds = accepted(
+            options, overrides, credentials, sts_endpoint_url, service_credential)
         self.host = host
         self.port = port
-        self.region = region
-        creds = list(credentials or [Credential.generate("emulator-admin")])
+        self.region = self.options.region
         #: the key that signs this process's own calls (``client()``)
         self.credentials = creds[0]
-        roles = (
-            RoleSessions(sts_endpoint_url, region, service_credential)
+        self._credentials = creds
+        self._roles = (
+            RoleSessions(sts_endpoint_url, self.region, service_credential)
             if sts_endpoint_url and service_credential is not None
             else None
         )
-        self._options: dict[str, Any] = {
-            "region": region,
-            "account_concurrency": account_concurrency,
-            "min_unreserved": min_unreserved,
-            "idle_timeout_s": idle_timeout_s,
-            "isolate": isolate,
-            "shared_paths": [os.path.abspath(p) for p in shared_paths],
-            "credentials": creds,
-            "roles": roles,
-            "python_path": list(python_path),
-            "task_root": task_root or os.getcwd(),
-            "memory_limit": memory_limit,
-            "rlimit_headroom_mb": rlimit_headroom_mb,
-            "async_retry_delays_s": tuple(async_retry_delays_s),
-            "echo_logs": echo_logs,
-        }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._core: EmulatorCore | None = None
@@ -180,7 +150,7 @@ class LambdaEmulator:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            self._core = EmulatorCore(loop, **self._options)
+            self._core = EmulatorCore(loop, self.options, self._credentials, self._roles)
             api = LambdaApi(self._core)
             self._server = loop.run_until_complete(
                 loop.create_server(
@@ -262,31 +232,15 @@ class LambdaEmulator:
         return self._core
 
     # -- API ------------------------------------------------------------------------------
-    def create_function(
-        self,
-        name: str,
-        *,
-        handler: str = DEFAULT_HANDLER,
-        timeout_s: float = 3.0,
-        memory_mb: int = 128,
-        env: dict | None = None,
-        concurrency: int | None = None,
-        role: str = "",
-    ) -> dict:
+    def create_function(self, name: str, **settings: Any) -> dict:
         """Register (or replace) a function; returns its FunctionConfiguration.
+        ``settings``: ``FunctionConfig.build``'s (``handler``, ``timeout_s``,
+        ``memory_mb``, ``env``, ``concurrency``, ``role``).
 
         ``timeout_s`` may be fractional (Lambda's minimum of 1 s is not enforced here, so
         tests stay fast); ``concurrency`` is the reserved concurrency (None: the
         emulator's ``default_concurrency``)."""
-        config = FunctionConfig.build(
-            name,
-            handler=handler,
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
-            env=env,
-            concurrency=concurrency,
-            role=role,
-        )
+        config = FunctionConfig.build(name, **settings)
         return self._call(lambda: self.core.put_function(config))
 
     def delete_function(self, name: str) -> None:

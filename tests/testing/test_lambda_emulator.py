@@ -444,8 +444,11 @@ def test_memory_over_the_limit_is_out_of_memory(emulator, client):
     assert body["errorMessage"].endswith("Runtime exited with error: signal: killed")
 
 
-def test_rlimit_memory_limit_raises_memory_error_in_the_handler():
-    with LambdaEmulator(
+@pytest.mark.parametrize("kind", [LambdaEmulator, EmulatorProcess])
+def test_rlimit_memory_limit_raises_memory_error_in_the_handler(kind):
+    """Also in a child process: every option reaches it (``rlimit_headroom_mb`` was
+    not even accepted by EmulatorProcess when it kept its own copy of the list)."""
+    with kind(
         python_path=[HANDLERS_DIR], memory_limit="rlimit", rlimit_headroom_mb=512
     ) as emu:
         emu.create_function("hog", handler="handlers.hog", memory_mb=128)
@@ -632,7 +635,7 @@ def test_default_async_retry_schedule_is_lambdas():
     from lambdaflow.testing.lambda_emulator import LambdaEmulator as Emu
 
     emu = Emu()
-    assert emu._options["async_retry_delays_s"] == (60.0, 120.0)
+    assert emu.options.async_retry_delays_s == (60.0, 120.0)
 
 
 def test_async_events_older_than_the_maximum_age_are_dropped(tmp_path):

@@ -131,7 +131,7 @@ def test_remove_leaves_nothing_while_another_thread_keeps_writing(root):
         stop = threading.Event()
         refused: list[BaseException] = []
 
-        def write() -> None:
+        def write(store: LocalDirStore, stop: threading.Event, refused: list) -> None:
             i = 0
             while not stop.is_set():
                 try:
@@ -140,7 +140,7 @@ def test_remove_leaves_nothing_while_another_thread_keeps_writing(root):
                     refused.append(exc)
                 i += 1
 
-        writer = threading.Thread(target=write, daemon=True)
+        writer = threading.Thread(target=write, args=(store, stop, refused), daemon=True)
         writer.start()
         try:
             for i in range(200):
