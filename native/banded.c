@@ -15,9 +15,11 @@
  *              width, height, src_fmt, dst_fmt, flags, colorspace, src_full, linesize,
  *              band, chroma_shift) -> capsule
  *   banded_hist(conv, planes, bins, out)   planes: ((buffer, line_size), ...) of the
- *              source frame; out: int64, 3 * bins, overwritten. GIL released.
+ *              source frame; out: int64, 3 * bins, overwritten; True. False (out
+ *              untouched) if a plane's address % 64 is not what banded_convert saw.
  *   banded_convert(conv, planes, out)      the same bands copied into out (height rows
- *              of linesize bytes): what the self-check compares with PyAV.
+ *              of linesize bytes): what the self-check compares with PyAV; records
+ *              each plane's address % 64 (the only alignment banded_hist accepts).
  */
 #include "banded.h"
 
@@ -40,6 +42,7 @@ typedef struct {
     void *full;       /* context for bands of `band` rows */
     void *last;       /* context for the last band (height % band rows), or NULL */
     int width, height, band, chroma_shift, linesize;
+    int proven_align[LF_MAX_SRC_PLANES]; /* plane address % 64 when banded_convert ran */
     uint8_t *buf;     /* band * linesize bytes, 64-byte aligned */
 } Banded;
 
@@ -104,6 +107,7 @@ PyObject *lf_banded_new(PyObject *self, PyObject *args)
     b->band = band < height ? band : height;
     b->chroma_shift = shift;
     b->linesize = linesize;
+    for (int i = 0; i < LF_MAX_SRC_PLANES; i++) b->proven_align[i] = -1;
     if (posix_memalign((void **)&b->buf, 64, (size_t)b->band * (size_t)linesize)) {
         free(b);
         return PyErr_NoMemory();
@@ -221,6 +225,13 @@ PyObject *lf_banded_hist(PyObject *self, PyObject *args)
         PyBuffer_Release(&out);
         return NULL;
     }
+    /* swscale picks some vector paths by address alignment: only what was compared. */
+    for (int i = 0; i < s.n; i++)
+        if ((int)((uintptr_t)s.data[i] % 64) != b->proven_align[i]) {
+            source_release(&s);
+            PyBuffer_Release(&out);
+            Py_RETURN_FALSE;
+        }
     int failed = 0;
     lf_rgb_acc acc;
     lf_rgb_start(&acc, bins);
@@ -235,7 +246,7 @@ PyObject *lf_banded_hist(PyObject *self, PyObject *args)
     source_release(&s);
     PyBuffer_Release(&out);
     if (failed) return PyErr_Format(PyExc_RuntimeError, "banded_hist: sws_scale failed");
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 PyObject *lf_banded_convert(PyObject *self, PyObject *args)
@@ -257,6 +268,7 @@ PyObject *lf_banded_convert(PyObject *self, PyObject *args)
         return NULL;
     }
     int failed = 0;
+    for (int i = 0; i < s.n; i++) b->proven_align[i] = (int)((uintptr_t)s.data[i] % 64);
     Py_BEGIN_ALLOW_THREADS
     for (int y = 0; y < b->height && !failed; y += b->band) {
         int rows = b->height - y < b->band ? b->height - y : b->band;

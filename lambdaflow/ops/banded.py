@@ -24,8 +24,11 @@ subsampling (4:2:0 also needs an even height: with an odd one swscale takes anot
 path for the whole frame). Those are the only formats tried, and even there the first
 frame of every (size, format, colorspace, range) is converted both ways and compared
 byte for byte; any difference (another FFmpeg, another CPU path) turns banding off for
-that geometry, with the same numbers from the whole-frame path. Linux only (the memory
-map); anywhere else, or without the native kernel, ``hist`` returns False.
+that geometry, with the same numbers from the whole-frame path. The key includes the
+source planes' strides, and the native side only bands a frame whose plane addresses
+have the alignment (mod 64) of the frame compared (swscale picks some vector paths by
+alignment); another frame goes the whole-frame way. Linux only (the memory map);
+anywhere else, or without the native kernel, ``hist`` returns False.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def _swscale() -> tuple[tuple[int, ...], Any] | None:
     return addresses, get_pix_fmt
 
 
-#: key -> whether banding gave PyAV's pixels on the first frame (shared by threads)
+#: key -> PyAV's rgb24 stride if banding gave its pixels on the first frame, None if
+#: not (shared by threads; a converter is per thread: it has one band buffer)
 _proven: dict[tuple[Any, ...], int | None] = {}
 _local = threading.local()  # .converters: key -> capsule (a converter has one buffer)
 
@@ -117,20 +121,24 @@ class BandedRGB:
         fmt = frame.format.name
         shift = CHROMA_SHIFT.get(fmt)
         height, width = frame.height, frame.width
+        colorspace = getattr(frame, "colorspace", None)  # PyAV >= 13 has both
+        color_range = getattr(frame, "color_range", None)
         if shift is None or height % (1 << shift) or height <= BAND:
             return False
-        key = (width, height, fmt, int(frame.colorspace), int(frame.color_range))
+        if colorspace is None or color_range is None:
+            return False
+        planes = [(p, p.line_size) for p in frame.planes]
+        strides = tuple(s for _, s in planes)
+        key = (width, height, fmt, int(colorspace), int(color_range), strides)
         linesize = _proven.get(key, 0)
         if linesize is None:
             return False
-        planes = [(p, p.line_size) for p in frame.planes]
         if not linesize:
             linesize = self._prove(key, frame, planes, rgb24, shift)
             if linesize is None:
                 return False
         conv = self._converter(key, linesize, shift)
-        self._native.banded_hist(conv, planes, bins, out.reshape(-1))
-        return True
+        return bool(self._native.banded_hist(conv, planes, bins, out.reshape(-1)))
 
     def _converter(self, key: tuple[Any, ...], linesize: int, shift: int) -> Any:
         converters = getattr(_local, "converters", None)
@@ -141,7 +149,7 @@ class BandedRGB:
             symbols = _swscale()
             assert symbols is not None  # proven keys exist only when it was found
             addresses, get_pix_fmt = symbols
-            width, height, fmt, colorspace, color_range = key
+            width, height, fmt, colorspace, color_range, _ = key
             full = int(color_range == AVCOL_RANGE_JPEG or fmt.startswith("yuvj"))
             if len(converters) >= 8:  # sizes seen by one thread: few; keep it bounded
                 converters.clear()

@@ -50,13 +50,7 @@ def banded_pixels(frame: av.VideoFrame) -> np.ndarray | None:
     out = np.zeros((3, 16), np.int64)
     if not b.hist(frame, RGB24(), 16, out):
         return None
-    key = (
-        frame.width,
-        frame.height,
-        frame.format.name,
-        int(frame.colorspace),
-        int(frame.color_range),
-    )
+    [key] = banded._proven
     linesize = banded._proven[key]
     conv = b._converter(key, linesize, banded.CHROMA_SHIFT[frame.format.name])
     buf = np.empty(frame.height * linesize, np.uint8)
@@ -197,3 +191,26 @@ def test_native_arguments_are_checked():
         native.banded_hist(
             conv, [(p, p.line_size) for p in frame.planes], 16, np.zeros(47, np.int64)
         )
+
+
+@pytest.mark.skipif(not LINUX, reason="banding finds PyAV's libswscale in /proc/self/maps")
+def test_planes_at_another_alignment_than_the_compared_frame_are_not_banded():
+    """swscale picks vector paths by address alignment: the same pixels at plane
+    addresses shifted by one byte are refused (False, out untouched), not converted."""
+    frame = frames_of(corpus.corpus_file("bikes.ts"), 1)[0]
+    b = banded.BandedRGB(native)
+    out = np.zeros((3, 16), np.int64)
+    assert b.hist(frame, RGB24(), 16, out)
+    [key] = banded._proven
+    conv = b._converter(key, banded._proven[key], 1)
+    shifted = []
+    for p in frame.planes:
+        raw = np.zeros(p.buffer_size + 64, np.uint8)
+        at = (-raw.ctypes.data) % 64 + 1  # one byte past a 64-byte boundary
+        raw[at : at + p.buffer_size] = np.frombuffer(p, np.uint8)
+        shifted.append((raw[at : at + p.buffer_size], p.line_size))
+    untouched = np.full(48, -1, np.int64)
+    assert native.banded_hist(conv, shifted, 16, untouched) is False
+    assert (untouched == -1).all()
+    assert native.banded_hist(conv, [(p, p.line_size) for p in frame.planes], 16, untouched)
+    assert np.array_equal(untouched.reshape(3, 16), ref_hist(frame.to_ndarray(format="rgb24")))
