@@ -5,7 +5,9 @@
                                         rgb24 conversion, one reused swscale context) ─>
                                         native kernel reads the interleaved pixels in place
                                         ─> row of the result (the frame is dropped before
-                                        the next is decoded)
+                                        the next is decoded); where ops.banded proved it
+                                        exact, the same conversion and kernel run band by
+                                        band in L2 (``LAMBDAFLOW_BANDED=0``: never)
 
 Bins split [0, 256) evenly: ``bin = value * bins // 256``; rows are R, G, B (or Y, U, V).
 The native kernel (``lambdaflow._native``, built from native/histogram.c) releases the GIL;
