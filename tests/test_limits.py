@@ -46,11 +46,11 @@ def test_checks_name_the_limit():
 def test_consumers_read_the_table():
     from lambdaflow.deploy.settings import DeploySettings
     from lambdaflow.errors import ConfigError
-    from lambdaflow.testing import emulator_core, emulator_env
+    from lambdaflow.testing import emulator_env, emulator_runtime
 
     assert emulator_env.SYNC_PAYLOAD_LIMIT == limits.SYNC_REQUEST_BYTES
     assert emulator_env.ASYNC_PAYLOAD_LIMIT == limits.ASYNC_REQUEST_BYTES
-    assert emulator_core.RESPONSE_LIMIT == limits.SYNC_RESPONSE_ENFORCED_BYTES
+    assert emulator_runtime.RESPONSE_LIMIT == limits.SYNC_RESPONSE_ENFORCED_BYTES
     with pytest.raises(ConfigError, match="1..900"):
         DeploySettings(bucket="ok-bucket", timeout_s=901)
 

@@ -5,7 +5,7 @@ Every AWS call of this package goes through one of two wrappers::
     lookup(lambda: iam.get_role(RoleName=n), "IAM role", n)   value, or None if absent
     call(lambda: iam.delete_role(RoleName=n), "IAM role", n)  value
 
-``lookup`` answers None exactly for the codes in :data:`NOT_FOUND` ("no such
+``lookup`` answers None exactly for the codes in ``aws_codes.NOT_FOUND`` ("no such
 resource"); both translate everything else with :func:`translate`:
 
 * missing credentials, or credentials AWS rejects  -> ConfigError (configure them);
@@ -25,35 +25,12 @@ from typing import TypeVar
 
 from botocore import exceptions as bx
 
+from lambdaflow.aws_codes import BAD_CREDENTIALS, DENIED, NOT_FOUND, code
 from lambdaflow.errors import BackendError, ConfigError, LambdaflowError
 
+__all__ = ["BAD_CREDENTIALS", "DENIED", "NOT_FOUND", "call", "code", "lookup", "translate"]
+
 T = TypeVar("T")
-
-#: Error codes meaning "this resource does not exist", across the services deploy uses.
-NOT_FOUND = frozenset({
-    "404", "NotFound", "NoSuchBucket", "NoSuchKey", "NoSuchTagSet", "NoSuchTagSetError",
-    "NoSuchLifecycleConfiguration", "NoSuchPublicAccessBlockConfiguration",
-    "ServerSideEncryptionConfigurationNotFoundError", "NoSuchBucketPolicy",
-    "NoSuchEntity", "RepositoryNotFoundException", "ImageNotFoundException",
-    "ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-})  # fmt: skip
-DENIED = frozenset({
-    "403", "AccessDenied", "AccessDeniedException", "Forbidden", "UnauthorizedOperation",
-    "AuthorizationError", "AllAccessDisabled",
-})  # fmt: skip
-BAD_CREDENTIALS = frozenset({
-    "InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-    "ExpiredTokenException", "UnrecognizedClientException", "InvalidToken",
-})  # fmt: skip
-
-
-def code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ClientError ("" for anything else)."""
-    if isinstance(exc, bx.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
-
 
 def translate(exc: BaseException, what: str, name: str) -> LambdaflowError:
     """The typed error for a failed AWS call on resource ``what name``."""

@@ -41,22 +41,17 @@ _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
 
 
 def die_with_parent(signum: int | None = None) -> None:
-    """PR_SET_PDEATHSIG: this process gets ``signum`` (SIGKILL) when the thread that
-    started it dies; exits at once if the parent (``PARENT_PID_VAR``) is already gone.
-    Also used by the moto and emulator server processes."""
+    """``process_life.die_with_parent`` for a process whose parent is named in
+    ``PARENT_PID_VAR`` (an environment; the moto and emulator server processes): it gets
+    ``signum`` (SIGKILL) when the thread that started it dies, and exits at once if the
+    parent is already gone."""
     import signal
 
-    try:
-        import ctypes
+    from lambdaflow.runtime.backends import process_life
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, int(signum or signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: rely on the parent's stop()/atexit
-        return
     parent = os.environ.pop(PARENT_PID_VAR, "")
-    if parent and os.getppid() != int(parent):  # the parent died before prctl
-        os._exit(1)
+    process_life.die_with_parent(int(parent) if parent else os.getppid(),
+                                 int(signum or signal.SIGKILL))
 
 
 def _apply_rlimit() -> None:

@@ -21,8 +21,10 @@ loop (``call_soon_threadsafe``) and wait for the answer. The modules:
     emulator_api        Lambda service routes: Invoke, Create/Get/Delete/ListFunctions, ...
     emulator_core       scheduling: warm reuse (LIFO), cold starts up to the concurrency
                         limit, 429 beyond it, async queue + 2 retries, timeouts, crashes
+    emulator_runtime    the Runtime API of each environment (next, response, error)
     emulator_events     timeouts, process exits, output capture, the memory watchdog
     emulator_env        function / invocation / environment records, process spawning
+    emulator_options    the emulator's options, one list (keywords, JSON, command line)
     emulator_bootstrap  the environment's entry point: die-with-parent, RLIMIT_AS, then
                         awslambdaric's own main
 

@@ -48,16 +48,17 @@ FATAL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 # ------------------------------------------------------------------- worker side
-def die_with_parent(parent_pid: int) -> bool:
-    """Make this process die with its parent ``parent_pid``; True if the kernel does it
-    (PDEATHSIG), False if a polling thread does."""
+def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL) -> bool:
+    """Make this process die with its parent ``parent_pid`` (of ``signum``: a server
+    that should clean up asks for SIGTERM); True if the kernel does it (PDEATHSIG),
+    False if a polling thread does (it exits the process)."""
     armed = False
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
         except (OSError, AttributeError):
             armed = False
     if os.getppid() != parent_pid:  # it died before prctl: nobody would kill us later

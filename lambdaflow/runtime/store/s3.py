@@ -27,7 +27,7 @@ Retries: botocore's own retries are off (``total_max_attempts=1``) so the whole 
 ours and visible here. Each S3 call is attempted up to ``max_attempts`` times (default 5);
 before attempt n+1 it sleeps ``uniform(0, min(backoff_cap, backoff_base * 2**n))`` ("full
 jitter"; defaults 0.05 s and 5 s). Retried: HTTP 5xx, ``SlowDown`` and the other
-throttling codes in :data:`RETRYABLE_CODES`, connection / timeout errors and bodies cut
+throttling codes in ``aws_codes.RETRYABLE``, connection / timeout errors and bodies cut
 short or failing their checksum (a body read is part of its attempt). After the budget, a
 ``BackendError`` names the operation, the object and the last error.
 
@@ -51,9 +51,11 @@ from urllib.parse import urlparse
 
 from lambdaflow import aws
 from lambdaflow.aws import AwsSettings
+from lambdaflow.aws_codes import MISSING_KEY, PRECONDITION_FAILED, code, status
 from lambdaflow.errors import BackendError, ConfigError, ObjectLostError
+from lambdaflow.runtime.store import s3_errors
 from lambdaflow.runtime.store.base import Data, buffers
-from lambdaflow.runtime.store.s3_io import BodyError, BuffersReader, read_body
+from lambdaflow.runtime.store.s3_io import BuffersReader, read_body
 
 try:
     from botocore import exceptions as bx
@@ -69,22 +71,6 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB
-#: Error codes meaning "try again later" (besides any HTTP status >= 500).
-# fmt: off
-RETRYABLE_CODES = frozenset({
-    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout",
-    "RequestTimeoutException", "Throttling", "ThrottlingException", "ThrottledException",
-    "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
-    "RequestLimitExceeded", "BandwidthLimitExceeded", "PriorRequestNotComplete",
-    "ConditionalRequestConflict",  # 409: a concurrent conditional write; AWS says retry
-})
-# fmt: on
-_MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
-#: what a conditional write (If-None-Match: *) answers when the key already exists
-_PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
-_BAD_CREDENTIALS = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
-)
 _SMALL_PUT = 64 * 1024
 
 
@@ -194,7 +180,7 @@ class S3Store:
                         else BuffersReader(views, 0, size),
                         ContentLength=size, **condition)  # fmt: skip
                 except bx.ClientError as exc:
-                    if exclusive and _code(exc) in _PRECONDITION_FAILED:
+                    if exclusive and code(exc) in PRECONDITION_FAILED:
                         return False
                     raise
                 return True
@@ -228,9 +214,9 @@ class S3Store:
             try:
                 resp = self.client.get_object(**params)
             except bx.ClientError as exc:
-                if _code(exc) in ("InvalidRange", "416"):  # start past the end: empty
+                if code(exc) in ("InvalidRange", "416"):  # start past the end: empty
                     return bytearray()
-                if _status(exc) == 403 or _code(exc) == "AccessDenied":
+                if status(exc) == 403 or code(exc) == "AccessDenied":
                     denied.append(exc)
                     return None  # missing, or really forbidden: ask the listing
                 raise
@@ -262,9 +248,9 @@ class S3Store:
                 self.client.head_object(Bucket=self.bucket, Key=full)
                 return True
             except bx.ClientError as exc:
-                if _code(exc) in _MISSING_KEY:
+                if code(exc) in MISSING_KEY:
                     return False
-                if _status(exc) == 403 or _code(exc) in ("AccessDenied", "403"):
+                if status(exc) == 403 or code(exc) in ("AccessDenied", "403"):
                     return None  # missing, or really forbidden: ask the listing
                 raise
 
@@ -409,7 +395,7 @@ class S3Store:
                     self.client.complete_multipart_upload(
                         MultipartUpload={"Parts": parts}, **common, **condition)
                 except bx.ClientError as exc:
-                    if condition and _code(exc) in _PRECONDITION_FAILED:
+                    if condition and code(exc) in PRECONDITION_FAILED:
                         return False
                     raise
                 return True
@@ -436,7 +422,7 @@ class S3Store:
             try:
                 return fn()
             except bx.ClientError as exc:
-                reason = _code(exc) or str(_status(exc))
+                reason = code(exc) or str(status(exc))
                 self._raise_if_permanent(op, key, exc)
                 last: Exception = exc
             except (bx.NoCredentialsError, bx.PartialCredentialsError) as exc:
@@ -444,7 +430,7 @@ class S3Store:
                     f"no AWS credentials found for s3://{self.bucket}: set AWS_PROFILE "
                     "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws configure`"
                 ) from exc
-            except _TRANSIENT as exc:
+            except s3_errors.TRANSIENT as exc:
                 reason, last = type(exc).__name__, exc
             if attempt < self.max_attempts:
                 cap = min(self.backoff_cap, self.backoff_base * 2**attempt)
@@ -463,48 +449,8 @@ class S3Store:
 
     def _raise_if_permanent(self, op: str, key: str, exc: Exception) -> None:
         """Raise the typed error for a ClientError that retrying will not fix."""
-        code, status = _code(exc), _status(exc)
-        if code == "NoSuchBucket" or (op == "HeadBucket" and status == 404):
-            custom = self.endpoint_url and not aws.is_aws_endpoint(self.endpoint_url)
-            where = f" at {self.endpoint_url}" if custom else ""
-            raise ConfigError(
-                f"S3 bucket {self.bucket!r} does not exist{where}: create it with "
-                f"`lambdaflow deploy` or `aws s3 mb s3://{self.bucket}`"
-            ) from exc
-        if code in _MISSING_KEY and op in ("GetObject", "HeadObject"):
+        if code(exc) in MISSING_KEY and op in ("GetObject", "HeadObject"):
             raise self._lost(key) from exc
-        if code in _BAD_CREDENTIALS:
-            raise ConfigError(
-                f"AWS rejected the credentials for s3://{self.bucket} ({code}): check "
-                "AWS_PROFILE / AWS_ACCESS_KEY_ID or run `aws configure`"
-            ) from exc
-        if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
-            raise ConfigError(
-                f"access denied to s3://{self.bucket} for {op} {self._url(key)} (S3 also "
-                "says 403 for a missing key when s3:ListBucket is not granted): grant "
-                "s3:GetObject/PutObject/DeleteObject/ListBucket on the bucket (the policy "
-                "`lambdaflow deploy` creates does)"
-            ) from exc
-        if code not in RETRYABLE_CODES and not (status or 0) >= 500:
-            message = exc.response.get("Error", {}).get("Message", "")  # type: ignore[attr-defined]
-            raise BackendError(
-                f"S3 {op} {self._url(key)} failed: {code or status}: {message}"
-            ) from exc
-
-
-#: Errors below the HTTP status line, all retried: connection refused / reset / closed,
-#: connect and read timeouts, a body cut short or failing its checksum.
-_TRANSIENT: tuple[type[Exception], ...] = (BodyError,) + tuple(
-    getattr(bx, name)
-    for name in ("ConnectionError", "HTTPClientError", "IncompleteReadError",
-                 "FlexibleChecksumError")
-    if bx is not None and hasattr(bx, name)
-)  # fmt: skip
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: Any) -> int | None:
-    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        error = s3_errors.permanent(op, self.bucket, self._url(key), self.endpoint_url, exc)
+        if error is not None:
+            raise error from exc
