@@ -156,23 +156,14 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.out in (None, "-")
     with nullcontext(sys.stdout) if to_stdout else open(args.out, "w") as out:
         write_jsonl(result.predictions, out)
-    print(
-        f"infer: {result.summary()}, backend {args.backend}"
-        + ("" if to_stdout else f" -> {args.out}"),
-        file=sys.stderr,
-    )
-    for start, stop, error in result.failures:
-        print(f"infer: frames {start}-{stop - 1} failed: {error}", file=sys.stderr)
-    if result.problem:
-        print(f"infer: {result.problem}", file=sys.stderr)
-    if result.undecoded:
-        from lambdaflow.ops.video import _ranges
+    from lambdaflow.commands.outcome import report
 
-        print(
-            f"infer: {len(result.undecoded)} frame(s) of {args.video} could not be decoded "
-            f"(no prediction): {_ranges(result.undecoded)}",
-            file=sys.stderr,
-        )
+    report(
+        "infer", f"{result.summary()}, backend {args.backend}", video=args.video,
+        written=() if to_stdout else (args.out,), failures=result.failures,
+        problem=result.problem, undecoded=result.undecoded,
+        undecoded_means="no prediction",
+    )
     return 0 if result.ok else 1
 
 

@@ -90,7 +90,6 @@ def _progress_bar(enabled: bool):
 
 def histogram_command(args: argparse.Namespace) -> int:
     import lambdaflow as lf
-    from lambdaflow.ops import video
     from lambdaflow.pipelines import histogram as pipeline
 
     if args.backend == "lambda" and not args.video.startswith("s3://"):
@@ -123,24 +122,15 @@ def histogram_command(args: argparse.Namespace) -> int:
     if args.this_dir:
         files = pipeline.write_this_files(result, args.this_dir)
         written.append(f"{len(files)} THIS files in {args.this_dir}")
-    print(
-        f"histogram: {result.summary()}, backend {args.backend}"
-        + (f" -> {', '.join(written)}" if written else ""),
-        file=sys.stderr,
+    from lambdaflow.commands.outcome import report
+
+    report(
+        "histogram", f"{result.summary()}, backend {args.backend}", video=args.video,
+        written=written,
+        failures=[(f.start, f.stop, f.error) for f in result.chunk_failures],
+        problem=result.problem, undecoded=result.failed_frames,
+        undecoded_means="their rows are zero",
     )
-    for failure in result.chunk_failures:
-        print(
-            f"histogram: frames {failure.start}-{failure.stop - 1} failed: {failure.error}",
-            file=sys.stderr,
-        )
-    if result.problem:
-        print(f"histogram: {result.problem}", file=sys.stderr)
-    if result.failed_frames:
-        print(
-            f"histogram: {len(result.failed_frames)} frame(s) of {args.video} could not be "
-            f"decoded (their rows are zero): {video._ranges(result.failed_frames)}",
-            file=sys.stderr,
-        )
     return 0 if result.ok else 1
 
 

@@ -260,7 +260,7 @@ def sample_frames(
     if lost:
         found.append(
             f"{name}: {len(lost)} of {index.frame_count} frame(s) could not be decoded: "
-            f"{video._ranges(lost)}"
+            f"{video.frame_ranges(lost)}"
         )
     if kept == 0 and not found:
         found.append(f"{name}: the video stream has no decodable frames")

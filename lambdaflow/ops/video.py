@@ -7,6 +7,7 @@ Flow::
                             numbered by pts rank, + entry points (keyframe pts, byte pos)
            ──plan_chunks──> ChunkPlan: Chunk(start, stop, keyframe, seek_pts, seek_pos,
                             frame_pts) ranges that start on entry points, ~batch frames each
+                            (``halve`` cuts one in two whole-GOP pieces)
            ──iter_frames──> enter at the chunk's keyframe packet (seek by pts; if that lands
                             past it, by byte position; else re-open and read from the
                             start), skip packets before it undecoded, decode until every
@@ -108,6 +109,19 @@ def plan_chunks(index: VideoIndex, batch: int = 50, *, split_long_gops: bool = F
             chunks.append(index.chunk(start, stop))
         start = stop
     return ChunkPlan(chunks, index.frame_count)
+
+
+def halve(index: VideoIndex, chunk: Chunk) -> list[Chunk]:
+    """``chunk`` cut in two at the entry point nearest its middle (ties go to the
+    earlier), so each piece is whole GOPs and starts on its own entry point (decode
+    amplification stays that of ``chunk``); ``[chunk]`` when no entry point lies inside
+    it (one GOP, or a piece of a long GOP)."""
+    inside = [k.frame for k in index.keyframes if chunk.start < k.frame < chunk.stop]
+    if not inside:
+        return [chunk]
+    middle = (chunk.start + chunk.stop) / 2
+    cut = min(inside, key=lambda frame: abs(frame - middle))
+    return [index.chunk(chunk.start, cut), index.chunk(cut, chunk.stop)]
 
 
 # ----------------------------------------------------------------------------- decode
@@ -365,14 +379,14 @@ def decode(
     ]
     if lost and failed is None:
         raise VideoError(
-            f"{source_name(source)}: {len(lost)} frame(s) failed to decode: {_ranges(lost)}"
+            f"{source_name(source)}: {len(lost)} frame(s) failed to decode: {frame_ranges(lost)}"
         )
     if failed is not None:
         failed.extend(lost)
     return out
 
 
-def _ranges(numbers: list[int]) -> str:
+def frame_ranges(numbers: list[int]) -> str:
     """[1, 2, 3, 7] → '1-3, 7'."""
     parts, nums = [], sorted(numbers)
     i = 0

@@ -167,14 +167,17 @@ def _demux(container: Any, stream: Any, name: str) -> _Packets:
 
     out = _Packets()
     head = _Head(stream)
+    # Per stream, the largest pts + duration in its own ticks; converted to seconds once
+    # at the end (the same maximum: seconds grow with ticks), not per packet.
+    last_tick: dict[int, int] = {}
     try:
         for packet in container.demux():
-            if packet.pts is not None and packet.time_base is not None:
-                dur = packet.duration or 0
-                end = float((packet.pts + dur) * packet.time_base)
-                idx = packet.stream.index
-                out.ends[idx] = max(out.ends.get(idx, end), end)
-            if packet.stream.index != stream.index:
+            idx = packet.stream.index
+            if packet.pts is not None:
+                end_tick = packet.pts + (packet.duration or 0)
+                if end_tick > last_tick.get(idx, end_tick - 1):
+                    last_tick[idx] = end_tick
+            if idx != stream.index:
                 continue
             if packet.size == 0 and packet.pts is None:
                 continue  # the flush packet at the end
@@ -199,6 +202,11 @@ def _demux(container: Any, stream: Any, name: str) -> _Packets:
             head.feed(packet, is_key)
     except av.FFmpegError as exc:
         out.cut = f"error: {exc.strerror or exc}"
+    streams = {s.index: s for s in container.streams}
+    for idx, tick in last_tick.items():
+        tb = streams[idx].time_base if idx in streams else None
+        if tb is not None:
+            out.ends[idx] = float(tick * tb)
     if out.untimed and not out.pts:
         raise VideoError(
             f"{name}: video packets without timestamps (a raw "

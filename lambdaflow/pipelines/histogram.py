@@ -4,7 +4,8 @@ Flow::
 
     driver: probe(source) ─ plan_chunks(index, batch)      (bad input fails here, no task;
             a truncated file is indexed up to where its data ends and reported after)
-            one task per chunk: histogram_task(source, chunk, bins)
+            one task per chunk: histogram_task(source, chunk, bins); the chunks of the
+            last quarter of the video run as halves (``tasks_of``: the tail)
                 └─ worker: ops.histogram.histogram_chunk  (decode + native kernel, one
                            frame held at a time) -> ChunkHistogram (rows + failed frames)
             lf.wait as tasks finish: copy rows into the (frames, 3, bins) array, add up
@@ -42,7 +43,8 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class ChunkFailure:
-    """A chunk whose task failed as a whole (its frames are also in ``failed_frames``)."""
+    """A chunk whose task failed as a whole (its frames are also in ``failed_frames``);
+    in the tail, where a chunk runs as two tasks (``tasks_of``), one half of it."""
 
     start: int
     stop: int
@@ -157,6 +159,42 @@ def video_histogram(
     return run_histogram(prepare_histogram(source, batch, bins), progress)
 
 
+#: The plan's chunks that start in this last share of the frames (at least the last
+#: TAIL_MIN_CHUNKS) run as two tasks each, whole GOPs (``video.halve``).
+TAIL_SHARE = 0.25
+TAIL_MIN_CHUNKS = 2
+
+
+def tasks_of(index: video.VideoIndex, plan: video.ChunkPlan) -> list[video.Chunk]:
+    """The chunks the tasks run: the plan's, with the tail's chunks halved.
+
+    Workers take tasks as they free up, so the job ends when the worker that started
+    the last task finishes it: with equal chunks, the others idle for up to one chunk
+    (15 chunks of 60 frames on 2 workers: 8 against 7, 9 % of the wall time measured).
+    Shorter tasks at the end let them finish together; the pieces are whole GOPs, so
+    nothing more is decoded. The result still reports the plan's chunks (``bounds``).
+    """
+    chunks, n = plan.chunks, len(plan.chunks)
+    tail = (1 - TAIL_SHARE) * index.frame_count
+    first = next((i for i, c in enumerate(chunks) if c.start >= tail), n)
+    tail_from = max(min(first, n - TAIL_MIN_CHUNKS), 0)
+    return chunks[:tail_from] + [p for c in chunks[tail_from:] for p in video.halve(index, c)]
+
+
+def _merge_failures(
+    failures: list[ChunkFailure], plan: video.ChunkPlan
+) -> list[ChunkFailure]:
+    """A plan chunk whose pieces all failed is reported as that chunk (first error)."""
+    out: list[ChunkFailure] = []
+    for chunk in plan:
+        parts = [f for f in failures if chunk.start <= f.start and f.stop <= chunk.stop]
+        if parts and sum(f.stop - f.start for f in parts) == chunk.frames:
+            out.append(ChunkFailure(chunk.start, chunk.stop, parts[0].error))
+        else:
+            out.extend(parts)
+    return sorted(out, key=lambda f: f.start)
+
+
 def run_histogram(job: HistogramJob, progress: Progress | None = None) -> HistogramResult:
     """Run a prepared job on the current runtime (see ``video_histogram``)."""
     src, bins, index, plan = job.source, job.bins, job.index, job.plan
@@ -166,8 +204,9 @@ def run_histogram(job: HistogramJob, progress: Progress | None = None) -> Histog
     packets = 0
 
     t0 = time.perf_counter()
-    refs = [histogram_task.remote(src, chunk, bins) for chunk in plan]
-    chunk_of = {ref: chunk for ref, chunk in zip(refs, plan)}
+    tasks = tasks_of(index, plan)
+    refs = [histogram_task.remote(src, chunk, bins) for chunk in tasks]
+    chunk_of = {ref: chunk for ref, chunk in zip(refs, tasks)}
     pending, done = list(refs), 0
     if progress:
         progress(0, index.frame_count)
@@ -202,7 +241,7 @@ def run_histogram(job: HistogramJob, progress: Progress | None = None) -> Histog
         seconds=time.perf_counter() - t0,
         decode_amplification=packets / index.frame_count if index.frame_count else 1.0,
         failed_frames=sorted(failed),
-        chunk_failures=sorted(failures, key=lambda f: f.start),
+        chunk_failures=_merge_failures(failures, plan),
         fps=float(index.fps or 0.0),
         bounds=[(c.start, c.stop) for c in plan],
         problem=index.truncated,

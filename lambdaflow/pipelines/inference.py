@@ -323,7 +323,7 @@ def decode_frames(
             chunk.start,
             chunk.stop - 1,
             len(lost),
-            video._ranges(lost),
+            video.frame_ranges(lost),
         )
         if failed is not None:
             failed.extend(lost)

@@ -16,6 +16,7 @@ from lambdaflow.ops.video import (
     S3File,
     VideoError,
     decode,
+    halve,
     iter_frames,
     plan_chunks,
     probe,
@@ -96,6 +97,20 @@ def test_plan_split_long_gops_reports_amplification(videos):
     assert [(c.start, c.stop) for c in plan] == [(i, i + 20) for i in range(0, 120, 20)]
     assert all(c.keyframe == 0 for c in plan)
     assert plan.decode_amplification == pytest.approx(sum(range(20, 121, 20)) / 120)
+
+
+def test_halve_cuts_at_the_middle_entry_point_into_whole_gops(videos, full):
+    index = probe(videos["bframes"])
+    halves = halve(index, index.chunk(0, 120))
+    assert [(c.start, c.stop, c.keyframe) for c in halves] == [(0, 60, 0), (60, 120, 60)]
+    assert [(c.start, c.stop) for c in halve(index, index.chunk(0, 90))] == [(0, 30), (30, 90)]
+    one_gop = index.chunk(30, 60)
+    assert halve(index, one_gop) == [one_gop]
+    long_gop = probe(videos["gop120"])
+    assert halve(long_gop, long_gop.chunk(0, 120)) == [long_gop.chunk(0, 120)]
+    # The pieces decode exactly the frames of one sequential decode (the reference).
+    frames = [a for c in halves for a in decode(videos["bframes"], c.start, c.stop)]
+    assert len(frames) == 120 and all(np.array_equal(a, b) for a, b in zip(frames, full["bframes"]))
 
 
 def test_plan_rejects_bad_batch(videos):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ from lambdaflow.pipelines.histogram import (
     read_this_file,
     run_histogram,
     scene_changes,
+    tasks_of,
     video_histogram,
     write_this_files,
 )
@@ -99,7 +101,25 @@ def test_other_bins_and_batch(runtime, sample):
     path, _ = sample
     result = video_histogram(path, batch=50, bins=4)
     assert result.chunks == 2 and result.hist.shape == (120, 3, 4)
+    assert result.bounds == [(0, 60), (60, 120)]  # the plan's, though its halves ran
     assert np.array_equal(result.hist, rgb_histograms(decode(path, 0, 120), 4))
+
+
+def test_the_tail_runs_as_whole_gop_halves(runtime, tmp_path):
+    """The chunks of the last quarter (at least the last two) run as halves, so that the
+    workers finish together; the rows equal a sequential decode's (the reference)."""
+    path = write_sample_video(tmp_path / "t.mp4", seconds=10, width=96, height=64)
+    job = prepare_histogram(path, batch=50)
+    tasks = [(c.start, c.stop) for c in tasks_of(job.index, job.plan)]
+    assert tasks == [(0, 60), (60, 120), (120, 180), (180, 210), (210, 240), (240, 270),
+                     (270, 300)]
+    assert all(c.keyframe == c.start for c in tasks_of(job.index, job.plan))
+    result = run_histogram(job)
+    assert result.ok and result.chunks == 5 and result.decode_amplification == 1.0
+    assert result.bounds == [(i, i + 60) for i in range(0, 300, 60)]
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert np.array_equal(result.hist, rgb_histograms(frames))
 
 
 def test_undecodable_frame_is_reported_and_the_rest_kept(runtime, sample, tmp_path):

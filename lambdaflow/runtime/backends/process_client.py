@@ -54,6 +54,7 @@ class PipeClient:
         self._stored_fns: set[str] = set()
         self._refq: queue.SimpleQueue = queue.SimpleQueue()
         self.dirty = False  # refs made or dropped since the last sync
+        self._dropped = False  # refs dropped since the last task end (``task_end``)
         self.message: TaskMessage | None = None  # the latest task's (settings, store)
         #: where the values of the tasks this process ran lately are (task id -> locs)
         self._made: collections.OrderedDict[str, list[dict]] = collections.OrderedDict()
@@ -252,6 +253,7 @@ class PipeClient:
         """An ObjectRef of this process died (``__del__``: reentrant-safe)."""
         self.dirty = True
         self._refq.put((-1, oid))
+        self._dropped = True  # after the put: a task end that sees it comes after it
 
     def sync(self) -> None:
         """Wait until the driver has been told of every borrow so far (before a task's
@@ -263,8 +265,11 @@ class PipeClient:
             done.wait()
 
     def task_end(self) -> None:
-        """A task's result is logged: the releases it held back may go."""
-        self._refq.put((_TASK_END, None))
+        """A task's result is logged: the releases it held back may go. Only a dropped
+        ref makes a release to hold back, so without one the ref thread is not woken."""
+        if self._dropped:
+            self._dropped = False
+            self._refq.put((_TASK_END, None))
 
     def _ref_loop(self) -> None:
         counts: dict[str, int] = {}

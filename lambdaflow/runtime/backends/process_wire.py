@@ -37,6 +37,9 @@ from collections.abc import Iterator
 import msgpack
 
 LEN = struct.Struct("<I")
+#: most bytes one read of a pipe takes in (into a buffer kept for it: ``os.read(fd, n)``
+#: allocates n bytes a call, and above glibc's mmap threshold maps and unmaps them)
+READ_SIZE = 1 << 20
 
 # driver -> worker
 TASKS, INLINE, REPLY, BLOCKED, REVOKE = 0, 1, 2, 3, 4
@@ -47,17 +50,6 @@ RESULTS, SUBMIT, PUT, GET, UNWATCH, YIELD, BORROW, RELEASE, LOST, CANCEL = range
 def frame(*fields: object) -> bytes:
     body = msgpack.packb(list(fields), use_bin_type=True)
     return LEN.pack(len(body)) + body
-
-
-def read_exact(fd: int, n: int) -> bytes | None:
-    chunks, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -72,7 +64,7 @@ def split_frames(buf: bytearray) -> Iterator[list]:
         n = LEN.unpack_from(buf, 0)[0]
         if len(buf) < LEN.size + n:
             return
-        fields = msgpack.unpackb(bytes(buf[LEN.size:LEN.size + n]), raw=False)
+        fields = msgpack.unpackb(memoryview(buf)[LEN.size:LEN.size + n], raw=False)
         del buf[:LEN.size + n]
         yield fields
 
@@ -96,18 +88,21 @@ class RunningStack:
     def __init__(self, path: str, create: bool = False) -> None:
         self.path = path
         self._mm = _map(path, self.SIZE, create)
+        #: (the worker, its only writer) the depth it last wrote, not read back each time
+        self._depth = self._HEAD.unpack_from(self._mm, 0)[0]
 
     def push(self, seq: int, start: float) -> bool:
-        depth = self._HEAD.unpack_from(self._mm, 0)[0]
+        depth = self._depth
         if depth >= self.MAX_DEPTH:
             return False
         self._ENTRY.pack_into(self._mm, self._HEAD.size + depth * self._ENTRY.size, seq, start)
         self._HEAD.pack_into(self._mm, 0, depth + 1)
+        self._depth = depth + 1
         return True
 
     def pop(self) -> None:
-        depth = self._HEAD.unpack_from(self._mm, 0)[0]
-        self._HEAD.pack_into(self._mm, 0, max(0, depth - 1))
+        self._depth = max(0, self._depth - 1)
+        self._HEAD.pack_into(self._mm, 0, self._depth)
 
     def entries(self) -> list[tuple[int, float]]:
         depth = min(self._HEAD.unpack_from(self._mm, 0)[0], self.MAX_DEPTH)
@@ -131,24 +126,28 @@ class ResultLog:
         self.path = path
         self._mm = _map(path, self.SIZE, create)
         self.count = 0
+        #: (the worker, its only writer) the length it last committed
+        self._used = self._USED.unpack_from(self._mm, 0)[0]
 
     @property
     def used(self) -> int:
+        """The committed length, as the file says (the driver reads it after a crash)."""
         return self._USED.unpack_from(self._mm, 0)[0]
 
     def fits(self, n: int) -> bool:
-        return self._USED.size + self.used + n <= self.SIZE
+        return self._USED.size + self._used + n <= self.SIZE
 
     def append(self, entry: bytes) -> None:
-        used = self.used
+        used = self._used
         start = self._USED.size + used
         self._mm[start:start + len(entry)] = entry
         self._USED.pack_into(self._mm, 0, used + len(entry))  # the commit point
+        self._used = used + len(entry)
         self.count += 1
 
     def results_frame(self) -> bytes:
         """A RESULTS frame holding every logged entry (without copying them twice)."""
-        used = self.used
+        used = self._used
         packer = msgpack.Packer()
         head = packer.pack_array_header(2) + packer.pack(RESULTS) + packer.pack_array_header(
             self.count)
@@ -157,7 +156,7 @@ class ResultLog:
 
     def clear(self) -> None:
         self._USED.pack_into(self._mm, 0, 0)
-        self.count = 0
+        self._used = self.count = 0
 
     def read(self) -> list[list]:
         """(Driver, after the worker died) the logged ``[seq, result]`` entries."""

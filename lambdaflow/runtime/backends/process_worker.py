@@ -17,7 +17,9 @@ Threads::
              once when nothing is left to run, and before any request this process
              sends, so the driver always knows what finished first)
     flusher  sends a batch that has waited FLUSH_AFTER_S (a long or blocked next task
-             never holds back a finished one)
+             never holds back a finished one). It is armed only when a task starts
+             while results wait in the log (``_arm``): a worker that sends each result
+             at once (a chain of dependent tasks) never wakes it
     refs     the pipe client's borrow / release messages
 
 Before running task ``seq`` the main thread pushes (seq, start) on the running stack, and
@@ -41,6 +43,7 @@ from lambdaflow.runtime.backends import process_life
 from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.backends.process_client import PipeClient
 from lambdaflow.runtime.context import set_process_client
+from lambdaflow.runtime.store import Store
 from lambdaflow.runtime.task import TaskMessage
 from lambdaflow.runtime.worker import run_task, task_store
 
@@ -55,6 +58,9 @@ class Worker:
         self._write_lock = threading.Lock()
         self._flush_cond = threading.Condition(self._write_lock)
         self._first_logged = 0.0
+        self._armed = False  # the flusher is to send the logged results in time
+        self._packer = msgpack.Packer(use_bin_type=True)  # the main thread's
+        self._store: tuple[str, bytes | None, Store] | None = None  # ``_store_for``
         self._cond = threading.Condition()
         self.pending: collections.deque[list] = collections.deque()
         self.closed = False
@@ -80,22 +86,36 @@ class Worker:
                 if not self.pending:
                     return  # the driver closed the pipe: shut down
                 seq, fields = self.pending.popleft()
+            if self.log.count:  # results wait while this task runs: send them in time
+                self._arm()
             self.run(seq, fields)
 
     def run(self, seq: int, fields: list) -> None:
         msg = TaskMessage.from_list(fields)
         self.stack.push(seq, time.time())
         self.running += 1
-        store = task_store(msg)
+        store = self._store_for(msg)
         self.client.start_task(msg, store)
         result = run_task(msg, store, client=self.client)  # SystemExit: this process ends
         result.stats["backend"] = "processes"
         self.client.sync()
-        self._log(msgpack.packb([seq, result.to_list()], use_bin_type=True))
+        self._log(self._packer.pack([seq, result.to_list()]))
         self.stack.pop()
         self.running -= 1
         self.client.ran(result)
         self.client.task_end()
+        if self.running:  # run inline: the task below goes on, this result must not wait
+            self._arm()
+
+    def _store_for(self, msg: TaskMessage) -> Store:
+        """The task's store (``task_store``: checked under its job key), the previous
+        task's when it names the same store and key (its keyed MAC state is made once)."""
+        last = self._store
+        if last is not None and last[0] == msg.store_uri and last[1] == msg.job_key:
+            return last[2]
+        store = task_store(msg)
+        self._store = (msg.store_uri, msg.job_key, store)
+        return store
 
     def run_inline(self, items: list) -> None:
         """Run tasks a blocked request waits for, on this (main) thread."""
@@ -134,8 +154,15 @@ class Worker:
                 return
             if not self.log.count:
                 self._first_logged = time.monotonic()
-                self._flush_cond.notify()
             self.log.append(entry)
+
+    def _arm(self) -> None:
+        """The main thread goes on (another task) while results wait in the log: the
+        flusher sends them at most FLUSH_AFTER_S after the first was logged."""
+        with self._write_lock:
+            if self.log.count and not self._armed:
+                self._armed = True
+                self._flush_cond.notify()
 
     def flush(self) -> None:
         with self._write_lock:
@@ -145,6 +172,7 @@ class Worker:
         if self.log.count:
             wire.write_all(self.wfd, self.log.results_frame())
             self.log.clear()
+        self._armed = False
 
     def send(self, data: bytes) -> None:
         """Send one frame, after the results logged so far."""
@@ -155,7 +183,7 @@ class Worker:
     def _flush_loop(self) -> None:
         with self._write_lock:
             while True:
-                while not self.log.count:
+                while not self._armed:
                     self._flush_cond.wait()
                 left = self._first_logged + FLUSH_AFTER_S - time.monotonic()
                 if left > 0:
@@ -167,28 +195,33 @@ class Worker:
                     return
 
     # ------------------------------------------------------------------ reading
+    def _take(self, fields: list) -> None:
+        kind = fields[0]
+        if kind == wire.TASKS:
+            with self._cond:
+                self.pending.extend(fields[1])
+                self._cond.notify()
+        elif kind == wire.REVOKE:
+            self.give_back_queue(answer=True)
+        elif kind == wire.INLINE:
+            if not self.client.deliver(fields[1], kind, fields[2]):
+                with self._cond:  # nobody waits any more: run them normally
+                    self.pending.extendleft(reversed(fields[2]))
+                    self._cond.notify()
+        else:  # REPLY, BLOCKED
+            self.client.deliver(fields[1], kind, fields[2] if len(fields) > 2 else None)
+
     def _read_loop(self) -> None:
+        buf, chunk = bytearray(), bytearray(wire.READ_SIZE)
+        view = memoryview(chunk)
         try:
             while True:
-                head = wire.read_exact(self.rfd, wire.LEN.size)
-                body = head and wire.read_exact(self.rfd, wire.LEN.unpack(head)[0])
-                if not body:
+                n = os.readv(self.rfd, (chunk,))  # as much as is there: one call a frame
+                if not n:  # or fewer
                     return
-                fields = msgpack.unpackb(body, raw=False)
-                kind = fields[0]
-                if kind == wire.TASKS:
-                    with self._cond:
-                        self.pending.extend(fields[1])
-                        self._cond.notify()
-                elif kind == wire.REVOKE:
-                    self.give_back_queue(answer=True)
-                elif kind == wire.INLINE:
-                    if not self.client.deliver(fields[1], kind, fields[2]):
-                        with self._cond:  # nobody waits any more: run them normally
-                            self.pending.extendleft(reversed(fields[2]))
-                            self._cond.notify()
-                else:  # REPLY, BLOCKED
-                    self.client.deliver(fields[1], kind, fields[2] if len(fields) > 2 else None)
+                buf += view[:n]
+                for fields in wire.split_frames(buf):
+                    self._take(fields)
         except OSError:
             pass
         finally:

@@ -207,7 +207,11 @@ class ProcessesBackend:
         self._closing = False
         self._avg_s = 0.05
         self._fn_avg: dict[str, float] = {}  # function key -> recent duration (s)
+        self._rbuf = bytearray(wire.READ_SIZE)  # the IO thread's read buffer (``_read``)
+        self._rview = memoryview(self._rbuf)
         self._started = 0
+        #: a task with ``timeout_s`` was sent (until then no loop looks for timeouts)
+        self._timed = False
         self._warned_cap = False
         # Workers are forked by the IO thread, which lives as long as this backend:
         # their PDEATHSIG fires when the thread that forked them ends.
@@ -389,6 +393,9 @@ class ProcessesBackend:
         return True
 
     def _assign(self) -> None:
+        if not self._queue:  # nothing queued (a submit after this check wakes the loop)
+            self._steal()
+            return
         sends: dict[_Proc, list] = {}
         inline: list[tuple[_Proc, int, _Entry]] = []
         with self._lock:
@@ -449,6 +456,8 @@ class ProcessesBackend:
     def _send_tasks(self, p: _Proc, entries: list[_Entry], req: int | None = None) -> None:
         items = []
         for e in entries:
+            if not self._timed and e.msg.options.get("timeout_s"):
+                self._timed = True
             p.seq += 1
             p.inflight[p.seq] = e
             items.append([p.seq, e.msg.to_list()])
@@ -479,6 +488,8 @@ class ProcessesBackend:
     def _steal(self) -> None:
         """A worker has room while another holds queued tasks behind one that has run
         far longer than tasks do on average: ask for them back (REVOKE)."""
+        if not any(len(p.inflight) > 1 for p in self._procs):
+            return  # nothing queued behind a running task anywhere
         working = [p for p in self._procs if not p.dead and not p.blocked]
         if len(working) >= self.num_workers and all(p.inflight for p in working):
             return  # no room anywhere
@@ -493,6 +504,8 @@ class ProcessesBackend:
                 self._send(p, wire.frame(wire.REVOKE))
 
     def _retire_idle(self) -> None:
+        if len(self._procs) <= self.num_workers:
+            return  # no temporary worker
         now = time.monotonic()
         working = sum(1 for p in self._procs if not p.dead and not p.blocked)
         for p in list(self._procs):
@@ -519,15 +532,15 @@ class ProcessesBackend:
         """Take in what ``p`` sent; False when nothing was there (or at EOF: the process
         closed its end, so it is dying)."""
         try:
-            data = os.read(p.rfd, 1 << 20)
+            n = os.readv(p.rfd, (self._rbuf,))
         except BlockingIOError:
             return False
         except OSError:
-            data = b""
-        if not data:
+            n = 0
+        if not n:
             self._crashed(p)
             return False
-        p.inbuf += data
+        p.inbuf += self._rview[:n]
         for fields in wire.split_frames(p.inbuf):
             if fields[0] == wire.RESULTS:
                 self._results(p, fields[1])
@@ -712,13 +725,15 @@ class ProcessesBackend:
         if due:
             return min(due) - now
         for p in self._procs:
-            if any(e.msg.options.get("timeout_s") for e in p.inflight.values()):
+            if self._timed and any(e.msg.options.get("timeout_s") for e in p.inflight.values()):
                 return 0.05
             if idle and len(p.inflight) > 1 and not p.revoking:
                 return 0.05
         return None
 
     def _check_timeouts(self) -> None:
+        if not self._timed:
+            return
         now = time.time()
         for p in list(self._procs):
             if not p.inflight or p.dead:

@@ -40,3 +40,29 @@ def test_result_log_frames_and_survives_its_writer(tmp_path):
     assert [seq for seq, _ in reader.read()] == [1, 2]
     log.clear()
     assert reader.read() == [] and log.fits(1000)
+
+
+def test_result_log_commits_each_entry_in_the_file(tmp_path):
+    # The writer keeps its length in memory; the file's own header must still say what
+    # is committed after every append and clear, since the driver reads only the file.
+    log = wire.ResultLog(str(tmp_path / "log"), create=True)
+    reader = wire.ResultLog(log.path)
+    for round_ in range(3):
+        for i in range(4):
+            log.append(msgpack.packb([round_ * 10 + i, ["t", 0, "ok", [], None, {}]]))
+            assert [seq for seq, _ in reader.read()] == [round_ * 10 + j for j in range(i + 1)]
+        log.clear()
+        assert reader.read() == []
+
+
+def test_running_stack_refuses_past_its_depth(tmp_path):
+    stack = wire.RunningStack(str(tmp_path / "run"), create=True)
+    reader = wire.RunningStack(stack.path)
+    assert all(stack.push(i, float(i)) for i in range(stack.MAX_DEPTH))
+    assert not stack.push(99, 99.0)
+    assert len(reader.entries()) == stack.MAX_DEPTH and reader.entries()[-1][0] == 63
+    for _ in range(stack.MAX_DEPTH + 2):
+        stack.pop()
+    assert reader.entries() == []
+    stack.push(7, 1.0)
+    assert reader.entries() == [(7, 1.0)]

@@ -1,0 +1,71 @@
+"""The processes backend's worker process (backends/process_worker.py): when its batched
+results are sent, and how frames larger than one read of a pipe cross both ways."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import lambdaflow as lf
+from lambdaflow.runtime.backends import process_wire as wire
+
+
+@lf.remote
+def quick(i):
+    return i
+
+
+@lf.remote
+def gate(path, limit_s=60.0):
+    """Return once ``path`` exists (the test creates it; ``limit_s`` keeps a broken test
+    from hanging)."""
+    end = time.monotonic() + limit_s
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.005)
+    return os.path.exists(path)
+
+
+@lf.remote
+def echo(blob):
+    return blob
+
+
+@pytest.fixture
+def one_worker(fresh):
+    rt = lf.init(backend="processes", num_workers=1)
+    yield rt
+    rt.shutdown()
+
+
+def test_results_are_sent_while_the_next_task_runs(one_worker, tmp_path):
+    # Results are logged and sent in batches; a chain of dependent tasks sends each at
+    # once and never wakes the flusher. When another task starts while results wait,
+    # the flusher must send them: here the next task waits until the test has got
+    # them, so a result held back until that task ends would never arrive.
+    path = str(tmp_path / "open")
+    lf.get([quick.remote(i) for i in range(3)] + [gate.remote(path, 0.0)])  # both timed
+    refs = [quick.remote(i) for i in range(20)]
+    waiting = gate.remote(path)  # sent to the one worker behind them (timed as quick)
+    assert lf.get(refs, timeout=30) == list(range(20))
+    open(path, "w").close()
+    assert lf.get(waiting, timeout=30) is True
+
+
+def test_a_chain_of_dependent_tasks_gets_each_result(one_worker):
+    ref = quick.remote(0)
+    for _ in range(200):
+        ref = quick.remote(ref)
+    assert lf.get(ref, timeout=60) == 0
+
+
+def test_frames_larger_than_one_read_cross_both_ways(one_worker):
+    # A batch of tasks with inline arguments near the inline limit, and their results
+    # inline too: the TASKS and RESULTS frames are several times READ_SIZE, so each is
+    # read in pieces on both ends and must be put back together byte for byte.
+    lf.get([echo.remote(b"warm") for _ in range(3)])  # timed: the batch goes at once
+    size = 60 * 1024
+    blobs = [os.urandom(size) for _ in range(64)]
+    assert 64 * size > 3 * wire.READ_SIZE
+    assert lf.get([echo.remote(b) for b in blobs], timeout=60) == blobs
