@@ -73,7 +73,8 @@ setup(
     ext_modules=[
         Extension(
             "lambdaflow._native",
-            sources=["native/histogram.c"],
+            sources=["native/histogram.c", "native/banded.c"],
+            depends=["native/banded.h"],
             extra_compile_args=["-O3"],
         )
     ],

@@ -2,7 +2,8 @@
 
     python benchmarks/video_histogram.py [--cache DIR] [--repeat 3]
                                          [--sizes 720p,480p,720p-10bit,1080p]
-                                         [--seconds 10] [--batch 50] [--end-to-end]
+                                         [--seconds 10] [--batch 50] [--paired 40]
+                                         [--end-to-end]
 
 Generates (once, cached) samples (30 fps, GOP 30, B-frames): 720p, 854x480 ("480p",
 YouTube's size), 720p 10-bit 4:2:0 and 1080p, and prints, for each, frames/s on one
@@ -13,7 +14,10 @@ thread of:
   + rgb24         iter_frames + the rgb24 conversion (no histogram)
   decode+numpy    decode(format="rgb24") per chunk + np.bincount histograms
   fused native    ops.histogram.histogram_chunk per chunk (decode -> rgb24, exactly
-                  to_ndarray's conversion -> AVX2 C kernel)
+                  to_ndarray's conversion, band by band where proven equal (ops/banded.py)
+                  -> AVX2 C kernel on each band while it is in L2)
+  fused unbanded  the same with LAMBDAFLOW_BANDED=0: whole-frame rgb24, then the kernel
+                  (the fused op before banding)
   fused gbrp      the fused op before issue 11 (gbrp with POINT + planar kernel): what
                   exact equality with the rgb24 reference costs; its numbers differ
 
@@ -23,7 +27,8 @@ that other load on a shared machine does not count against a run; wall-clock fig
 printed too. "per round" is the median [min-max] of the CPU-time ratios of each round
 against the decode-only run of the same round (adjacent in time, so load that drifts
 between rounds cancels out; the spread says how much to trust the figure).
-With ``--end-to-end`` it also runs part 2: ``lambdaflow.pipelines.histogram`` on the
+``--paired N`` adds N rounds of the fused op banded vs unbanded, paired chunk by chunk
+(``paired_fused``). With ``--end-to-end`` it also runs part 2: ``lambdaflow.pipelines.histogram`` on the
 ``processes`` backend with 1 and 2 workers (wall clock; see ``end_to_end``).
 """
 
@@ -37,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: name -> (width, height, pix_fmt)
 SIZES = {
@@ -84,7 +90,7 @@ def ratios(rounds: list[tuple[float, float]], base: list[tuple[float, float]]) -
 def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple[float, float]]]:
     import av
 
-    from lambdaflow.ops.histogram import histogram_chunk, rgb_histograms
+    from lambdaflow.ops.histogram import BANDED_ENV, histogram_chunk, rgb_histograms
     from lambdaflow.ops.video import RGB24, decode, iter_frames, plan_chunks, probe
 
     index = probe(path)
@@ -121,12 +127,20 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
                 n += 1
         return n
 
-    def fused(native: bool) -> Callable[[], int]:
+    def fused(native: bool, banded: bool = True) -> Callable[[], int]:
         def run() -> int:
-            return sum(
-                len(histogram_chunk(path, c.start, c.stop, 16, chunk=c, native=native).hist)
-                for c in plan
-            )
+            saved = os.environ.get(BANDED_ENV)
+            os.environ[BANDED_ENV] = "1" if banded else "0"
+            try:
+                return sum(
+                    len(histogram_chunk(path, c.start, c.stop, 16, chunk=c, native=native).hist)
+                    for c in plan
+                )
+            finally:
+                if saved is None:
+                    del os.environ[BANDED_ENV]
+                else:
+                    os.environ[BANDED_ENV] = saved
 
         return run
 
@@ -155,6 +169,7 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
             "iter_frames": entered,
             "+ rgb24": converted,
             "fused native": fused(True),
+            "fused unbanded": fused(True, banded=False),
             "fused gbrp": fused_gbrp,
             "decode+numpy": decode_numpy,
         },
@@ -162,6 +177,62 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
     packets = sum(histogram_chunk(path, c.start, c.stop, 16, chunk=c).packets for c in plan)
     results["_plan"] = [(len(plan), packets / index.frame_count)]
     return results
+
+
+def paired_fused(path: Path, rounds: int, batch: int = 50) -> None:
+    """Banded vs whole-frame fused op, paired chunk by chunk: each round runs one chunk
+    through decode only (iter_frames), + rgb24, the banded op and the unbanded op, in a
+    shuffled order, and the medians of the per-round CPU-time ratios are printed (a
+    pairing a chunk apart, for a machine whose load drifts within a round)."""
+    import random
+
+    from lambdaflow.ops.histogram import BANDED_ENV, histogram_chunk
+    from lambdaflow.ops.video import RGB24, iter_frames, plan_chunks, probe
+
+    plan = list(plan_chunks(probe(path), batch))
+
+    def decode(c: Any) -> int:
+        return sum(1 for _ in iter_frames(path, c, keep_open=True))
+
+    def convert(c: Any) -> int:
+        rgb24 = RGB24()
+        return sum(1 for _, f in iter_frames(path, c, keep_open=True) if rgb24.frame(f))
+
+    def fused(banded: str) -> Callable[[Any], int]:
+        def run(c: Any) -> int:
+            os.environ[BANDED_ENV] = banded
+            return len(histogram_chunk(path, c.start, c.stop, chunk=c).hist)
+
+        return run
+
+    fns = {"decode": decode, "+ rgb24": convert, "banded": fused("1"), "unbanded": fused("0")}
+    ms: dict[str, list[float]] = {k: [] for k in fns}
+    order, shuffle = list(fns), random.Random(1).shuffle
+    saved = os.environ.get(BANDED_ENV)
+    try:
+        for r in range(rounds):
+            shuffle(order)
+            for k in order:
+                c0 = time.process_time()
+                n = fns[k](plan[r % len(plan)])
+                ms[k].append((time.process_time() - c0) * 1e3 / n)
+    finally:
+        os.environ.pop(BANDED_ENV, None)
+        if saved is not None:
+            os.environ[BANDED_ENV] = saved
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(ms[a], ms[b]))
+
+    print(
+        f"  paired by chunk ({rounds} rounds): fused banded {paired('decode', 'banded'):.3f}x "
+        f"decode, unbanded {paired('decode', 'unbanded'):.3f}x, + rgb24 "
+        f"{paired('decode', '+ rgb24'):.3f}x; banded / unbanded CPU time "
+        f"{paired('banded', 'unbanded'):.3f}; per frame: decode "
+        f"{statistics.median(ms['decode']):.3f} ms, banded "
+        f"{statistics.median(ms['banded']):.3f} ms, unbanded "
+        f"{statistics.median(ms['unbanded']):.3f} ms"
+    )
 
 
 # ------------------------------------------------------------------------- part 2
@@ -285,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="720p,480p,720p-10bit,1080p")
     parser.add_argument("--batch", type=int, default=50, help="frames per chunk (target)")
     parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also compare the banded and whole-frame fused op chunk by chunk",
+    )
+    parser.add_argument(
         "--end-to-end",
         action="store_true",
         help="also run the pipeline on processes with 1 and 2 workers",
@@ -310,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu, wall = (max(x[k] for x in runs) for k in (0, 1))
             paired = ratios(runs, base)
             print(
-                f"  {label:<14} {cpu:7.1f} frames/s cpu ({cpu / base_cpu:4.2f}x)  "
+                f"  {label:<15} {cpu:7.1f} frames/s cpu ({cpu / base_cpu:4.2f}x)  "
                 f"{wall:7.1f} frames/s wall ({wall / base_wall:4.2f}x)  "
                 f"per round cpu {statistics.median(paired):4.2f}x "
                 f"[{paired[0]:4.2f}-{paired[-1]:4.2f}]"
@@ -318,9 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         ms = {label: 1e3 / max(x[0] for x in runs) for label, runs in r.items()}
         print(
             f"  per frame (best CPU): decode {ms['iter_frames']:.3f} ms, rgb24 conversion "
-            f"{ms['+ rgb24'] - ms['iter_frames']:.3f} ms, kernel + Python "
-            f"{ms['fused native'] - ms['+ rgb24']:.3f} ms"
+            f"{ms['+ rgb24'] - ms['iter_frames']:.3f} ms, then kernel + Python "
+            f"{ms['fused unbanded'] - ms['+ rgb24']:.3f} ms; banded conversion + kernel + "
+            f"Python {ms['fused native'] - ms['iter_frames']:.3f} ms"
         )
+        if args.paired:
+            paired_fused(path, args.paired, args.batch)
         if args.end_to_end:
             for workers in (1, 2):
                 ratio = end_to_end(path, workers, args.repeat, args.batch)

@@ -26,6 +26,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "banded.h"
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define LF_X86 1
@@ -266,28 +268,55 @@ static void count_nibbles_avx2(const uint8_t *data, Py_ssize_t height, Py_ssize_
  * eight tables spilled them (measured: the two-pass loop with the masked tail group is
  * about 1.3x faster at 854x480).
  */
-__attribute__((target("avx2")))
-static void count_nibbles_rgb_avx2(const uint8_t *data, Py_ssize_t height, Py_ssize_t width,
-                                   Py_ssize_t stride, uint64_t nib[3][16])
+/* Constant vectors of the RGB24 kernel, filled once by init_rgb_tables (module init). */
+static uint8_t rgb_tables[8][32];   /* table j: nibble 2j -> 0x01, 2j+1 -> 0x10 */
+static uint8_t rgb_masks[3][3][32]; /* [q][c]: 0xFF in the lanes of phase q holding channel c */
+
+static void init_rgb_tables(void)
 {
-    const __m256i low4 = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
-    __m256i table[8], wide[3][16], mask[3][3];
-    uint64_t tot[3][16] = {{0}};
-    int spills = 0;
+    memset(rgb_tables, 0, sizeof(rgb_tables));
     for (int j = 0; j < 8; j++) {
-        uint8_t t[32] = {0};
-        t[2 * j] = t[16 + 2 * j] = 0x01;
-        t[2 * j + 1] = t[16 + 2 * j + 1] = 0x10;
-        table[j] = _mm256_loadu_si256((const __m256i *)t);
+        rgb_tables[j][2 * j] = rgb_tables[j][16 + 2 * j] = 0x01;
+        rgb_tables[j][2 * j + 1] = rgb_tables[j][16 + 2 * j + 1] = 0x10;
     }
+    for (int q = 0; q < 3; q++)
+        for (int c = 0; c < 3; c++)
+            for (int j = 0; j < 32; j++) rgb_masks[q][c][j] = ((32 * q + j) % 3 == c) ? 0xFF : 0;
+}
+
+/* The 8-bit lane counters -> acc->tot (psadbw over each channel's lanes), then zero. */
+__attribute__((target("avx2")))
+static void spill_rgb_avx2(lf_rgb_acc *acc)
+{
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i *wide = (__m256i *)acc->wide;
     for (int q = 0; q < 3; q++) {
-        for (int c = 0; c < 3; c++) {
-            uint8_t m[32];
-            for (int j = 0; j < 32; j++) m[j] = ((32 * q + j) % 3 == c) ? 0xFF : 0;
-            mask[q][c] = _mm256_loadu_si256((const __m256i *)m);
+        __m256i mask[3];
+        for (int c = 0; c < 3; c++) mask[c] = _mm256_loadu_si256((const __m256i *)rgb_masks[q][c]);
+        for (int k = 0; k < 16; k++) {
+            for (int c = 0; c < 3; c++) {
+                __m256i s = _mm256_sad_epu8(_mm256_and_si256(wide[16 * q + k], mask[c]), zero);
+                acc->tot[c][k] += (uint64_t)_mm256_extract_epi64(s, 0)
+                                + (uint64_t)_mm256_extract_epi64(s, 1)
+                                + (uint64_t)_mm256_extract_epi64(s, 2)
+                                + (uint64_t)_mm256_extract_epi64(s, 3);
+            }
+            wide[16 * q + k] = zero;
         }
-        for (int k = 0; k < 16; k++) wide[q][k] = zero;
     }
+    acc->spills = 0;
+}
+
+/* Counts the rows into acc (wide lane counters, spilled into acc->tot every 17 blocks;
+ * lf_rgb_finish spills the rest), so that one frame's bands share the same counters. */
+__attribute__((target("avx2")))
+static void count_nibbles_rgb_avx2(lf_rgb_acc *acc, const uint8_t *data, Py_ssize_t height,
+                                   Py_ssize_t width, Py_ssize_t stride)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i table[8], *wide = (__m256i *)acc->wide;
+    for (int j = 0; j < 8; j++) table[j] = _mm256_loadu_si256((const __m256i *)rgb_tables[j]);
     Py_ssize_t groups = (3 * width) / 96;
     Py_ssize_t tail = width - 32 * groups; /* pixels after the last whole group */
     int vtail = tail > 0 && groups > 0;     /* counted by an overlapping, masked group */
@@ -331,44 +360,23 @@ static void count_nibbles_rgb_avx2(const uint8_t *data, Py_ssize_t height, Py_ss
                             skip[q]);
                         LF_COUNT_VECTOR(v);
                     }
-                    __m256i acc[4] = {a0, a1, a2, a3};
+                    __m256i sums[4] = {a0, a1, a2, a3};
                     for (int j = 0; j < 4; j++) {
                         int k = 2 * (4 * half + j);
-                        wide[q][k] = _mm256_add_epi8(wide[q][k], _mm256_and_si256(acc[j], low4));
-                        wide[q][k + 1] = _mm256_add_epi8(
-                            wide[q][k + 1], _mm256_and_si256(_mm256_srli_epi16(acc[j], 4), low4));
+                        __m256i *w = wide + 16 * q + k;
+                        w[0] = _mm256_add_epi8(w[0], _mm256_and_si256(sums[j], low4));
+                        w[1] = _mm256_add_epi8(
+                            w[1], _mm256_and_si256(_mm256_srli_epi16(sums[j], 4), low4));
                     }
                 }
             }
-            if (++spills == 17) {
-                for (int q = 0; q < 3; q++)
-                    for (int k = 0; k < 16; k++) {
-                        for (int c = 0; c < 3; c++) {
-                            __m256i s = _mm256_sad_epu8(_mm256_and_si256(wide[q][k], mask[q][c]), zero);
-                            tot[c][k] += (uint64_t)_mm256_extract_epi64(s, 0)
-                                       + (uint64_t)_mm256_extract_epi64(s, 1)
-                                       + (uint64_t)_mm256_extract_epi64(s, 2)
-                                       + (uint64_t)_mm256_extract_epi64(s, 3);
-                        }
-                        wide[q][k] = zero;
-                    }
-                spills = 0;
-            }
+            if (++acc->spills == 17) spill_rgb_avx2(acc);
         }
         if (!vtail)
             for (Py_ssize_t x = groups * 32; x < width; x++)
-                for (int c = 0; c < 3; c++) tot[c][row[3 * x + c] >> 4]++;
+                for (int c = 0; c < 3; c++) acc->tot[c][row[3 * x + c] >> 4]++;
     }
 #undef LF_COUNT_VECTOR
-    for (int q = 0; q < 3; q++)
-        for (int k = 0; k < 16; k++)
-            for (int c = 0; c < 3; c++) {
-                __m256i s = _mm256_sad_epu8(_mm256_and_si256(wide[q][k], mask[q][c]), zero);
-                tot[c][k] += (uint64_t)_mm256_extract_epi64(s, 0) + (uint64_t)_mm256_extract_epi64(s, 1)
-                           + (uint64_t)_mm256_extract_epi64(s, 2) + (uint64_t)_mm256_extract_epi64(s, 3);
-            }
-    for (int c = 0; c < 3; c++)
-        for (int k = 0; k < 16; k++) nib[c][k] += tot[c][k];
 }
 
 LF_NIBBLE_KERNEL(count_nibbles_sse2, , __m128i, 16,
@@ -466,6 +474,41 @@ static void fold256(const uint64_t *counts, int bins, int64_t *out)
     for (int v = 0; v < 256; v++) out[(v * bins) >> 8] += (int64_t)counts[v];
 }
 
+/* ------------------------------------------- RGB24 counting shared with banded.c */
+
+void lf_rgb_start(lf_rgb_acc *acc, int bins)
+{
+    memset(acc, 0, sizeof(*acc));
+    acc->nibble = strcmp(simd_name(), "avx2") == 0 && bins <= 16 && (16 % bins) == 0;
+}
+
+void lf_rgb_count(lf_rgb_acc *acc, const uint8_t *data, Py_ssize_t height, Py_ssize_t width,
+                  Py_ssize_t stride)
+{
+#ifdef LF_X86
+    if (acc->nibble) {
+        count_nibbles_rgb_avx2(acc, data, height, width, stride);
+        return;
+    }
+#endif
+    count_interleaved(data, height, width, stride, 3, &acc->tot[0][0]);
+}
+
+void lf_rgb_finish(lf_rgb_acc *acc, int bins, int64_t *out)
+{
+    for (int c = 0; c < 3; c++) {
+        int64_t *o = out + (Py_ssize_t)c * bins;
+        if (acc->nibble) {
+#ifdef LF_X86
+            if (c == 0) spill_rgb_avx2(acc);
+#endif
+            memset(o, 0, (size_t)bins * sizeof(int64_t));
+            for (int k = 0; k < 16; k++) o[k * bins / 16] += (int64_t)acc->tot[c][k];
+        } else
+            fold256(acc->tot[c], bins, o);
+    }
+}
+
 /* ------------------------------------------------------------------ entry points */
 
 static PyObject *hist_interleaved(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -504,26 +547,21 @@ static PyObject *hist_interleaved(PyObject *self, PyObject *args, PyObject *kwar
     }
     uint64_t counts[4 * 256];
     memset(counts, 0, sizeof(counts));
-    int nibble = vector && channels == 3 && bins <= 16 && (16 % bins) == 0;
+    int rgb = channels == 3 && vector; /* the RGB24 accumulator (AVX2 where bins allow) */
     Py_BEGIN_ALLOW_THREADS
-    if (nibble) {
-        uint64_t nib[3][16];
-        memset(nib, 0, sizeof(nib));
-#ifdef LF_X86
-        count_nibbles_rgb_avx2((const uint8_t *)img.buf, height, width, stride, nib);
-#endif
-        for (int c = 0; c < 3; c++) {
-            int64_t *o = (int64_t *)out.buf + (Py_ssize_t)c * bins;
-            memset(o, 0, (size_t)bins * sizeof(int64_t));
-            for (int k = 0; k < 16; k++) o[k * bins / 16] += (int64_t)nib[c][k];
-        }
-    } else if (channels == 1)
-        count_plane_fast((const uint8_t *)img.buf, height, width, stride, counts);
-    else
-        count_interleaved((const uint8_t *)img.buf, height, width, stride, channels, counts);
-    if (!nibble)
+    if (rgb) {
+        lf_rgb_acc acc;
+        lf_rgb_start(&acc, bins);
+        lf_rgb_count(&acc, (const uint8_t *)img.buf, height, width, stride);
+        lf_rgb_finish(&acc, bins, (int64_t *)out.buf);
+    } else {
+        if (channels == 1)
+            count_plane_fast((const uint8_t *)img.buf, height, width, stride, counts);
+        else
+            count_interleaved((const uint8_t *)img.buf, height, width, stride, channels, counts);
         for (int c = 0; c < channels; c++)
             fold256(counts + c * 256, bins, (int64_t *)out.buf + (Py_ssize_t)c * bins);
+    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&img);
     PyBuffer_Release(&out);
@@ -620,6 +658,13 @@ static PyMethodDef methods[] = {
     {"hist_planes", (PyCFunction)(void (*)(void))hist_planes, METH_VARARGS | METH_KEYWORDS,
      "hist_planes(planes, bins, out, path='auto')\n--\n\n"
      "One histogram per (data, height, width, stride) plane into out (int64, n*bins)."},
+    {"banded_new", (PyCFunction)(void (*)(void))lf_banded_new, METH_VARARGS,
+     "banded_new(symbols, width, height, src_fmt, dst_fmt, flags, colorspace, src_full, "
+     "linesize, band, chroma_shift)\n--\n\nA banded swscale rgb24 converter (a capsule)."},
+    {"banded_hist", (PyCFunction)(void (*)(void))lf_banded_hist, METH_VARARGS,
+     "banded_hist(conv, planes, bins, out)\n--\n\nConvert band by band, histogram each band."},
+    {"banded_convert", (PyCFunction)(void (*)(void))lf_banded_convert, METH_VARARGS,
+     "banded_convert(conv, planes, out)\n--\n\nThe same conversion into out (height*linesize)."},
     {"simd", simd, METH_NOARGS, "simd()\n--\n\nThe vector path hist_planes uses: avx2, sse2 or scalar."},
     {NULL, NULL, 0, NULL},
 };
@@ -629,4 +674,8 @@ static struct PyModuleDef module = {
     "Per-channel 8-bit histograms (bin = value * bins // 256), GIL released.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void)
+{
+    init_rgb_tables();
+    return PyModule_Create(&module);
+}

@@ -5,7 +5,9 @@
                                         rgb24 conversion, one reused swscale context) ─>
                                         native kernel reads the interleaved pixels in place
                                         ─> row of the result (the frame is dropped before
-                                        the next is decoded)
+                                        the next is decoded); where ops.banded proved it
+                                        exact, the same conversion and kernel run band by
+                                        band in L2 (``LAMBDAFLOW_BANDED=0``: never)
 
 Bins split [0, 256) evenly: ``bin = value * bins // 256``; rows are R, G, B (or Y, U, V).
 The native kernel (``lambdaflow._native``, built from native/histogram.c) releases the GIL;
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from lambdaflow.ops.banded import BandedRGB
 from lambdaflow.ops.video import RGB24, Chunk, DecodeStats, Source, iter_frames, probe
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ else:
 
 #: Set to "0" to make ``native=None`` mean numpy everywhere.
 NATIVE_ENV = "LAMBDAFLOW_NATIVE"
+#: Set to "0" to make the native fused op convert whole frames (no banding; same numbers).
+BANDED_ENV = "LAMBDAFLOW_BANDED"
 
 
 def use_native(native: bool | None = None) -> bool:
@@ -176,8 +181,12 @@ class ChunkHistogram:
         return iter((self.hist, self.failed))
 
 
-def _frame_rgb_hist(frame: Any, rgb24: RGB24, bins: int, fast: bool, out: np.ndarray) -> None:
+def _frame_rgb_hist(
+    frame: Any, rgb24: RGB24, bins: int, fast: bool, out: np.ndarray, banded: BandedRGB | None
+) -> None:
     """Histogram one decoded av.VideoFrame into ``out`` (3, bins) without keeping it."""
+    if banded is not None and banded.hist(frame, rgb24, bins, out):
+        return
     rgb = rgb24.frame(frame)
     plane = rgb.planes[0]
     h, w = rgb.height, rgb.width
@@ -221,12 +230,13 @@ def histogram_chunk(
     hist = np.zeros((stop - start, 3, bins), dtype=np.int64)
     failed: list[int] = []
     rgb24 = RGB24()
+    banded = BandedRGB(_native) if fast and os.environ.get(BANDED_ENV, "1") != "0" else None
     stats = DecodeStats()
     frames = iter_frames(
         source, chunk, failed, client=client, threads=threads, keep_open=True, stats=stats
     )
     for number, frame in frames:
-        _frame_rgb_hist(frame, rgb24, bins, fast, hist[number - start])
+        _frame_rgb_hist(frame, rgb24, bins, fast, hist[number - start], banded)
         del frame
     if failed:
         log.warning(
