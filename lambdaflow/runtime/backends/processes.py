@@ -216,6 +216,7 @@ class ProcessesBackend:
         self._closing = False
         self._avg_s = 0.05
         self._fn_avg: dict[str, float] = {}  # function key -> recent duration (s)
+        self._framer = wire.Framer()  # used only under _io_lock (not thread-safe)
         self._rbuf = bytearray(wire.READ_SIZE)  # the IO thread's read buffer (``_read``)
         self._rview = memoryview(self._rbuf)
         self._started = 0
@@ -509,9 +510,9 @@ class ProcessesBackend:
             p.inflight[p.seq] = e
             items.append([p.seq, e.msg.to_list()])
         if req is None:
-            self._send(p, wire.frame(wire.TASKS, items))
+            self._send(p, self._framer.frame(wire.TASKS, items))
         else:
-            self._send(p, wire.frame(wire.INLINE, req, items))
+            self._send(p, self._framer.frame(wire.INLINE, req, items))
 
     def _send(self, p: _Proc, data: bytes) -> None:
         if not p.dead:
@@ -769,17 +770,25 @@ class ProcessesBackend:
     def _next_deadline(self) -> float | None:
         """How long select may sleep: wake to check timeouts, and to steal queued tasks
         from behind a long one while some worker has room."""
-        idle = any(not p.inflight and not p.blocked and not p.dead for p in self._procs)
         now = time.monotonic()
-        due = [p.yield_due for p in self._procs if p.yield_due > now and not p.dead]
-        if due:
-            return min(due) - now
+        due: float | None = None
+        idle = behind = timed = False  # (one pass: this runs once per select)
         for p in self._procs:
-            if self._timed and any(e.msg.options.get("timeout_s") for e in p.inflight.values()):
-                return 0.05
-            if idle and len(p.inflight) > 1 and not p.revoking:
-                return 0.05
-        return None
+            if p.dead:
+                continue
+            if p.yield_due > now:
+                due = p.yield_due if due is None else min(due, p.yield_due)
+            n = len(p.inflight)
+            if not n:
+                idle = idle or not p.blocked
+                continue
+            if n > 1 and not p.revoking:
+                behind = True
+            if self._timed and not timed:
+                timed = any(e.msg.options.get("timeout_s") for e in p.inflight.values())
+        if due is not None:
+            return due - now
+        return 0.05 if timed or (idle and behind) else None
 
     def _check_timeouts(self) -> None:
         if not self._timed:
