@@ -220,6 +220,8 @@ class ProcessesBackend:
         self._rbuf = bytearray(wire.READ_SIZE)  # the IO thread's read buffer (``_read``)
         self._rview = memoryview(self._rbuf)
         self._started = 0
+        #: how many times the IO thread's select has returned (tests, process_wakeups.py)
+        self.io_wakeups = 0
         #: a task with ``timeout_s`` was sent (until then no loop looks for timeouts)
         self._timed = False
         self._warned_cap = False
@@ -384,6 +386,7 @@ class ProcessesBackend:
                     r, w, _ = select.select(rlist, wlist, [], deadline)
                 finally:
                     self._io_lock.acquire()
+                self.io_wakeups += 1
                 if self._wake_r in r:
                     # Drain first, then clear the flag: a submit in between sees the flag
                     # still set and skips its write, but the top of the loop picks its
