@@ -81,6 +81,15 @@ def split_frames(buf: bytearray) -> Iterator[list]:
         yield fields
 
 
+def results_head(count: int) -> bytes:
+    """The msgpack head of ``[RESULTS, [<count entries>]]``, its entries packed apart."""
+    packer = msgpack.Packer()
+    return packer.pack_array_header(2) + packer.pack(RESULTS) + packer.pack_array_header(count)
+
+
+_RESULTS_HEAD = [results_head(n) for n in range(64)]  # the common counts, made once
+
+
 def _map(path: str, size: int, create: bool) -> mmap.mmap:
     if create:
         with open(path, "wb") as f:
@@ -160,9 +169,8 @@ class ResultLog:
     def results_frame(self) -> bytes:
         """A RESULTS frame holding every logged entry (without copying them twice)."""
         used = self._used
-        packer = msgpack.Packer()
-        head = packer.pack_array_header(2) + packer.pack(RESULTS) + packer.pack_array_header(
-            self.count)
+        head = _RESULTS_HEAD[self.count] if self.count < len(_RESULTS_HEAD) else (
+            results_head(self.count))
         body = self._mm[self._USED.size:self._USED.size + used]
         return LEN.pack(len(head) + used) + head + body
 

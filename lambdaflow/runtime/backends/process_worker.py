@@ -164,9 +164,7 @@ class Worker:
             if not self.log.fits(len(entry)):
                 self._flush_locked()
             if not self.log.fits(len(entry)):  # too big for the log: send it alone
-                packer = msgpack.Packer()
-                body = (packer.pack_array_header(2) + packer.pack(wire.RESULTS)
-                        + packer.pack_array_header(1) + entry)
+                body = wire.results_head(1) + entry
                 wire.write_all(self.wfd, wire.LEN.pack(len(body)) + body)
                 return
             if not self.log.count:
