@@ -13,9 +13,11 @@ except while it sleeps in select, and a ``submit`` that finds it sleeping, its t
 alone in the queue and a worker with nothing to do, takes the lock and writes the task
 to that worker itself (``_hand_off``), instead of waking the IO thread to do it: one
 wake-up less per hop of a chain. Anything else (a burst, a busy or blocked worker, a
-subtask, a failed write, a deadline to set) wakes the IO thread as before. A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by
-each function's measured duration (deep for tiny tasks; nothing queued behind a long or
-not yet measured one). Values above the inline limit go through a
+subtask, a failed write, a deadline to set) wakes the IO thread as before.
+
+A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by each function's
+measured duration (deep for tiny tasks; nothing queued behind a long or not yet
+measured one). Values above the inline limit go through a
 ``LocalDirStore`` (on /dev/shm when possible), never through pipes.
 
 Tasks inside a worker call the API through its pipe (``process_client``): the driver
