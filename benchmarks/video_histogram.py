@@ -304,8 +304,9 @@ class Ceiling:
         )
         self.run()  # warm: the container cache, the banded converter, the page cache
 
-    def run(self) -> tuple[float, str]:
-        """frames/s, and a note: per process frames/s by wall and by CPU."""
+    def run(self) -> tuple[float, float, str]:
+        """frames/s, frames per CPU-second (all processes), and a note: per process
+        frames/s by wall and by CPU."""
         futures = [self.pool.submit(_ceiling_run, *args) for args in self.args]
         out = [f.result() for f in futures]
         if len({pid for *_, pid in out}) != self.workers:
@@ -314,7 +315,7 @@ class Ceiling:
         note = ", ".join(
             f"{r:.0f}/s wall {n / cpu:.0f}/s cpu" for r, (n, *_, cpu, _) in zip(rates, out)
         )
-        return sum(rates), note
+        return sum(rates), sum(n for n, *_ in out) / sum(cpu for *_, cpu, _ in out), note
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -322,11 +323,13 @@ class Ceiling:
 
 def end_to_end(
     path: Path, workers: int, repeat: int, batch: int = 50
-) -> tuple[float, float, float] | None:
+) -> tuple[float, float, float, float] | None:
     """PART 2: ``lambdaflow.pipelines.histogram`` (prepare + run) on the ``processes``
     backend with ``workers`` workers, wall clock; returns the medians over the rounds of
-    job / decode-only, ceiling / decode-only and job / ceiling (None if the pipeline is
-    not importable).
+    job / decode-only, ceiling / decode-only, job / ceiling and the job's frames per
+    CPU-second (workers + driver) over the ceiling's (None if the pipeline is not
+    importable). The last one does not depend on how much of the cores other load left:
+    on a shared machine it is the figure that says whether the job wastes work.
 
     Each round runs the baseline (PyAV decode-only of the whole file, one thread), then
     the job and the ceiling (``Ceiling``: ``workers`` independent processes running the
@@ -347,7 +350,7 @@ def end_to_end(
     except ImportError as exc:
         print(f"  end-to-end skipped: {exc}")
         return None
-    ratios_: list[tuple[float, float, float]] = []
+    ratios_: list[tuple[float, float, float, float]] = []
     first = prepare_histogram(path, batch=batch)
     ceiling = Ceiling(workers, first.source, tasks_of(first.index, first.plan), first.bins)
     lambdaflow.init(backend="processes", num_workers=workers)
@@ -357,7 +360,7 @@ def end_to_end(
         for round_ in range(repeat):
             base = _decode_only_wall(path)
             if round_ % 2:
-                top, top_note = ceiling.run()
+                top, top_cpu, top_note = ceiling.run()
             load = Path("/proc/loadavg").read_text().split()[0]
             cpu0 = {env: _cpu_s(int(env[len("pid-") :])) for env in pids}
             ticks0, drv0 = _system_ticks(), time.process_time()
@@ -370,7 +373,7 @@ def end_to_end(
             drv, ticks = time.process_time() - drv0, _system_ticks()
             cpu = {env: _cpu_s(int(env[len("pid-") :])) - c for env, c in cpu0.items()}
             if not round_ % 2:
-                top, top_note = ceiling.run()
+                top, top_cpu, top_note = ceiling.run()
             records = list(lambdaflow.stats().records)[seen:]
             busy: dict[str, float] = {}
             tasks: dict[str, int] = {}
@@ -389,7 +392,8 @@ def end_to_end(
             delta = [b - a for a, b in zip(ticks0, ticks)]
             total = sum(delta) or 1
             fps = len(result.hist) / (t2 - t0)
-            ratios_.append((fps / base, top / base, fps / top))
+            job_cpu = len(result.hist) / max(sum(cpu.values()) + drv, 1e-9)
+            ratios_.append((fps / base, top / base, fps / top, job_cpu / top_cpu))
             workers_text = "; ".join(
                 f"{tasks[env]} tasks, busy {busy[env]:.3f} s, gaps {gaps[env]:.3f} s, "
                 f"cpu {cpu.get(env, 0.0):.3f} s"
@@ -400,7 +404,8 @@ def end_to_end(
                 f"{base:6.1f} -> {fps / base:4.2f}x (load {load}); ceiling "
                 f"{'before' if round_ % 2 else 'after'} the job {top:6.1f} frames/s "
                 f"({top_note}) -> {top / base:4.2f}x decode-only, job / ceiling "
-                f"{fps / top:4.2f}; prepare {t1 - t0:.3f} s, "
+                f"{fps / top:4.2f} (frames per CPU-second, workers + driver against the "
+                f"ceiling's processes: {job_cpu / top_cpu:4.2f}); prepare {t1 - t0:.3f} s, "
                 f"run {t2 - t1:.3f} s (submit to last end {span:.3f} s, tail "
                 f"{max(last) - min(last):.3f} s: the last worker alone); workers: "
                 f"{workers_text} ({len(result.hist) / max(sum(cpu.values()), 1e-9):.0f} "
@@ -416,8 +421,8 @@ def end_to_end(
     finally:
         lambdaflow.shutdown()
         ceiling.close()
-    job_r, top_r, share = (statistics.median(r[k] for r in ratios_) for k in range(3))
-    return job_r, top_r, share
+    job_r, top_r, share, cpu_share = (statistics.median(r[k] for r in ratios_) for k in range(4))
+    return job_r, top_r, share, cpu_share
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,12 +485,12 @@ def main(argv: list[str] | None = None) -> int:
             for workers in (1, 2):
                 ratios_ = end_to_end(path, workers, args.repeat, args.batch)
                 if ratios_ is not None:
-                    job_r, top_r, share = ratios_
+                    job_r, top_r, share, cpu_share = ratios_
                     print(
                         f"  end-to-end processes x{workers}: median {job_r:4.2f}x "
                         f"single-core decode-only wall; ceiling ({workers} independent "
                         f"fused-op processes) {top_r:4.2f}x; job / ceiling {share:4.2f} "
-                        "(medians of the same rounds)"
+                        f"(by CPU {cpu_share:4.2f}; medians of the same rounds)"
                     )
     return 0
 
