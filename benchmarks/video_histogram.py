@@ -29,7 +29,9 @@ against the decode-only run of the same round (adjacent in time, so load that dr
 between rounds cancels out; the spread says how much to trust the figure).
 ``--paired N`` adds N rounds of the fused op banded vs unbanded, paired chunk by chunk
 (``paired_fused``). With ``--end-to-end`` it also runs part 2: ``lambdaflow.pipelines.histogram`` on the
-``processes`` backend with 1 and 2 workers (wall clock; see ``end_to_end``).
+``processes`` backend with 1 and 2 workers (wall clock; see ``end_to_end``), each round
+against the decode-only baseline and a ceiling (``Ceiling``: as many independent
+processes running the fused op over the job's chunks, no runtime).
 """
 
 from __future__ import annotations
