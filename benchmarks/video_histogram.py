@@ -355,7 +355,11 @@ def end_to_end(
     ratios_: list[tuple[float, float, float, float]] = []
     first = prepare_histogram(path, batch=batch)
     ceiling = Ceiling(workers, first.source, tasks_of(first.index, first.plan), first.bins)
-    lambdaflow.init(backend="processes", num_workers=workers)
+    try:
+        lambdaflow.init(backend="processes", num_workers=workers)
+    except BaseException:
+        ceiling.close()
+        raise
     try:
         run_histogram(prepare_histogram(path, batch=batch))  # warm the workers
         pids = {str(r["env_id"]) for r in lambdaflow.stats().records}
