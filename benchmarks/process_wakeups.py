@@ -4,8 +4,9 @@ less than wall time: CPU time and voluntary context switches (wake-ups) per task
     python benchmarks/process_wakeups.py [--tasks 20000] [--chain 2000] [--workers 2]
 
 For no-op tasks (all submitted, then collected) and a chain of dependent no-op tasks,
-prints per task: the driver's CPU by thread (main, scheduler, IO), the workers' CPU, and
-the voluntary context switches of the driver and of the workers (Linux /proc only).
+prints per task: the driver's CPU by thread (main, scheduler, IO), the workers' CPU, the
+voluntary context switches of the driver and of the workers (Linux /proc only), and how
+often the IO thread's select returned ("io wk"; a chain hop: 1 with the hand-off).
 Each wake-up of a thread or process is a switch; on 2 shared cores a chain's latency is
 mostly wake-ups, so fewer of them is what shortens a hop.
 """
@@ -50,10 +51,11 @@ def _workers() -> list[int]:
     return sorted(kids)
 
 
-def measure(shape: str, n: int) -> dict:
+def measure(shape: str, n: int, backend) -> dict:
     names = {t.native_id: t.name for t in threading.enumerate()}
     kids = _workers()
     d0, w0 = _threads(os.getpid()), {k: _threads(k) for k in kids}
+    io0 = backend.io_wakeups
     t = time.perf_counter()
     if shape == "no-op":
         lf.get([noop.remote(i) for i in range(n)])
@@ -64,7 +66,7 @@ def measure(shape: str, n: int) -> dict:
         lf.get(ref)
     wall = time.perf_counter() - t
     d1, w1 = _threads(os.getpid()), {k: _threads(k) for k in kids}
-    per = {"wall_us": wall / n * 1e6}
+    per = {"wall_us": wall / n * 1e6, "io_wakeups": (backend.io_wakeups - io0) / n}
     for tid, (cpu, _) in d1.items():
         name = names.get(tid, "other")
         key = {"MainThread": "main", "lambdaflow-scheduler": "scheduler",
@@ -89,14 +91,15 @@ def main() -> None:
     print(f"# processes backend, {args.workers} workers, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}; per task: CPU in us, wake-ups")
     print(f"{'shape':<8}{'wall':>8}{'main':>7}{'sched':>7}{'io':>7}{'workers':>9}"
-          f"{'driver sw':>11}{'workers sw':>12}")
-    with lf.init(backend="processes", num_workers=args.workers):
+          f"{'driver sw':>11}{'workers sw':>12}{'io wk':>7}")
+    with lf.init(backend="processes", num_workers=args.workers) as rt:
         lf.get([noop.remote(i) for i in range(200)])  # warm up: workers started, timed
         for shape, n in (("no-op", args.tasks), ("chain", args.chain)):
-            r = measure(shape, n)
+            r = measure(shape, n, rt.backend)
             print(f"{shape:<8}{r['wall_us']:>8.0f}{r.get('main', 0):>7.1f}"
                   f"{r.get('scheduler', 0):>7.1f}{r.get('io', 0):>7.1f}{r['workers_cpu']:>9.1f}"
-                  f"{r['driver_switches']:>11.2f}{r['workers_switches']:>12.2f}")
+                  f"{r['driver_switches']:>11.2f}{r['workers_switches']:>12.2f}"
+                  f"{r['io_wakeups']:>7.2f}")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,13 @@ class Worker:
         self._armed = False  # the flusher is to send the logged results in time
         self._packer = msgpack.Packer(use_bin_type=True)  # the main thread's
         self._store: tuple[str, bytes | None, Store] | None = None  # ``_store_for``
-        self._cond = threading.Condition()
+        self._cond = threading.Lock()  # guards pending, closed, _sleeping
+        #: the main thread, out of tasks, sleeps on this raw lock (held while nobody
+        #: sleeps) rather than on a Condition, whose wait and notify are Python code run
+        #: twice per task of a chain; ``_wake_main`` releases it once per sleep
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._sleeping = False
         self.pending: collections.deque[list] = collections.deque()
         self.closed = False
         self.running = 0  # tasks on this process's stack (inline ones included)
@@ -81,11 +87,16 @@ class Worker:
                 if not self.pending:
                     self.flush()
                     self.client.task_end()
-                while not self.pending and not self.closed:
-                    self._cond.wait()
-                if not self.pending:
+                if not self.pending and not self.closed:
+                    self._sleeping = True
+                    fields = None
+                elif not self.pending:
                     return  # the driver closed the pipe: shut down
-                seq, fields = self.pending.popleft()
+                else:
+                    seq, fields = self.pending.popleft()
+            if fields is None:
+                self._wakeup.acquire()  # until _wake_main: tasks came, or the pipe closed
+                continue
             if self.log.count:  # results wait while this task runs: send them in time
                 self._arm()
             self.run(seq, fields)
@@ -141,15 +152,19 @@ class Worker:
         if items or answer:
             self.send(wire.frame(wire.YIELD, [seq for seq, _ in items]))
 
+    def _wake_main(self) -> None:
+        """(Holding ``_cond``) pending or closed changed: wake the main thread if it sleeps."""
+        if self._sleeping:
+            self._sleeping = False
+            self._wakeup.release()
+
     # ------------------------------------------------------------------ sending
     def _log(self, entry: bytes) -> None:
         with self._write_lock:
             if not self.log.fits(len(entry)):
                 self._flush_locked()
             if not self.log.fits(len(entry)):  # too big for the log: send it alone
-                packer = msgpack.Packer()
-                body = (packer.pack_array_header(2) + packer.pack(wire.RESULTS)
-                        + packer.pack_array_header(1) + entry)
+                body = wire.results_head(1) + entry
                 wire.write_all(self.wfd, wire.LEN.pack(len(body)) + body)
                 return
             if not self.log.count:
@@ -200,14 +215,14 @@ class Worker:
         if kind == wire.TASKS:
             with self._cond:
                 self.pending.extend(fields[1])
-                self._cond.notify()
+                self._wake_main()
         elif kind == wire.REVOKE:
             self.give_back_queue(answer=True)
         elif kind == wire.INLINE:
             if not self.client.deliver(fields[1], kind, fields[2]):
                 with self._cond:  # nobody waits any more: run them normally
                     self.pending.extendleft(reversed(fields[2]))
-                    self._cond.notify()
+                    self._wake_main()
         else:  # REPLY, BLOCKED
             self.client.deliver(fields[1], kind, fields[2] if len(fields) > 2 else None)
 
@@ -230,7 +245,7 @@ class Worker:
                 self.pending.clear()
                 if self.running:  # the driver is gone or killing us: stop the task too
                     os._exit(0)
-                self._cond.notify_all()
+                self._wake_main()
 
 
 def main(rfd: int, wfd: int, run_path: str, log_path: str, parent_pid: int) -> None:

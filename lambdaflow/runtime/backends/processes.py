@@ -8,9 +8,16 @@
 One IO thread owns every pipe and every ``_Proc``: it assigns queued tasks to workers
 with room, writes batches (non-blocking, buffered), reads results and requests. Other
 threads reach it only through ``submit`` (the queue) and ``_call`` (a callable run on
-the IO thread). A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by
-each function's measured duration (deep for tiny tasks; nothing queued behind a long or
-not yet measured one). Values above the inline limit go through a
+the IO thread), with one exception, the hand-off: the IO thread holds ``_io_lock``
+except while it sleeps in select, and a ``submit`` that finds it sleeping, its task
+alone in the queue and a worker with nothing to do, takes the lock and writes the task
+to that worker itself (``_hand_off``), instead of waking the IO thread to do it: one
+wake-up less per hop of a chain. Anything else (a burst, a busy or blocked worker, a
+subtask, a failed write, a deadline to set) wakes the IO thread as before.
+
+A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by each function's
+measured duration (deep for tiny tasks; nothing queued behind a long or not yet
+measured one). Values above the inline limit go through a
 ``LocalDirStore`` (on /dev/shm when possible), never through pipes.
 
 Tasks inside a worker call the API through its pipe (``process_client``): the driver
@@ -195,6 +202,10 @@ class ProcessesBackend:
         os.makedirs(self._shm_dir, exist_ok=True)
         self._host: TaskHost | None = None
         self._lock = threading.Lock()  # guards _queue, _queued, _calls, _woken
+        #: held by the IO thread except while it sleeps in select; whoever holds it may
+        #: touch the ``_Proc``s (``_hand_off``). Taken before ``_lock``, never after.
+        self._io_lock = threading.Lock()
+        self._io_lock.acquire()  # for the IO thread, which starts now
         self._queue: collections.deque[_Entry] = collections.deque()
         self._queued: dict[str, _Entry] = {}
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
@@ -207,9 +218,12 @@ class ProcessesBackend:
         self._closing = False
         self._avg_s = 0.05
         self._fn_avg: dict[str, float] = {}  # function key -> recent duration (s)
+        self._framer = wire.Framer()  # used only under _io_lock (not thread-safe)
         self._rbuf = bytearray(wire.READ_SIZE)  # the IO thread's read buffer (``_read``)
         self._rview = memoryview(self._rbuf)
         self._started = 0
+        #: how many times the IO thread's select has returned (tests, process_wakeups.py)
+        self.io_wakeups = 0
         #: a task with ``timeout_s`` was sent (until then no loop looks for timeouts)
         self._timed = False
         self._warned_cap = False
@@ -258,6 +272,13 @@ class ProcessesBackend:
         with self._lock:
             self._queue.append(entry)
             self._queued[msg.task_id] = entry
+        if self._io_lock.acquire(blocking=False):  # the IO thread sleeps in select
+            try:
+                handed = self._hand_off()
+            finally:
+                self._io_lock.release()
+            if handed:
+                return fut
         self._wake()
         return fut
 
@@ -306,6 +327,32 @@ class ProcessesBackend:
             self._calls.append(fn)
         self._wake()
 
+    def _hand_off(self) -> bool:
+        """(Another thread, holding ``_io_lock``) send the only queued task to a worker
+        that has nothing in flight. True if nothing is left for the IO thread to do;
+        False (it must be woken) for anything but that plain case."""
+        with self._lock:
+            if len(self._queue) != 1 or self._routes or self._origin:
+                return False
+            now = time.monotonic()
+            idle = None
+            for p in self._procs:
+                if p.dead:
+                    continue
+                if p.yield_due > now:
+                    return False  # nothing is dealt out until its YIELD comes
+                if idle is None and not p.inflight and not p.blocked:
+                    idle = p
+            if idle is None:
+                return False
+            entry = self._queue.popleft()
+            if not self._take(entry):
+                return True  # cancelled while queued: nothing to send
+        self._send_tasks(idle, [entry])
+        # A partial or failed write, or a deadline select does not know (a timeout_s):
+        # the IO thread has to look.
+        return not idle.outbuf and self._next_deadline() is None
+
     def _wake(self) -> None:
         with self._lock:
             if self._woken or threading.current_thread() is self._thread:
@@ -335,7 +382,13 @@ class ProcessesBackend:
                 exits = {p.exit_fd: p for p in self._procs if p.exit_fd is not None}
                 rlist = [self._wake_r] + [p.rfd for p in self._procs] + list(exits)
                 wlist = [p.wfd for p in self._procs if p.outbuf]
-                r, w, _ = select.select(rlist, wlist, [], self._next_deadline())
+                deadline = self._next_deadline()
+                self._io_lock.release()  # a submit may hand its task off meanwhile
+                try:
+                    r, w, _ = select.select(rlist, wlist, [], deadline)
+                finally:
+                    self._io_lock.acquire()
+                self.io_wakeups += 1
                 if self._wake_r in r:
                     # Drain first, then clear the flag: a submit in between sees the flag
                     # still set and skips its write, but the top of the loop picks its
@@ -462,9 +515,9 @@ class ProcessesBackend:
             p.inflight[p.seq] = e
             items.append([p.seq, e.msg.to_list()])
         if req is None:
-            self._send(p, wire.frame(wire.TASKS, items))
+            self._send(p, self._framer.frame(wire.TASKS, items))
         else:
-            self._send(p, wire.frame(wire.INLINE, req, items))
+            self._send(p, self._framer.frame(wire.INLINE, req, items))
 
     def _send(self, p: _Proc, data: bytes) -> None:
         if not p.dead:
@@ -526,7 +579,10 @@ class ProcessesBackend:
         except BlockingIOError:
             pass
         except OSError:
-            self._crashed(p)
+            if threading.current_thread() is self._thread:
+                self._crashed(p)
+            # else (a hand-off): the data stays in outbuf; the IO thread, woken, finds
+            # the pipe writable, fails the same write and replaces the worker itself
 
     def _read(self, p: _Proc) -> bool:
         """Take in what ``p`` sent; False when nothing was there (or at EOF: the process
@@ -719,17 +775,25 @@ class ProcessesBackend:
     def _next_deadline(self) -> float | None:
         """How long select may sleep: wake to check timeouts, and to steal queued tasks
         from behind a long one while some worker has room."""
-        idle = any(not p.inflight and not p.blocked and not p.dead for p in self._procs)
         now = time.monotonic()
-        due = [p.yield_due for p in self._procs if p.yield_due > now and not p.dead]
-        if due:
-            return min(due) - now
+        due: float | None = None
+        idle = behind = timed = False  # (one pass: this runs once per select)
         for p in self._procs:
-            if self._timed and any(e.msg.options.get("timeout_s") for e in p.inflight.values()):
-                return 0.05
-            if idle and len(p.inflight) > 1 and not p.revoking:
-                return 0.05
-        return None
+            if p.dead:
+                continue
+            if p.yield_due > now:
+                due = p.yield_due if due is None else min(due, p.yield_due)
+            n = len(p.inflight)
+            if not n:
+                idle = idle or not p.blocked
+                continue
+            if n > 1 and not p.revoking:
+                behind = True
+            if self._timed and not timed:
+                timed = any(e.msg.options.get("timeout_s") for e in p.inflight.values())
+        if due is not None:
+            return due - now
+        return 0.05 if timed or (idle and behind) else None
 
     def _check_timeouts(self) -> None:
         if not self._timed:

@@ -66,3 +66,24 @@ def test_running_stack_refuses_past_its_depth(tmp_path):
     assert reader.entries() == []
     stack.push(7, 1.0)
     assert reader.entries() == [(7, 1.0)]
+
+
+def test_results_frames_of_any_count_decode_as_msgpack_packs_them(tmp_path):
+    # The RESULTS head is precomputed for the common counts and packed beyond them: both
+    # must decode to the entries, as msgpack's own packb of the whole frame would.
+    log = wire.ResultLog(str(tmp_path / "log"), create=True)
+    for count in (1, 15, 16, 63, 64, 70):
+        items = [[i, [f"t{i}", 0, "ok", [], None, {"n": i}]] for i in range(count)]
+        for item in items:
+            log.append(msgpack.packb(item))
+        frame = log.results_frame()
+        assert frame[wire.LEN.size:] == msgpack.packb([wire.RESULTS, items])
+        assert list(wire.split_frames(bytearray(frame))) == [[wire.RESULTS, items]]
+        log.clear()
+
+
+def test_a_framer_packs_what_frame_packs_frame_after_frame():
+    framer = wire.Framer()
+    for fields in ([wire.TASKS, [[1, ["x", b"\x00" * 40, None, {}]]]], [wire.REVOKE],
+                   [wire.INLINE, 7, [[2, ["y"]]]]):
+        assert framer.frame(*fields) == wire.frame(*fields)
