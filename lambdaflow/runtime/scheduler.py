@@ -7,6 +7,7 @@ answer (get, wait, cancel) it blocks on a one-shot ``Reply``::
 
     user and task threads ──submit, put, watch, cancel, drop_ref──┐
     backend futures ──────────done(task, attempt, future)─────────┤
+    backend threads (start) ──ended(task, attempt, result)────────┤
     worker pipes (TaskHost) ──submit, borrow, release, watch──────┤
                                                                   v
                               inbox ──> scheduler thread ──> backend.submit(message)
@@ -87,6 +88,8 @@ _NO_REFS: dict[str, str] = {}  # TaskMessage.refs when not exporting (read only)
 
 
 class Scheduler:
+    _start: Callable[..., Any] | None = None
+
     def __init__(self, backend: Backend, job_id: str, *, store: Store, inline_limit: int,
                  progress: bool = False, eager_delete: bool = True, export: bool = False,
                  kill: Callable[[str], bool] | None = None, nested: dict | None = None,
@@ -123,8 +126,23 @@ class Scheduler:
         self._drainers: list[Reply] = []
         self._release_cmd = self._on_release_ref
         self._done_cmd = self._on_done
+        self._ended_cmd = self._on_ended
+        self._attempt_done = self._post_ended  # bound once: one object less per task
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        """A backend whose class defines ``start`` reports each attempt's end by calling
+        back (threads: no Future per task); looked up on the class, so that a wrapper
+        that forwards other attributes but overrides ``submit`` (tests/faults) keeps
+        the Future path."""
+        self._backend = backend
+        self._start = backend.start if callable(getattr(type(backend), "start", None)) else None  # type: ignore[attr-defined]
 
     # ================================================================ any thread
     def new_id(self, prefix: str = "t") -> str:
@@ -443,13 +461,25 @@ class Scheduler:
     def _dispatch(self, t: Task) -> None:
         t.dispatch()
         msg = self._message(t)
+        start = self._start
+        if start is not None:
+            try:
+                t.future = start(msg, self._attempt_done, t)
+            except Exception as exc:
+                self._inbox.put((self._ended_cmd, (t, t.attempt, None, exc)))
+            return
         try:
-            fut = self.backend.submit(msg)
+            fut = self._backend.submit(msg)
         except Exception as exc:
             fut = Future()
             fut.set_exception(exc)
         t.future = fut
         fut.add_done_callback(_PostDone(self._inbox, self._done_cmd, t, t.attempt))
+
+    def _post_ended(self, attempt: Any, result: TaskResult | None,
+                    exc: BaseException | None) -> None:
+        """(A backend's thread) ``start``'s callback: an attempt ended."""
+        self._inbox.put((self._ended_cmd, (attempt.tag, attempt.msg.attempt, result, exc)))
 
     def _message(self, t: Task) -> TaskMessage:
         spec = t.spec
@@ -474,6 +504,15 @@ class Scheduler:
         except CancelledError:
             return
         except BaseException as exc:  # the backend itself failed
+            self._on_ended(t, attempt, None, exc)
+            return
+        self._on_ended(t, attempt, result, None)
+
+    def _on_ended(self, t: Task, attempt: int, result: TaskResult | None,
+                  exc: BaseException | None) -> None:
+        """Attempt ``attempt`` of ``t`` ended with ``result``, or the backend itself
+        failed with ``exc``."""
+        if result is None:
             result = TaskResult(t.id, attempt, "backend", error={"exc": exc})
         if t.state is not DISPATCHED or t.attempt != attempt:
             self._drop_late(t, result)  # cancelled meanwhile, or a stale duplicate

@@ -23,10 +23,11 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from lambdaflow.runtime import keys
 from lambdaflow.runtime.backends.base import TaskHost
-from lambdaflow.runtime.backends.pool import PENDING_MARK, TaskThreads, WorkerExit
+from lambdaflow.runtime.backends.pool import PENDING_MARK, Attempt, Done, TaskThreads, WorkerExit
 from lambdaflow.runtime.context import current_context
 from lambdaflow.runtime.dagstate import Reply
 from lambdaflow.runtime.owner import OwnerClient, WaitFn
@@ -62,6 +63,14 @@ class ThreadsBackend:
             )) from None
         result.stats["backend"] = "threads"
         return result
+
+    def start(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt | _Timed:
+        """The scheduler's path: ``done(attempt, result, exc)`` on the thread that ran
+        it, no Future per task (``pool.start``); a task with ``timeout_s`` goes through
+        ``submit``'s timed Future."""
+        if msg.options.get("timeout_s"):
+            return _Timed(self.submit(msg), msg, done, tag)
+        return self.pool.start(msg, done, tag)
 
     def submit(self, msg: TaskMessage) -> Future:
         inner = self.pool.submit(msg)
@@ -107,6 +116,30 @@ class ThreadsBackend:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
+
+
+class _Timed:
+    """``start``'s handle for a task with ``timeout_s``: reports its timed Future to
+    ``done`` (the timer's TIMEOUT, or the task's own result)."""
+
+    __slots__ = ("msg", "tag", "future")
+
+    def __init__(self, future: Future, msg: TaskMessage, done: Done, tag: Any) -> None:
+        self.msg, self.tag, self.future = msg, tag, future
+
+        def report(f: Future) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            done(self, None if exc is not None else f.result(), exc)  # type: ignore[arg-type]
+
+        future.add_done_callback(report)
+
+    def cancel(self) -> bool:
+        return self.future.cancel()
+
+    def done(self) -> bool:
+        return self.future.done()
 
 
 class ThreadTaskClient(OwnerClient):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lambdaflow.runtime.backends.pool import PENDING_MARK, TaskThreads, WorkerExit
+from lambdaflow.runtime.backends.pool import PENDING_MARK, Attempt, TaskThreads, WorkerExit
 from lambdaflow.runtime.dagstate import Reply
 from lambdaflow.runtime.task import CRASH, OK, TaskMessage, TaskResult, failure
 
@@ -101,11 +101,13 @@ def test_serve_runs_the_awaited_task_inline():
         "thread": threading.current_thread().name}), "t")
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     reply = Reply()
+    ended: list = []
     with pool._lock:  # queue "p" without waking a thread: only the waiter can run it
-        pool._by_task["p"] = (msg("p"), fut := __import__("concurrent.futures").futures.Future())
+        pool._by_task["p"] = Attempt(msg("p"), lambda a, r, e: ended.append((r, e)), None)
     threading.Timer(0.2, lambda: reply.set(True)).start()
     assert pool.serve(["p"], reply, inbox, 5, lambda s: None, pool_thread=False)
-    assert fut.result(timeout=1).stats["thread"] == threading.current_thread().name
+    [(result, exc)] = ended
+    assert exc is None and result.stats["thread"] == threading.current_thread().name
     pool.shutdown()
 
 
