@@ -519,7 +519,8 @@ class Scheduler:
             return
         if self._drainers:
             self._later.append((self._check_drained, None))
-        self._record(t, result)
+        self.records.append((t.id, t.name, result.attempt, result.status, t.submit_time,
+                             result.stats))  # (stats_records reads them)
         if result.status == OK:
             self._finish(t, result)
         elif result.status == LOST:
@@ -538,12 +539,15 @@ class Scheduler:
     def _finish(self, t: Task, result: TaskResult) -> None:
         t.finish()
         nested = result.nested or [[] for _ in t.outs]
+        stored = False
         for o, loc, holds in zip(t.outs, result.values, nested):
             if o.state is PENDING:  # a rebuild leaves the objects that were not lost
-                o.resolve(loc, self._take_holds(holds))
+                o.resolve(loc, self._take_holds(holds) if holds else None)
                 self._settle(o)
+            if o.loc is not None and "key" in o.loc:
+                stored = True
         result.keepalive = None  # its refs may die now: they are counted
-        if any("key" in o.loc for o in t.outs if o.loc is not None):
+        if stored:
             self._keep_lineage(t)  # a stored object can be lost: keep how to rebuild it
         else:
             self._drop_spec(t)  # in memory: never lost (a pinned one keeps its value)
@@ -607,9 +611,6 @@ class Scheduler:
         for loc in result.values:
             if "key" in loc:
                 self._io.delete(loc["key"])
-
-    def _record(self, t: Task, r: TaskResult) -> None:
-        self.records.append((t.id, t.name, r.attempt, r.status, t.submit_time, r.stats))
 
     # ---------------------------------------------------------- references
     def _take_holds(self, oids: list[str]) -> list[str] | None:

@@ -37,6 +37,18 @@ from lambdaflow.runtime.store.memory import MemoryStore
 from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
 from lambdaflow.runtime.worker import run_task
 
+_names = threading.local()
+
+
+def _thread_name() -> str:
+    """This thread's name, looked up once per thread (``current_thread()`` is Python
+    code, on every task)."""
+    try:
+        return _names.name
+    except AttributeError:
+        _names.name = threading.current_thread().name
+        return _names.name
+
 
 class ThreadsBackend:
     name = "threads"
@@ -54,15 +66,13 @@ class ThreadsBackend:
 
     def _run(self, msg: TaskMessage) -> TaskResult:
         try:
-            result = run_task(msg, self.store, client=self._client, share="move",
-                              measure_memory=False, env_id=threading.current_thread().name)
+            return run_task(msg, self.store, client=self._client, share="move",
+                            measure_memory=False, env_id=_thread_name(), backend="threads")
         except SystemExit as exc:
             raise WorkerExit(failure(
                 msg.task_id, msg.attempt, CRASH,
                 f"the task called exit({exc.code!r}) (SystemExit): its worker thread ended"
             )) from None
-        result.stats["backend"] = "threads"
-        return result
 
     def start(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt | _Timed:
         """The scheduler's path: ``done(attempt, result, exc)`` on the thread that ran
