@@ -38,7 +38,8 @@ class FunctionHandle:
         self._lock = threading.Lock()
         self._fast = _fast_arity(fn)
         self._signature: inspect.Signature | None = None
-        self._key: tuple[str, str] = ("", "")  # (job, function key) last stored
+        #: (job, function key) last stored by ``key_for``
+        self.stored_key: tuple[str, str] = ("", "")
 
     def pickled(self) -> tuple[str, bytes]:
         """(sha256 digest, cloudpickled bytes), computed once."""
@@ -50,12 +51,12 @@ class FunctionHandle:
 
     def key_for(self, job_id: str, store_once: Callable[[str, bytes], None]) -> str:
         """The function's key in ``job_id``, storing it (``store_once``) the first time."""
-        job, key = self._key
+        job, key = self.stored_key
         if job != job_id:
             digest, data = self.pickled()
             key = keys.function_key(job_id, digest)
             store_once(key, data)
-            self._key = (job_id, key)
+            self.stored_key = (job_id, key)
         return key
 
     def check_call(self, args: tuple, kwargs: dict) -> None:
