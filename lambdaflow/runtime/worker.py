@@ -111,7 +111,7 @@ def load_arguments(message: TaskMessage, store: Store) -> tuple[tuple, dict, int
             except ObjectLostError as exc:
                 raise _InputLost(dep.get("key", ""), str(exc)) from None
             nbytes += values.load_size(dep)
-        args = tuple(loaded[a.index] if type(a) is DepSlot else a for a in args)
+        args = tuple([loaded[a.index] if type(a) is DepSlot else a for a in args])
         for k, v in kwargs.items():
             if type(v) is DepSlot:
                 kwargs[k] = loaded[v.index]
