@@ -5,7 +5,14 @@ backends, so a function that works here ships the same way to processes and Lamb
 Values stay in memory (``{"frame": chunks}`` locations, no store): a task's return value
 is serialized once and its numpy arrays are shared read-only, never copied (frozen in
 place when the task's array owns its memory). As in Ray, arrays from ``get`` and
-dependency arguments are read-only here; copy one before writing to it.
+dependency arguments are read-only here; copy one before writing to it. Immutable
+atomic values (``values.shareable``: None, numbers, str, bytes, short tuples of these)
+are shared as they are (``{"value": v}``), not serialized.
+
+The scheduler reaches the pool through ``start`` (``pool.start``): each attempt's end is
+reported by a callback from the thread that ran it, not through a Future; ``submit``
+(the Backend protocol's Future) stays for callers that want one, and carries the
+``timeout_s`` timer, which ``start`` uses for tasks that set it.
 
 Tasks call the API directly on the driver's scheduler (same process). A task that waits
 in ``get``/``wait`` gives its thread's slot back (the pool may grow past ``num_workers``)
