@@ -135,3 +135,36 @@ def test_a_task_that_ends_its_worker(runner):
     assert pool.submit(msg("x", "exit")).result(timeout=5).status == CRASH
     assert pool.submit(msg("y", "quick")).result(timeout=5).status == OK  # a new thread
     pool.shutdown()
+
+
+def test_start_reports_each_end_to_its_callback_on_the_thread_that_ran_it(runner):
+    pool = TaskThreads(2, runner, "t")
+    ended: queue.SimpleQueue = queue.SimpleQueue()
+
+    def done(attempt, result, exc):
+        ended.put((attempt, result, exc, threading.current_thread().name))
+
+    a = pool.start(msg("a", "quick"), done, tag="mine")
+    attempt, result, exc, where = ended.get(timeout=5)
+    assert attempt is a and attempt.tag == "mine" and result.status == OK and exc is None
+    assert where.startswith("t-") and a.done()
+    pool._run = lambda m: 1 / 0  # run itself fails: the exception is reported
+    pool.start(msg("b"), done)
+    _, result, exc, _ = ended.get(timeout=5)
+    assert result is None and isinstance(exc, ZeroDivisionError)
+    pool.shutdown()
+
+
+def test_a_cancelled_attempt_never_runs_nor_reports(runner):
+    pool = TaskThreads(1, runner, "t")
+    ended: list = []
+    pool.start(msg("slow", "slow"), lambda *a: ended.append(a))  # holds the only thread
+    queued = pool.start(msg("q", "quick"), lambda *a: ended.append(a))
+    assert queued.cancel() and queued.cancel()  # idempotent
+    assert queued.done()  # as a cancelled Future is
+    runner.release.set()
+    after = pool.submit(msg("after", "quick"))  # FIFO: runs after the cancelled one
+    assert after.result(timeout=5).status == OK
+    assert [a[0].msg.task_id for a in ended] == ["slow"]
+    assert runner.peak == 1
+    pool.shutdown()
