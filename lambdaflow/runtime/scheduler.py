@@ -158,7 +158,7 @@ class Scheduler:
         """Submit a task of this process: one counted ref per return value."""
         if self.closed:
             self._check_open()
-        self._inbox.put((self._on_submit, (spec, None)))
+        self._inbox.put(spec)  # (bare: see _loop)
         n = spec.options.num_returns
         if n == 1:
             return [ObjectRef(spec.task_id, self.job_id, self)]
@@ -177,7 +177,7 @@ class Scheduler:
 
     def drop_ref(self, oid: str) -> None:
         """An ObjectRef of this process died (``__del__``: reentrant-safe)."""
-        self._inbox.put((self._release_cmd, (oid,)))
+        self._inbox.put(oid)  # (bare: see _loop)
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None,
             wait: Callable[[Reply, float | None], bool] | None = None,
@@ -360,11 +360,23 @@ class Scheduler:
 
     # ================================================================ the thread
     def _loop(self) -> None:
+        """Run commands: ``(fn, args)``, or one of the two that every task sends from
+        the caller's thread, bare (no tuples to allocate: each allocation counts towards
+        the cyclic GC's next collection): a TaskSpec (``submit``) and an object id (an
+        ObjectRef died). One queue either way, so commands keep their order."""
         get, later = self._inbox.get, self._later
+        submit, release, close = self._on_submit, self._release_cmd, self._on_close
         while True:
-            fn, args = get()
+            item = get()
+            kind = type(item)
+            fn: Callable = release if kind is str else submit if kind is TaskSpec else item[0]
             try:
-                fn(*args)
+                if kind is str:
+                    release(item)
+                elif kind is TaskSpec:
+                    submit(item, None)
+                else:
+                    fn(*item[1])
                 while later:
                     follow, arg = later.popleft()
                     follow(arg)
@@ -372,7 +384,7 @@ class Scheduler:
                 log.exception("job=%s scheduler command %s failed", self.job_id,
                               getattr(fn, "__name__", fn))
                 later.clear()
-            if fn == self._on_close:
+            if fn == close:
                 return
 
     def _on_close(self) -> None:
