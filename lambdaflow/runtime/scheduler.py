@@ -7,7 +7,7 @@ answer (get, wait, cancel) it blocks on a one-shot ``Reply``::
 
     user and task threads ──submit, put, watch, cancel, drop_ref──┐
     backend futures ──────────done(task, attempt, future)─────────┤
-    backend threads (start) ──ended(task, attempt, result)────────┤
+    backend threads ──────────ended(task, attempt, result)────────┤
     worker pipes (TaskHost) ──submit, borrow, release, watch──────┤
                                                                   v
                               inbox ──> scheduler thread ──> backend.submit(message)
@@ -137,12 +137,13 @@ class Scheduler:
 
     @backend.setter
     def backend(self, backend: Backend) -> None:
-        """A backend whose class defines ``start`` reports each attempt's end by calling
-        back (threads: no Future per task); looked up on the class, so that a wrapper
-        that forwards other attributes but overrides ``submit`` (tests/faults) keeps
-        the Future path."""
+        """A backend whose class defines ``start_attempt`` reports each attempt's end by
+        calling back (threads: no Future per task); looked up on the class, so that a
+        wrapper that forwards other attributes but overrides ``submit`` (tests/faults)
+        keeps the Future path."""
         self._backend = backend
-        self._start = backend.start if callable(getattr(type(backend), "start", None)) else None  # type: ignore[attr-defined]
+        direct = callable(getattr(type(backend), "start_attempt", None))
+        self._start = backend.start_attempt if direct else None  # type: ignore[attr-defined]
 
     # ================================================================ any thread
     def new_id(self, prefix: str = "t") -> str:
@@ -490,7 +491,7 @@ class Scheduler:
 
     def _post_ended(self, attempt: Any, result: TaskResult | None,
                     exc: BaseException | None) -> None:
-        """(A backend's thread) ``start``'s callback: an attempt ended."""
+        """(A backend's thread) ``start_attempt``'s callback: an attempt ended."""
         self._inbox.put((self._ended_cmd, (attempt.tag, attempt.msg.attempt, result, exc)))
 
     def _message(self, t: Task) -> TaskMessage:

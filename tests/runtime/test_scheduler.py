@@ -357,7 +357,7 @@ def test_closed_scheduler_refuses_work(make):
 
 
 class StartingBackend(SyncBackend):
-    """SyncBackend with ``start``: attempts report through the callback (the threads
+    """SyncBackend with ``start_attempt``: attempts report through the callback (the threads
     backend's path), held ones as pool Attempts that ``cancel`` skips."""
 
     def __init__(self, hold: bool = False, crash_first: int = 0, fail_start: bool = False):
@@ -369,7 +369,7 @@ class StartingBackend(SyncBackend):
         self.submitted += 1
         return super().submit(msg)
 
-    def start(self, msg: TaskMessage, done, tag) -> Attempt:
+    def start_attempt(self, msg: TaskMessage, done, tag) -> Attempt:
         if self.fail_start:
             raise BackendError("no room for the task")
         attempt = Attempt(msg, done, tag)
@@ -398,7 +398,7 @@ class StartingBackend(SyncBackend):
         sched.quiesce()
 
 
-def test_a_backend_with_start_reports_by_callback_not_future(make):
+def test_a_backend_with_start_attempt_reports_by_callback_not_future(make):
     sched, be = make(StartingBackend(crash_first=1))
     a = submit(sched, lambda: 20)[0]  # crashes once, retried
     b = submit(sched, lambda x: x + 1, a)[0]
@@ -418,14 +418,14 @@ def test_cancel_of_a_started_but_queued_attempt(make):
         sched.get([a], timeout=10)
 
 
-def test_a_start_that_raises_fails_the_task_as_the_backends_error(make):
+def test_a_start_attempt_that_raises_fails_the_task_as_the_backends_error(make):
     sched, be = make(StartingBackend(fail_start=True))
     a = submit(sched, lambda: 1)[0]
     with pytest.raises(BackendError, match="no room"):
         sched.get([a], timeout=10)
 
 
-def test_a_wrapper_that_forwards_start_but_defines_submit_keeps_futures(make):
+def test_a_wrapper_that_forwards_start_attempt_but_defines_submit_keeps_futures(make):
     inner = StartingBackend()
 
     class Wrapper:  # as tests/faults wraps a backend: only submit is its own

@@ -9,10 +9,10 @@ dependency arguments are read-only here; copy one before writing to it. Immutabl
 atomic values (``values.shareable``: None, numbers, str, bytes, short tuples of these)
 are shared as they are (``{"value": v}``), not serialized.
 
-The scheduler reaches the pool through ``start`` (``pool.start``): each attempt's end is
+The scheduler reaches the pool through ``start_attempt`` (``pool.start``): each attempt's end is
 reported by a callback from the thread that ran it, not through a Future; ``submit``
 (the Backend protocol's Future) stays for callers that want one, and carries the
-``timeout_s`` timer, which ``start`` uses for tasks that set it.
+``timeout_s`` timer, which ``start_attempt`` uses for tasks that set it.
 
 Tasks call the API directly on the driver's scheduler (same process). A task that waits
 in ``get``/``wait`` gives its thread's slot back (the pool may grow past ``num_workers``)
@@ -81,7 +81,7 @@ class ThreadsBackend:
                 f"the task called exit({exc.code!r}) (SystemExit): its worker thread ended"
             )) from None
 
-    def start(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt | _Timed:
+    def start_attempt(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt | _Timed:
         """The scheduler's path: ``done(attempt, result, exc)`` on the thread that ran
         it, no Future per task (``pool.start``); a task with ``timeout_s`` goes through
         ``submit``'s timed Future."""
@@ -136,7 +136,7 @@ class ThreadsBackend:
 
 
 class _Timed:
-    """``start``'s handle for a task with ``timeout_s``: reports its timed Future to
+    """``start_attempt``'s handle for a task with ``timeout_s``: reports its timed Future to
     ``done`` (the timer's TIMEOUT, or the task's own result)."""
 
     __slots__ = ("msg", "tag", "future")
