@@ -12,6 +12,8 @@
  * bands of one frame): lf_rgb_start, lf_rgb_count per band, lf_rgb_finish. */
 typedef struct {
     _Alignas(32) uint8_t wide[3][16][32]; /* AVX2 8-bit lane counters [phase][nibble] */
+    _Alignas(32) uint64_t lanes[3][16][4]; /* `wide` spilled: [channel][nibble], 4 partial
+                                            * sums (psadbw's), folded into tot at the end */
     uint64_t tot[3][256]; /* [channel]: high-nibble counts (nibble) or byte-value counts */
     int spills;           /* blocks added to `wide` since it was last spilled */
     int nibble;           /* the AVX2 high-nibble loop: bins divide 16 and the CPU has it */

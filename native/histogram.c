@@ -284,27 +284,36 @@ static void init_rgb_tables(void)
             for (int j = 0; j < 32; j++) rgb_masks[q][c][j] = ((32 * q + j) % 3 == c) ? 0xFF : 0;
 }
 
-/* The 8-bit lane counters -> acc->tot (psadbw over each channel's lanes), then zero. */
+/* The 8-bit lane counters -> acc->lanes (psadbw over each channel's lanes, added as
+ * vectors: no extraction here), then zero. */
 __attribute__((target("avx2")))
 static void spill_rgb_avx2(lf_rgb_acc *acc)
 {
     const __m256i zero = _mm256_setzero_si256();
-    __m256i *wide = (__m256i *)acc->wide;
+    __m256i *wide = (__m256i *)acc->wide, *lanes = (__m256i *)acc->lanes;
     for (int q = 0; q < 3; q++) {
         __m256i mask[3];
         for (int c = 0; c < 3; c++) mask[c] = _mm256_loadu_si256((const __m256i *)rgb_masks[q][c]);
         for (int k = 0; k < 16; k++) {
-            for (int c = 0; c < 3; c++) {
-                __m256i s = _mm256_sad_epu8(_mm256_and_si256(wide[16 * q + k], mask[c]), zero);
-                acc->tot[c][k] += (uint64_t)_mm256_extract_epi64(s, 0)
-                                + (uint64_t)_mm256_extract_epi64(s, 1)
-                                + (uint64_t)_mm256_extract_epi64(s, 2)
-                                + (uint64_t)_mm256_extract_epi64(s, 3);
-            }
+            __m256i w = wide[16 * q + k];
+            for (int c = 0; c < 3; c++)
+                lanes[16 * c + k] = _mm256_add_epi64(
+                    lanes[16 * c + k], _mm256_sad_epu8(_mm256_and_si256(w, mask[c]), zero));
             wide[16 * q + k] = zero;
         }
     }
     acc->spills = 0;
+}
+
+/* acc->lanes -> acc->tot (the four partial sums of each channel and nibble), then zero. */
+static void fold_lanes(lf_rgb_acc *acc)
+{
+    for (int c = 0; c < 3; c++)
+        for (int k = 0; k < 16; k++) {
+            uint64_t *l = acc->lanes[c][k];
+            acc->tot[c][k] += l[0] + l[1] + l[2] + l[3];
+            l[0] = l[1] = l[2] = l[3] = 0;
+        }
 }
 
 /* Counts the rows into acc (wide lane counters, spilled into acc->tot every 17 blocks;
@@ -500,7 +509,10 @@ void lf_rgb_finish(lf_rgb_acc *acc, int bins, int64_t *out)
         int64_t *o = out + (Py_ssize_t)c * bins;
         if (acc->nibble) {
 #ifdef LF_X86
-            if (c == 0) spill_rgb_avx2(acc);
+            if (c == 0) {
+                spill_rgb_avx2(acc);
+                fold_lanes(acc);
+            }
 #endif
             memset(o, 0, (size_t)bins * sizeof(int64_t));
             for (int k = 0; k < 16; k++) o[k * bins / 16] += (int64_t)acc->tot[c][k];
