@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 import threading
 import types
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from lambdaflow.runtime.store.base import Store
 from lambdaflow.runtime.task import DepSlot
 
 _EMPTY_ARGS = serialization.dumps_bytes(((), {}))
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 _CO_VARARGS, _CO_VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
 
 
@@ -38,7 +40,8 @@ class FunctionHandle:
         self._lock = threading.Lock()
         self._fast = _fast_arity(fn)
         self._signature: inspect.Signature | None = None
-        self._key: tuple[str, str] = ("", "")  # (job, function key) last stored
+        #: (job, function key) last stored by ``key_for``
+        self.stored_key: tuple[str, str] = ("", "")
 
     def pickled(self) -> tuple[str, bytes]:
         """(sha256 digest, cloudpickled bytes), computed once."""
@@ -50,12 +53,12 @@ class FunctionHandle:
 
     def key_for(self, job_id: str, store_once: Callable[[str, bytes], None]) -> str:
         """The function's key in ``job_id``, storing it (``store_once``) the first time."""
-        job, key = self._key
+        job, key = self.stored_key
         if job != job_id:
             digest, data = self.pickled()
             key = keys.function_key(job_id, digest)
             store_once(key, data)
-            self._key = (job_id, key)
+            self.stored_key = (job_id, key)
         return key
 
     def check_call(self, args: tuple, kwargs: dict) -> None:
@@ -105,6 +108,8 @@ def encode_call(name: str, args: tuple, kwargs: dict
     deps: list[ObjectRef] = []
     if any(type(a) is ObjectRef for a in args):
         args = tuple(_slot(a, deps) if type(a) is ObjectRef else a for a in args)
+        if not kwargs and _slots_and_atoms(args):  # f.remote(ref, 3): no refs left inside
+            return [serialization.SIMPLE_MAGIC + pickle.dumps((args, kwargs), protocol=5)], deps, []
     if any(type(v) is ObjectRef for v in kwargs.values()):
         kwargs = {k: _slot(v, deps) if type(v) is ObjectRef else v for k, v in kwargs.items()}
     try:
@@ -117,6 +122,17 @@ def encode_call(name: str, args: tuple, kwargs: dict
             + (f"; {culprit} cannot be pickled" if culprit else "")
         ) from exc
     return chunks, deps, nested.refs
+
+
+def _slots_and_atoms(args: tuple) -> bool:
+    """Whether ``args`` holds only DepSlots and atomic values: a plain pickle (DepSlot
+    is importable on every worker), no refs nested, nothing to collect."""
+    if len(args) > 16:
+        return False
+    for a in args:
+        if type(a) is not DepSlot and type(a) not in _ATOMS:
+            return False
+    return True
 
 
 def _slot(ref: ObjectRef, deps: list) -> DepSlot:

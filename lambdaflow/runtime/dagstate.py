@@ -128,7 +128,9 @@ class Task:
         self.deps, self.nested = deps, nested
         self.outs: list[Obj] = []
         self.n_waiting = 0
-        self.future: Future | None = None
+        #: the running attempt's handle: a Future, or the attempt of a backend's
+        #: ``start`` (both have ``done()`` and ``cancel()``)
+        self.future: Future | Any = None
         self.submit_time = submit_time
         self.owner = owner  # the worker process that submitted it (processes), else None
         self.held = False  # whether it holds a ref on each of deps + nested now

@@ -49,14 +49,19 @@ class OwnerClient:
         opts = remote.task_options(self.max_retries)
         handle = remote.handle
         handle.check_call(args, kwargs)
-        fn_key = self.function_key(handle)
+        job, fn_key = handle.stored_key  # (the common case without a call)
+        if job != self.job_id:
+            fn_key = self.function_key(handle)
         chunks, deps, nested = calls.encode_call(opts.name, args, kwargs)
         for r in deps:
             self.own(r)
         self.before_submit()
         task_id = self.scheduler.new_id(self._task_prefix)
-        inline, args_key = calls.place_args(chunks, self.store, self.job_id, task_id,
-                                            self.inline_limit, opts.name)
+        if len(chunks) == 1 and len(chunks[0]) <= self.inline_limit:
+            inline, args_key = chunks[0], None  # small: what place_args does, inlined
+        else:
+            inline, args_key = calls.place_args(chunks, self.store, self.job_id, task_id,
+                                                self.inline_limit, opts.name)
         spec = TaskSpec(task_id, fn_key, opts, inline, args_key,
                         [r.id for r in deps] if deps else _NO_IDS,
                         [r.id for r in nested if r.job == self.job_id] if nested else _NO_IDS)

@@ -7,6 +7,7 @@ answer (get, wait, cancel) it blocks on a one-shot ``Reply``::
 
     user and task threads ──submit, put, watch, cancel, drop_ref──┐
     backend futures ──────────done(task, attempt, future)─────────┤
+    backend threads ──────────ended(task, attempt, result)────────┤
     worker pipes (TaskHost) ──submit, borrow, release, watch──────┤
                                                                   v
                               inbox ──> scheduler thread ──> backend.submit(message)
@@ -87,6 +88,8 @@ _NO_REFS: dict[str, str] = {}  # TaskMessage.refs when not exporting (read only)
 
 
 class Scheduler:
+    _start: Callable[..., Any] | None = None
+
     def __init__(self, backend: Backend, job_id: str, *, store: Store, inline_limit: int,
                  progress: bool = False, eager_delete: bool = True, export: bool = False,
                  kill: Callable[[str], bool] | None = None, nested: dict | None = None,
@@ -123,8 +126,24 @@ class Scheduler:
         self._drainers: list[Reply] = []
         self._release_cmd = self._on_release_ref
         self._done_cmd = self._on_done
+        self._ended_cmd = self._on_ended
+        self._attempt_done = self._post_ended  # bound once: one object less per task
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        """A backend whose class defines ``start_attempt`` reports each attempt's end by
+        calling back (threads: no Future per task); looked up on the class, so that a
+        wrapper that forwards other attributes but overrides ``submit`` (tests/faults)
+        keeps the Future path."""
+        self._backend = backend
+        direct = callable(getattr(type(backend), "start_attempt", None))
+        self._start = backend.start_attempt if direct else None  # type: ignore[attr-defined]
 
     # ================================================================ any thread
     def new_id(self, prefix: str = "t") -> str:
@@ -140,7 +159,7 @@ class Scheduler:
         """Submit a task of this process: one counted ref per return value."""
         if self.closed:
             self._check_open()
-        self._inbox.put((self._on_submit, (spec, None)))
+        self._inbox.put(spec)  # (bare: see _loop)
         n = spec.options.num_returns
         if n == 1:
             return [ObjectRef(spec.task_id, self.job_id, self)]
@@ -159,7 +178,7 @@ class Scheduler:
 
     def drop_ref(self, oid: str) -> None:
         """An ObjectRef of this process died (``__del__``: reentrant-safe)."""
-        self._inbox.put((self._release_cmd, (oid,)))
+        self._inbox.put(oid)  # (bare: see _loop)
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None,
             wait: Callable[[Reply, float | None], bool] | None = None,
@@ -342,11 +361,23 @@ class Scheduler:
 
     # ================================================================ the thread
     def _loop(self) -> None:
+        """Run commands: ``(fn, args)``, or one of the two that every task sends from
+        the caller's thread, bare (no tuples to allocate: each allocation counts towards
+        the cyclic GC's next collection): a TaskSpec (``submit``) and an object id (an
+        ObjectRef died). One queue either way, so commands keep their order."""
         get, later = self._inbox.get, self._later
+        submit, release, close = self._on_submit, self._release_cmd, self._on_close
         while True:
-            fn, args = get()
+            item = get()
+            kind = type(item)
+            fn: Callable = release if kind is str else submit if kind is TaskSpec else item[0]
             try:
-                fn(*args)
+                if kind is str:
+                    release(item)
+                elif kind is TaskSpec:
+                    submit(item, None)
+                else:
+                    fn(*item[1])
                 while later:
                     follow, arg = later.popleft()
                     follow(arg)
@@ -354,7 +385,7 @@ class Scheduler:
                 log.exception("job=%s scheduler command %s failed", self.job_id,
                               getattr(fn, "__name__", fn))
                 later.clear()
-            if fn == self._on_close:
+            if fn == close:
                 return
 
     def _on_close(self) -> None:
@@ -443,13 +474,25 @@ class Scheduler:
     def _dispatch(self, t: Task) -> None:
         t.dispatch()
         msg = self._message(t)
+        start = self._start
+        if start is not None:
+            try:
+                t.future = start(msg, self._attempt_done, t)
+            except Exception as exc:
+                self._inbox.put((self._ended_cmd, (t, t.attempt, None, exc)))
+            return
         try:
-            fut = self.backend.submit(msg)
+            fut = self._backend.submit(msg)
         except Exception as exc:
             fut = Future()
             fut.set_exception(exc)
         t.future = fut
         fut.add_done_callback(_PostDone(self._inbox, self._done_cmd, t, t.attempt))
+
+    def _post_ended(self, attempt: Any, result: TaskResult | None,
+                    exc: BaseException | None) -> None:
+        """(A backend's thread) ``start_attempt``'s callback: an attempt ended."""
+        self._inbox.put((self._ended_cmd, (attempt.tag, attempt.msg.attempt, result, exc)))
 
     def _message(self, t: Task) -> TaskMessage:
         spec = t.spec
@@ -474,13 +517,23 @@ class Scheduler:
         except CancelledError:
             return
         except BaseException as exc:  # the backend itself failed
+            self._on_ended(t, attempt, None, exc)
+            return
+        self._on_ended(t, attempt, result, None)
+
+    def _on_ended(self, t: Task, attempt: int, result: TaskResult | None,
+                  exc: BaseException | None) -> None:
+        """Attempt ``attempt`` of ``t`` ended with ``result``, or the backend itself
+        failed with ``exc``."""
+        if result is None:
             result = TaskResult(t.id, attempt, "backend", error={"exc": exc})
         if t.state is not DISPATCHED or t.attempt != attempt:
             self._drop_late(t, result)  # cancelled meanwhile, or a stale duplicate
             return
         if self._drainers:
             self._later.append((self._check_drained, None))
-        self._record(t, result)
+        self.records.append((t.id, t.name, result.attempt, result.status, t.submit_time,
+                             result.stats))  # (stats_records reads them)
         if result.status == OK:
             self._finish(t, result)
         elif result.status == LOST:
@@ -499,12 +552,15 @@ class Scheduler:
     def _finish(self, t: Task, result: TaskResult) -> None:
         t.finish()
         nested = result.nested or [[] for _ in t.outs]
+        stored = False
         for o, loc, holds in zip(t.outs, result.values, nested):
             if o.state is PENDING:  # a rebuild leaves the objects that were not lost
-                o.resolve(loc, self._take_holds(holds))
+                o.resolve(loc, self._take_holds(holds) if holds else None)
                 self._settle(o)
+            if o.loc is not None and "key" in o.loc:
+                stored = True
         result.keepalive = None  # its refs may die now: they are counted
-        if any("key" in o.loc for o in t.outs if o.loc is not None):
+        if stored:
             self._keep_lineage(t)  # a stored object can be lost: keep how to rebuild it
         else:
             self._drop_spec(t)  # in memory: never lost (a pinned one keeps its value)
@@ -568,9 +624,6 @@ class Scheduler:
         for loc in result.values:
             if "key" in loc:
                 self._io.delete(loc["key"])
-
-    def _record(self, t: Task, r: TaskResult) -> None:
-        self.records.append((t.id, t.name, r.attempt, r.status, t.submit_time, r.stats))
 
     # ---------------------------------------------------------- references
     def _take_holds(self, oids: list[str]) -> list[str] | None:

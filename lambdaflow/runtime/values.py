@@ -7,6 +7,11 @@ A location is a small dict, made where the value was serialized:
     {"frame": chunks, "size": n}         threads backend only: a frame kept in memory,
                                          its large buffers shared with the producer's
                                          (read-only) arrays, never copied or packed
+    {"value": v, "size": n}              threads backend only: an immutable atomic value
+                                         (None, bool, int, float, complex, str, bytes, or
+                                         a short tuple of these) shared as it is: no
+                                         pickling, and nobody can change it in place;
+                                         ``n`` is its in-memory size (sys.getsizeof)
 
 ``load`` turns a location into the value (``StoredError`` values re-raise their error);
 ``place`` serializes a value and picks its location, collecting the ids of the refs
@@ -15,6 +20,7 @@ nested inside it so the owner can count them without unpickling.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from lambdaflow import serialization
@@ -22,12 +28,34 @@ from lambdaflow.runtime import keys
 from lambdaflow.runtime.context import StoredError
 from lambdaflow.runtime.store.base import Store
 
+#: types whose values are shared, not serialized, between threads (immutable, and
+#: holding no other object: no ref inside, nothing a task could mutate)
+_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
+_MAX_SHARED_TUPLE = 16
+_NOT_SHARED = object()
+
+
+def shareable(value: Any) -> bool:
+    """Whether ``value`` can be shared as it is (see ``{"value": ...}`` above)."""
+    t = type(value)
+    if t in _ATOMIC:
+        return True
+    if t is tuple and len(value) <= _MAX_SHARED_TUPLE:
+        atomic = _ATOMIC
+        for v in value:
+            if type(v) not in atomic:
+                return False
+        return True
+    return False
+
 
 def load(store: Store, loc: dict) -> Any:
     """The value at ``loc``; ObjectLostError (from the store) when its bytes are gone."""
     frame = loc.get("frame")
     if frame is not None:
         value = serialization.loads_chunks(frame)
+    elif (value := loc.get("value", _NOT_SHARED)) is not _NOT_SHARED:
+        return value  # (never a StoredError: only atomic values are shared)
     else:
         data = loc.get("inline")
         value = serialization.loads(store.get(loc["key"]) if data is None else data)
@@ -50,6 +78,8 @@ def place(store: Store, job_id: str, oid: str, value: Any, inline_limit: int, *,
     ``commit`` (a task's result): the store write is fenced (``store.create``): when
     another attempt of the task already committed the key, that object stays and is
     what this returns, with the refs nested in *it* (see :func:`commit_frame`)."""
+    if share is not None and shareable(value):  # immutable: "copy" needs no copy either
+        return {"value": value, "size": sys.getsizeof(value)}, []
     chunks = serialization.simple_frame(value)
     if chunks is not None:  # plain data: no refs inside, small
         first = chunks[0]

@@ -111,7 +111,7 @@ def load_arguments(message: TaskMessage, store: Store) -> tuple[tuple, dict, int
             except ObjectLostError as exc:
                 raise _InputLost(dep.get("key", ""), str(exc)) from None
             nbytes += values.load_size(dep)
-        args = tuple(loaded[a.index] if type(a) is DepSlot else a for a in args)
+        args = tuple([loaded[a.index] if type(a) is DepSlot else a for a in args])
         for k, v in kwargs.items():
             if type(v) is DepSlot:
                 kwargs[k] = loaded[v.index]
@@ -219,12 +219,14 @@ def peak_memory_mb() -> float:
 
 def run_task(message: TaskMessage, store: Store | None = None, *,
              client: Client | None = None, share: str | None = None,
-             measure_memory: bool = True, env_id: str | None = None) -> TaskResult:
+             measure_memory: bool = True, env_id: str | None = None,
+             backend: str | None = None) -> TaskResult:
     """Run one task. Never raises, except SystemExit / KeyboardInterrupt (the worker
     ends: a crash). ``client`` serves the task's own API calls (default: a nested
     runtime on Lambda, else none); ``share`` is the threads backend's value mode;
     ``measure_memory=False`` skips the peak-memory reading (threads: it would be the
-    driver's); ``env_id`` names where it ran (default: this process)."""
+    driver's); ``env_id`` names where it ran (default: this process); ``backend``,
+    when given, goes into the stats as "backend"."""
     start = time.time()
     t0 = time.perf_counter()
     bytes_in = bytes_out = 0
@@ -233,6 +235,7 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
     nested: list[list[str]] = []
     ctx = None
     keep = None
+    owning = False
     try:
         if store is None:
             store = task_store(message)
@@ -240,6 +243,7 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
             from lambdaflow.runtime.backends.lambda_nested import NestedClient
 
             client = NestedClient(message, store)
+        owning = isinstance(client, OwningClient)
         ctx = TaskContext(message, store, client)
         prev = enter(ctx)
         try:
@@ -255,8 +259,8 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
                 placed, nested, bytes_out = place_values(message, store, value, share)
                 if any(nested):
                     keep = value
-                if isinstance(client, OwningClient):
-                    client.export([oid for ids in nested for oid in ids])
+                if owning:
+                    client.export([oid for ids in nested for oid in ids])  # type: ignore[union-attr]
         finally:
             leave(prev)
     except (SystemExit, KeyboardInterrupt):
@@ -266,8 +270,8 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
     except BaseException as exc:  # loading or placing failed: the task's error too
         status, error = ERROR, capture_error(exc, tb_skip=0)
     finally:
-        if isinstance(client, OwningClient):
-            client.close(abandon=status != OK)
+        if owning:
+            client.close(abandon=status != OK)  # type: ignore[union-attr]
     duration = time.perf_counter() - t0
     stats = {
         "start": start,
@@ -279,10 +283,15 @@ def run_task(message: TaskMessage, store: Store | None = None, *,
         "env_id": env_id or ENV_ID,
         "blocked_s": round(ctx.blocked_s, 6) if ctx is not None else 0.0,
     }
+    if backend is not None:
+        stats["backend"] = backend
     result = TaskResult(message.task_id, message.attempt, status, placed, error, stats, nested,
                         keep)
-    if store is not None and any("key" in loc for loc in placed):
-        drop_if_closed(message, store, result)
+    if store is not None:
+        for loc in placed:  # (a loop, not any(genexpr): this runs for every task)
+            if "key" in loc:
+                drop_if_closed(message, store, result)
+                break
     return result
 
 

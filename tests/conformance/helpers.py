@@ -255,3 +255,22 @@ def mark_then_get(path, box):
     """Writes ``path``, then waits for the ref in ``box``."""
     open(path, "w").close()
     return lf.get(box[0])
+
+
+@lf.remote
+def mutate(xs):
+    """Changes its (list) argument in place and returns it."""
+    xs.append("changed")
+    xs[0] = "changed"
+    return xs
+
+
+@lf.remote
+def make_nested():
+    return {"list": [1, 2], "tuple": (1, [2])}
+
+
+@lf.remote
+def with_type(x):
+    """(x, the name of its type) as the task saw it."""
+    return x, type(x).__name__

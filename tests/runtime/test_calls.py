@@ -64,6 +64,18 @@ def test_top_level_refs_become_slots_and_nested_ones_are_collected():
     assert [r.id for r in nested] == ["c"]
 
 
+def test_refs_and_atoms_only_make_a_plain_frame_that_loads_anywhere():
+    a, b = ObjectRef("a", "j"), ObjectRef("b", "j")
+    chunks, deps, nested = encode_call("f", (a, 3, "x", b), {})
+    assert chunks[0][:4] == serialization.SIMPLE_MAGIC and deps == [a, b] and nested == []
+    assert serialization.loads(b"".join(chunks)) == ((DepSlot(0), 3, "x", DepSlot(1)), {})
+    # anything else (a ref nested in a list, keywords) takes the full path
+    chunks, deps, nested = encode_call("f", (a, [b]), {})
+    assert chunks[0][:4] != serialization.SIMPLE_MAGIC and deps == [a] and nested == [b]
+    chunks, deps, _ = encode_call("f", (a,), {"k": 1})
+    assert serialization.loads(b"".join(chunks)) == ((DepSlot(0),), {"k": 1})
+
+
 def test_unpicklable_arguments_are_named():
     import threading
 

@@ -10,6 +10,7 @@ import pytest
 
 from lambdaflow import serialization
 from lambdaflow.errors import (
+    BackendError,
     LambdaflowError,
     ObjectLostError,
     TaskCancelledError,
@@ -17,6 +18,7 @@ from lambdaflow.errors import (
     WorkerCrashedError,
 )
 from lambdaflow.runtime import keys, values
+from lambdaflow.runtime.backends.pool import Attempt
 from lambdaflow.runtime.dagstate import ObjState
 from lambdaflow.runtime.options import TaskOptions
 from lambdaflow.runtime.refs import ObjectRef
@@ -352,3 +354,87 @@ def test_closed_scheduler_refuses_work(make):
     sched.close()
     with pytest.raises(LambdaflowError, match="shut down"):
         submit(sched, lambda: 1)
+
+
+class StartingBackend(SyncBackend):
+    """SyncBackend with ``start_attempt``: attempts report through the callback (the threads
+    backend's path), held ones as pool Attempts that ``cancel`` skips."""
+
+    def __init__(self, hold: bool = False, crash_first: int = 0, fail_start: bool = False):
+        super().__init__(hold, crash_first)
+        self.fail_start = fail_start
+        self.submitted = 0
+
+    def submit(self, msg: TaskMessage) -> Future:
+        self.submitted += 1
+        return super().submit(msg)
+
+    def start_attempt(self, msg: TaskMessage, done, tag) -> Attempt:
+        if self.fail_start:
+            raise BackendError("no room for the task")
+        attempt = Attempt(msg, done, tag)
+        if self.hold:
+            self.held.append(attempt)
+        else:
+            self._start(attempt)
+        return attempt
+
+    def _start(self, attempt: Attempt) -> None:
+        if not attempt.begin():
+            return
+        msg = attempt.msg
+        self.ran.append(msg.task_id)
+        if self.crash_first > 0:
+            self.crash_first -= 1
+            attempt.end(failure(msg.task_id, msg.attempt, CRASH, "simulated crash"), None)
+        else:
+            attempt.end(run_task(msg, self.store), None)
+
+    def release(self, sched: Scheduler) -> None:
+        sched.quiesce()
+        held, self.held = self.held, []
+        for attempt in held:
+            self._start(attempt)
+        sched.quiesce()
+
+
+def test_a_backend_with_start_attempt_reports_by_callback_not_future(make):
+    sched, be = make(StartingBackend(crash_first=1))
+    a = submit(sched, lambda: 20)[0]  # crashes once, retried
+    b = submit(sched, lambda x: x + 1, a)[0]
+    assert sched.get([b], timeout=10) == [21]
+    assert be.submitted == 0 and be.ran.count(a.id) == 2
+    assert [r["status"] for r in sched.stats_records()] == ["crash", "ok", "ok"]
+
+
+def test_cancel_of_a_started_but_queued_attempt(make):
+    sched, be = make(StartingBackend(hold=True))
+    a = submit(sched, lambda: 1)[0]
+    sched.quiesce()
+    assert sched.cancel(a)
+    be.release(sched)  # its attempt was cancelled: the backend skips it
+    assert be.ran == []
+    with pytest.raises(TaskCancelledError):
+        sched.get([a], timeout=10)
+
+
+def test_a_start_attempt_that_raises_fails_the_task_as_the_backends_error(make):
+    sched, be = make(StartingBackend(fail_start=True))
+    a = submit(sched, lambda: 1)[0]
+    with pytest.raises(BackendError, match="no room"):
+        sched.get([a], timeout=10)
+
+
+def test_a_wrapper_that_forwards_start_attempt_but_defines_submit_keeps_futures(make):
+    inner = StartingBackend()
+
+    class Wrapper:  # as tests/faults wraps a backend: only submit is its own
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def submit(self, msg):
+            return inner.submit(msg)
+
+    sched, _ = make(Wrapper())
+    assert sched.get([submit(sched, lambda: 2)[0]], timeout=10) == [2]
+    assert inner.submitted == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,27 @@ def test_stored_errors_raise_and_missing_keys_are_lost():
         values.load(store, {"key": "j/obj/e"})
     with pytest.raises(ObjectLostError):
         values.load(store, {"key": "j/obj/missing"})
+
+
+def test_immutable_atomic_values_are_shared_not_serialized():
+    store = MemoryStore()
+    text = "x" * 1000
+    for share in ("move", "copy"):
+        loc, refs = values.place(store, "job", "o1", text, 64, share=share)
+        assert set(loc) == {"value", "size"} and refs == [] and loc["value"] is text
+        assert values.load(store, loc) is text  # the same object: nothing was pickled
+    loc, _ = values.place(store, "job", "o2", (1, "a", None), 64, share="move")
+    assert loc["value"] == (1, "a", None)
+    assert len(store) == 0
+
+
+def test_mutable_or_unusual_values_are_not_shared():
+    class Flag(enum.IntEnum):
+        ON = 1
+
+    for value in ([1], {"a": 1}, (1, [2]), tuple(range(17)), Flag.ON, bytearray(b"ab")):
+        loc, _ = values.place(MemoryStore(), "job", "o", value, 64, share="move")
+        assert "value" not in loc, value
+        assert values.load(MemoryStore(), loc) == value
+    loc, _ = values.place(MemoryStore(), "job", "o", 5, 64)  # not on threads: a frame
+    assert "inline" in loc

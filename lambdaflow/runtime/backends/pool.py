@@ -3,7 +3,7 @@
 Shared by the ``threads`` backend (threads run ``worker.run_task``) and the ``lambda``
 backend (threads invoke the function). State::
 
-    _by_task    queued (message, future) items by task id. ``_tokens`` (a SimpleQueue)
+    _by_task    queued ``Attempt`` items by task id. ``_tokens`` (a SimpleQueue)
                 holds one task id per queued item, FIFO; an item is *claimed* by
                 whoever pops it from ``_by_task`` first (a thread that took its token,
                 or a waiting task that runs it inline), so a token whose item is gone
@@ -23,6 +23,12 @@ make them are queued it claims and runs them inline, one at a time (free threads
 the others, in parallel); once none is left to claim it marks itself blocked when the
 wait is real, and a task it waits for that is queued while the pool has no free thread
 is routed to it. So recursive tasks need no more threads than their parallelism.
+
+Each item is an ``Attempt``: the message and how its end is reported. ``start`` (the
+threads backend's scheduler path) reports it by calling ``done(attempt, result, exc)``
+on the thread that ran it, with no Future in between (a Future per no-op task cost
+more CPU than the task, and 5 more objects for the cyclic GC to scan while it is
+queued); ``submit`` (the Lambda pools) hands out a ``TaskFuture`` instead.
 """
 
 from __future__ import annotations
@@ -32,14 +38,71 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from typing import Any
 
 from lambdaflow.errors import BackendError
 from lambdaflow.runtime.dagstate import Reply
 from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.task import TaskMessage, TaskResult
 
-Item = tuple[TaskMessage, Future]
 PENDING_MARK = "pending"  # put into a serving thread's inbox: its wait has to wait
+Done = Callable[["Attempt", "TaskResult | None", "BaseException | None"], None]
+QUEUED, RUNNING, ENDED, CANCELLED = 0, 1, 2, 3  # Attempt.state
+
+
+class Attempt:
+    """One task attempt in the pool: QUEUED -> RUNNING -> ENDED, or QUEUED -> CANCELLED.
+    ``done(self, result, exc)`` is called once, on the thread that ran it (never when
+    cancelled); ``tag`` is the caller's (the scheduler's Task). ``cancel`` races a
+    thread that is about to run it (no lock: the scheduler's cancel is best-effort in
+    any case): a cancelled attempt that a thread had already begun runs and reports,
+    and the canceller must accept that late report (the scheduler drops it: the task is
+    no longer DISPATCHED)."""
+
+    __slots__ = ("msg", "done_fn", "tag", "state")
+
+    def __init__(self, msg: TaskMessage, done: Done, tag: Any) -> None:
+        self.msg, self.done_fn, self.tag, self.state = msg, done, tag, QUEUED
+
+    def begin(self) -> bool:
+        """QUEUED -> RUNNING; False when it was cancelled (skip it)."""
+        if self.state != QUEUED:
+            return False
+        self.state = RUNNING
+        return True
+
+    def end(self, result: TaskResult | None, exc: BaseException | None) -> None:
+        self.state = ENDED
+        self.done_fn(self, result, exc)
+
+    def cancel(self) -> bool:
+        if self.state != QUEUED:
+            return self.state == CANCELLED
+        self.state = CANCELLED
+        return True
+
+    def done(self) -> bool:
+        return self.state >= ENDED
+
+
+class _FutureAttempt(Attempt):
+    """``submit``'s attempt: its end sets ``tag``, a TaskFuture (whose ``cancel`` is
+    the way to cancel it)."""
+
+    __slots__ = ()
+
+    def begin(self) -> bool:
+        return self.tag.set_running_or_notify_cancel()
+
+    def end(self, result: TaskResult | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            self.tag.set_exception(exc)
+        else:
+            self.tag.set_result(result)
+
+
+def _no_done(attempt: Attempt, result: TaskResult | None, exc: BaseException | None) -> None:
+    pass
 
 
 class WorkerExit(Exception):
@@ -58,7 +121,7 @@ class TaskThreads:
         self._name = name
         self._lock = threading.Lock()
         self._tokens: queue.SimpleQueue = queue.SimpleQueue()
-        self._by_task: dict[str, Item] = {}
+        self._by_task: dict[str, Attempt] = {}
         self._routes: dict[str, queue.SimpleQueue] = {}
         self._threads = self._idle = self._blocked = 0
         self._started = 0
@@ -72,9 +135,20 @@ class TaskThreads:
                     "queued": len(self._by_task)}
 
     def submit(self, msg: TaskMessage) -> Future:
+        """Queue ``msg``; its TaskFuture gets the result (cancel it to skip the task)."""
         fut: Future = TaskFuture()
-        item = (msg, fut)
-        tid = msg.task_id
+        self._queue(_FutureAttempt(msg, _no_done, fut))
+        return fut
+
+    def start(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt:
+        """Queue ``msg``; ``done(attempt, result, exc)`` is called on the thread that ran
+        it (``exc``: ``run`` itself raised). The Attempt cancels it while queued."""
+        attempt = Attempt(msg, done, tag)
+        self._queue(attempt)
+        return attempt
+
+    def _queue(self, item: Attempt) -> None:
+        tid = item.msg.task_id
         with self._lock:
             if self.closed:
                 raise BackendError("the task pool is shut down")
@@ -86,11 +160,10 @@ class TaskThreads:
                 start = self._want_thread()
         if inbox is not None:  # the pool is full and a blocked task waits for this one
             inbox.put(item)
-            return fut
+            return
         self._tokens.put(tid)
         if start:
             self._start_thread()
-        return fut
 
     def _want_thread(self) -> bool:
         """(Under the lock) start a thread? Counts it as started when so."""
@@ -132,19 +205,20 @@ class TaskThreads:
                     self._start_thread()
                 return
 
-    def _execute(self, item: Item,
+    def _execute(self, item: Attempt,
                  run: Callable[[TaskMessage], TaskResult] | None = None) -> bool:
         """Run one item; False when its task ended the worker (the thread exits)."""
-        msg, fut = item
-        if not fut.set_running_or_notify_cancel():
+        if not item.begin():
             return True
         try:
-            fut.set_result((run or self._run)(msg))
+            result = (run or self._run)(item.msg)
         except WorkerExit as exc:
-            fut.set_result(exc.result)
+            item.end(exc.result, None)
             return False
         except BaseException as exc:
-            fut.set_exception(exc)
+            item.end(None, exc)
+            return True
+        item.end(result, None)
         return True
 
     # ------------------------------------------------------------------ waiting
@@ -203,7 +277,7 @@ class TaskThreads:
                 on_blocked(time.perf_counter() - blocked_at)
             self._requeue(inbox)
 
-    def _claim(self, ids: list[str]) -> Item | None:
+    def _claim(self, ids: list[str]) -> Attempt | None:
         """One queued item among ``ids``, claimed (the newest first: depth first)."""
         by_task = self._by_task
         for tid in reversed(ids):
@@ -228,7 +302,7 @@ class TaskThreads:
                 return
             if item is None or item == PENDING_MARK:
                 continue
-            tid = item[0].task_id
+            tid = item.msg.task_id
             with self._lock:
                 self._by_task[tid] = item
                 start = self._want_thread()
@@ -245,7 +319,10 @@ class TaskThreads:
             queued = list(self._by_task.values())
             self._by_task.clear()
             n = self._threads
-        for _, fut in queued:
-            fut.cancel()
+        for item in queued:
+            if isinstance(item, _FutureAttempt):
+                item.tag.cancel()
+            else:
+                item.cancel()
         for _ in range(n):
             self._tokens.put(None)

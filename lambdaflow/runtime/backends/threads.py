@@ -5,7 +5,14 @@ backends, so a function that works here ships the same way to processes and Lamb
 Values stay in memory (``{"frame": chunks}`` locations, no store): a task's return value
 is serialized once and its numpy arrays are shared read-only, never copied (frozen in
 place when the task's array owns its memory). As in Ray, arrays from ``get`` and
-dependency arguments are read-only here; copy one before writing to it.
+dependency arguments are read-only here; copy one before writing to it. Immutable
+atomic values (``values.shareable``: None, numbers, str, bytes, short tuples of these)
+are shared as they are (``{"value": v}``), not serialized.
+
+The scheduler reaches the pool through ``start_attempt`` (``pool.start``): each attempt's end is
+reported by a callback from the thread that ran it, not through a Future; ``submit``
+(the Backend protocol's Future) stays for callers that want one, and carries the
+``timeout_s`` timer, which ``start_attempt`` uses for tasks that set it.
 
 Tasks call the API directly on the driver's scheduler (same process). A task that waits
 in ``get``/``wait`` gives its thread's slot back (the pool may grow past ``num_workers``)
@@ -23,10 +30,11 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from lambdaflow.runtime import keys
 from lambdaflow.runtime.backends.base import TaskHost
-from lambdaflow.runtime.backends.pool import PENDING_MARK, TaskThreads, WorkerExit
+from lambdaflow.runtime.backends.pool import PENDING_MARK, Attempt, Done, TaskThreads, WorkerExit
 from lambdaflow.runtime.context import current_context
 from lambdaflow.runtime.dagstate import Reply
 from lambdaflow.runtime.owner import OwnerClient, WaitFn
@@ -35,6 +43,18 @@ from lambdaflow.runtime.scheduler import Scheduler
 from lambdaflow.runtime.store.memory import MemoryStore
 from lambdaflow.runtime.task import CRASH, TIMEOUT, TaskMessage, TaskResult, failure
 from lambdaflow.runtime.worker import run_task
+
+_names = threading.local()
+
+
+def _thread_name() -> str:
+    """This thread's name, looked up once per thread (``current_thread()`` is Python
+    code, on every task)."""
+    try:
+        return _names.name
+    except AttributeError:
+        _names.name = threading.current_thread().name
+        return _names.name
 
 
 class ThreadsBackend:
@@ -53,15 +73,21 @@ class ThreadsBackend:
 
     def _run(self, msg: TaskMessage) -> TaskResult:
         try:
-            result = run_task(msg, self.store, client=self._client, share="move",
-                              measure_memory=False, env_id=threading.current_thread().name)
+            return run_task(msg, self.store, client=self._client, share="move",
+                            measure_memory=False, env_id=_thread_name(), backend="threads")
         except SystemExit as exc:
             raise WorkerExit(failure(
                 msg.task_id, msg.attempt, CRASH,
                 f"the task called exit({exc.code!r}) (SystemExit): its worker thread ended"
             )) from None
-        result.stats["backend"] = "threads"
-        return result
+
+    def start_attempt(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt | _Timed:
+        """The scheduler's path: ``done(attempt, result, exc)`` on the thread that ran
+        it, no Future per task (``pool.start``); a task with ``timeout_s`` goes through
+        ``submit``'s timed Future."""
+        if msg.options.get("timeout_s"):
+            return _Timed(self.submit(msg), msg, done, tag)
+        return self.pool.start(msg, done, tag)
 
     def submit(self, msg: TaskMessage) -> Future:
         inner = self.pool.submit(msg)
@@ -107,6 +133,30 @@ class ThreadsBackend:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
+
+
+class _Timed:
+    """``start_attempt``'s handle for a task with ``timeout_s``: reports its timed Future to
+    ``done`` (the timer's TIMEOUT, or the task's own result)."""
+
+    __slots__ = ("msg", "tag", "future")
+
+    def __init__(self, future: Future, msg: TaskMessage, done: Done, tag: Any) -> None:
+        self.msg, self.tag, self.future = msg, tag, future
+
+        def report(f: Future) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            done(self, None if exc is not None else f.result(), exc)  # type: ignore[arg-type]
+
+        future.add_done_callback(report)
+
+    def cancel(self) -> bool:
+        return self.future.cancel()
+
+    def done(self) -> bool:
+        return self.future.done()
 
 
 class ThreadTaskClient(OwnerClient):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lambdaflow.runtime.backends.pool import PENDING_MARK, TaskThreads, WorkerExit
+from lambdaflow.runtime.backends.pool import PENDING_MARK, Attempt, TaskThreads, WorkerExit
 from lambdaflow.runtime.dagstate import Reply
 from lambdaflow.runtime.task import CRASH, OK, TaskMessage, TaskResult, failure
 
@@ -101,11 +101,13 @@ def test_serve_runs_the_awaited_task_inline():
         "thread": threading.current_thread().name}), "t")
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     reply = Reply()
+    ended: list = []
     with pool._lock:  # queue "p" without waking a thread: only the waiter can run it
-        pool._by_task["p"] = (msg("p"), fut := __import__("concurrent.futures").futures.Future())
+        pool._by_task["p"] = Attempt(msg("p"), lambda a, r, e: ended.append((r, e)), None)
     threading.Timer(0.2, lambda: reply.set(True)).start()
     assert pool.serve(["p"], reply, inbox, 5, lambda s: None, pool_thread=False)
-    assert fut.result(timeout=1).stats["thread"] == threading.current_thread().name
+    [(result, exc)] = ended
+    assert exc is None and result.stats["thread"] == threading.current_thread().name
     pool.shutdown()
 
 
@@ -132,4 +134,37 @@ def test_a_task_that_ends_its_worker(runner):
     pool = TaskThreads(2, runner, "t")
     assert pool.submit(msg("x", "exit")).result(timeout=5).status == CRASH
     assert pool.submit(msg("y", "quick")).result(timeout=5).status == OK  # a new thread
+    pool.shutdown()
+
+
+def test_start_reports_each_end_to_its_callback_on_the_thread_that_ran_it(runner):
+    pool = TaskThreads(2, runner, "t")
+    ended: queue.SimpleQueue = queue.SimpleQueue()
+
+    def done(attempt, result, exc):
+        ended.put((attempt, result, exc, threading.current_thread().name))
+
+    a = pool.start(msg("a", "quick"), done, tag="mine")
+    attempt, result, exc, where = ended.get(timeout=5)
+    assert attempt is a and attempt.tag == "mine" and result.status == OK and exc is None
+    assert where.startswith("t-") and a.done()
+    pool._run = lambda m: 1 / 0  # run itself fails: the exception is reported
+    pool.start(msg("b"), done)
+    _, result, exc, _ = ended.get(timeout=5)
+    assert result is None and isinstance(exc, ZeroDivisionError)
+    pool.shutdown()
+
+
+def test_a_cancelled_attempt_never_runs_nor_reports(runner):
+    pool = TaskThreads(1, runner, "t")
+    ended: list = []
+    pool.start(msg("slow", "slow"), lambda *a: ended.append(a))  # holds the only thread
+    queued = pool.start(msg("q", "quick"), lambda *a: ended.append(a))
+    assert queued.cancel() and queued.cancel()  # idempotent
+    assert queued.done()  # as a cancelled Future is
+    runner.release.set()
+    after = pool.submit(msg("after", "quick"))  # FIFO: runs after the cancelled one
+    assert after.result(timeout=5).status == OK
+    assert [a[0].msg.task_id for a in ended] == ["slow"]
+    assert runner.peak == 1
     pool.shutdown()
