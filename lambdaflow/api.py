@@ -319,8 +319,9 @@ def cancel(ref: ObjectRef, *, force: bool = False) -> bool:
     """Cancel the task behind ``ref`` and the queued tasks that depend on it: a queued
     task never runs; ``get`` raises ``TaskCancelledError``. A running task's result is
     dropped; with ``force=True`` the processes backend also kills the worker running
-    it (threads and lambda cannot recall a started task: it runs to its end, unseen).
-    Returns False when the task had already finished."""
+    it. Threads and lambda cannot recall a started task: it runs to its end, unseen;
+    on threads ``force=True`` at least gives its slot back (later tasks run beside it,
+    as when a worker is killed). Returns False when the task had already finished."""
     if type(ref) is not ObjectRef:
         raise TypeError(f"cancel() takes an ObjectRef, got {type(ref).__name__}")
     return _ref_client([ref]).cancel(ref, bool(force))

@@ -113,7 +113,7 @@ def test_cancel_a_running_task(rt, tmp_path):
     running = h.mark_then_sleep.remote(path, 3.0)
     after = h.add.remote(running, 1)
     h.wait_for_file(path)
-    assert lf.cancel(running, force=rt.backend_name == "processes") is True
+    assert lf.cancel(running, force=rt.backend_name in ("processes", "threads")) is True
     with pytest.raises(lf.TaskCancelledError):
         lf.get(running, timeout=LONG)
     with pytest.raises(lf.TaskCancelledError):

@@ -7,7 +7,8 @@
                  process; processes: the worker's pipe): ``attach(host)`` gives it the
                  scheduler's ``TaskHost`` side. Backends without it (lambda) run a
                  nested owner inside the task instead (see ``lambda_nested``).
-    Killing      a backend that can stop a running task (processes: kill its worker)
+    Killing      a backend that acts on cancel(force=True) of a running task (processes:
+                 kill its worker; threads: free the task's slot, the thread runs on)
     Draining     a backend whose tasks may outlive ``shutdown()`` (lambda: invocations
                  already sent run on): ``in_flight()`` counts them, so the driver knows
                  whether the job's closed marker must stay (api.py, DESIGN.md §3)

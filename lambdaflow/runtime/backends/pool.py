@@ -18,6 +18,12 @@ idle at that moment). A blocked thread does not count as active, so the pool gro
 ``size`` while tasks wait; once they resume, a thread that finds more than ``size``
 threads not blocked exits instead of waiting for more work.
 
+``abandon`` is the threads backend's ``cancel(force=True)`` of a running task: a thread
+cannot be stopped, so the task runs on to its end (its report is dropped: the
+scheduler has cancelled it), but from then on its thread counts as blocked, not
+active, so the pool may start another thread for queued work; when the task ends, the
+thread takes no more work if the pool has enough without it.
+
 ``serve`` is how a task thread waits for values (threads backend): while the tasks that
 make them are queued it claims and runs them inline, one at a time (free threads take
 the others, in parallel); once none is left to claim it marks itself blocked when the
@@ -123,6 +129,8 @@ class TaskThreads:
         self._tokens: queue.SimpleQueue = queue.SimpleQueue()
         self._by_task: dict[str, Attempt] = {}
         self._routes: dict[str, queue.SimpleQueue] = {}
+        self._running: dict[str, Attempt] = {}  # by task id, while a thread runs it
+        self._abandoned: set[str] = set()  # running task ids given up (``abandon``)
         self._threads = self._idle = self._blocked = 0
         self._started = 0
         self.closed = False
@@ -210,15 +218,42 @@ class TaskThreads:
         """Run one item; False when its task ended the worker (the thread exits)."""
         if not item.begin():
             return True
+        tid = item.msg.task_id
+        self._running[tid] = item
         try:
             result = (run or self._run)(item.msg)
         except WorkerExit as exc:
+            self._ran(tid)
             item.end(exc.result, None)
             return False
         except BaseException as exc:
+            self._ran(tid)
             item.end(None, exc)
             return True
+        self._ran(tid)
         item.end(result, None)
+        return True
+
+    def _ran(self, tid: str) -> None:
+        """The thread that ran ``tid`` is done with it; if it was abandoned, the thread
+        counts as active again (and leaves the pool if it is one too many)."""
+        with self._lock:
+            self._running.pop(tid, None)
+            if self._abandoned and tid in self._abandoned:
+                self._abandoned.discard(tid)
+                self._blocked -= 1
+
+    def abandon(self, task_id: str) -> bool:
+        """Give up on the running task ``task_id``: its thread runs it to the end, but no
+        longer holds a slot (see the module docstring). True if it was running here."""
+        with self._lock:
+            if task_id not in self._running or task_id in self._abandoned:
+                return False
+            self._abandoned.add(task_id)
+            self._blocked += 1
+            start = self._want_thread()
+        if start:
+            self._start_thread()
         return True
 
     # ------------------------------------------------------------------ waiting

@@ -131,6 +131,12 @@ class ThreadsBackend:
         outer.set_running_or_notify_cancel()
         return outer
 
+    def kill(self, task_id: str) -> bool:
+        """``cancel(force=True)`` of a running task: a Python thread cannot be stopped, so
+        the task runs on unseen (its result is dropped), but its thread stops counting
+        against ``num_workers``: later tasks run beside it (``TaskThreads.abandon``)."""
+        return self.pool.abandon(task_id)
+
     def shutdown(self) -> None:
         self.pool.shutdown()
 

@@ -168,3 +168,23 @@ def test_a_cancelled_attempt_never_runs_nor_reports(runner):
     assert [a[0].msg.task_id for a in ended] == ["slow"]
     assert runner.peak == 1
     pool.shutdown()
+
+
+def test_an_abandoned_task_frees_its_slot_and_its_thread_leaves_after_it(runner):
+    pool = TaskThreads(1, runner, "t")
+    slow = pool.submit(msg("a", "slow"))
+    deadline = time.monotonic() + 10
+    while runner.running < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert pool.abandon("a") is True
+    assert pool.abandon("a") is False  # once
+    assert pool.submit(msg("b", "quick")).result(timeout=5).status == OK
+    assert runner.peak == 2  # the quick task ran beside the abandoned one
+    runner.release.set()
+    assert slow.result(timeout=5).status == OK
+    while pool.counts != {"threads": 1, "idle": 1, "blocked": 0, "queued": 0}:
+        assert time.monotonic() < deadline, pool.counts
+        time.sleep(0.005)
+    assert pool.abandon("a") is False  # ended: nothing to abandon
+    pool.shutdown()

@@ -77,3 +77,49 @@ def test_waiting_tasks_give_their_thread_back(threads):
     assert lf.get(refs, timeout=60) == [pytest.approx(0.8)] * 3
     pool = threads.backend.pool
     assert pool.counts["blocked"] == 0
+
+
+@lf.remote(max_retries=0)
+def spin_until(path):
+    """Runs until ``path`` exists (a task that ignores cancellation)."""
+    import os
+
+    open(path + ".started", "w").close()
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return "spun"
+
+
+def test_force_cancel_of_a_running_task_gives_its_slot_back(fresh, tmp_path):
+    """Before: the cancelled task's thread kept the pool's only slot until the task
+    returned by itself, so every later task waited for it (Ray frees the CPU on
+    cancel(force=True): a running-forever task must not starve the rest)."""
+    gate = str(tmp_path / "gate")
+    with lf.init(backend="threads", num_workers=1) as rt:
+        pool = rt.backend.pool
+        stuck = spin_until.remote(gate)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "gate.started").exists():
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.01)
+        assert lf.cancel(stuck, force=True) is True
+        with pytest.raises(lf.TaskCancelledError):
+            lf.get(stuck, timeout=30)
+        # The stuck task still runs (a thread cannot be stopped), yet a later task runs.
+        assert lf.get(nap.remote(0), timeout=30) == 0
+        assert not (tmp_path / "gate").exists()
+        assert pool.counts["blocked"] == 1  # the abandoned thread holds no slot
+        open(gate, "w").close()  # let the stuck task end: its thread counts again
+        while pool.counts["blocked"] or pool.counts["threads"] > 1:
+            assert time.monotonic() < deadline, pool.counts
+            time.sleep(0.01)
+        with pytest.raises(lf.TaskCancelledError):  # its late result stays dropped
+            lf.get(stuck, timeout=1)
+        assert lf.get([nap.remote(0) for _ in range(4)], timeout=30) == [0] * 4
+
+
+def test_force_cancel_of_a_queued_or_finished_task_abandons_nothing(threads):
+    assert lf.get(nap.remote(0)) == 0
+    pool = threads.backend.pool
+    assert pool.abandon("no-such-task") is False
+    assert pool.counts["blocked"] == 0
