@@ -144,6 +144,8 @@ def place_args(chunks: Sequence, store: Store, job_id: str, task_id: str,
                inline_limit: int, name: str) -> tuple[bytes | None, str | None]:
     """(inline frame, None) for small arguments, else (None, store key) after writing
     them to the store."""
+    if len(chunks) == 1 and type(chunks[0]) is bytes and len(chunks[0]) <= inline_limit:
+        return chunks[0], None  # the common case: one bytes chunk (no buffers), small
     size = serialization.chunks_len(chunks)
     if size <= inline_limit:
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), None

@@ -57,11 +57,8 @@ class OwnerClient:
             self.own(r)
         self.before_submit()
         task_id = self.scheduler.new_id(self._task_prefix)
-        if len(chunks) == 1 and len(chunks[0]) <= self.inline_limit:
-            inline, args_key = chunks[0], None  # small: what place_args does, inlined
-        else:
-            inline, args_key = calls.place_args(chunks, self.store, self.job_id, task_id,
-                                                self.inline_limit, opts.name)
+        inline, args_key = calls.place_args(chunks, self.store, self.job_id, task_id,
+                                            self.inline_limit, opts.name)
         spec = TaskSpec(task_id, fn_key, opts, inline, args_key,
                         [r.id for r in deps] if deps else _NO_IDS,
                         [r.id for r in nested if r.job == self.job_id] if nested else _NO_IDS)
