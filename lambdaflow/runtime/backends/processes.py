@@ -114,7 +114,10 @@ class _Proc:
         base = os.path.join(shm_dir, f"worker-{index}-{uuid.uuid4().hex[:6]}")
         self.stack = wire.RunningStack(base + ".run", create=True)
         self.log = wire.ResultLog(base + ".log", create=True)
+        #: two pipes to the worker: ``wfd`` carries only TASKS (its main thread reads
+        #: them when idle), ``cfd`` the rest (its reader thread's); one from it
         to_worker_r, self.wfd = os.pipe()
+        control_r, self.cfd = os.pipe()
         self.rfd, from_worker_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -122,23 +125,25 @@ class _Proc:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
                  str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path,
-                 str(os.getpid())],
-                pass_fds=(to_worker_r, from_worker_w), env=env, close_fds=True,
+                 str(os.getpid()), str(control_r)],
+                pass_fds=(to_worker_r, from_worker_w, control_r), env=env, close_fds=True,
             )
         except BaseException:
-            for fd in (self.wfd, self.rfd):
+            for fd in (self.wfd, self.cfd, self.rfd):
                 os.close(fd)
             self._remove_files()
             raise
         finally:
             os.close(to_worker_r)
+            os.close(control_r)
             os.close(from_worker_w)
-        os.set_blocking(self.wfd, False)
-        os.set_blocking(self.rfd, False)
+        for fd in (self.wfd, self.cfd, self.rfd):
+            os.set_blocking(fd, False)
         #: readable once the process has exited (None: a thread waits for it instead)
         self.exit_fd = process_life.exit_fd(self.popen.pid)
         self.inflight: collections.OrderedDict[int, _Entry] = collections.OrderedDict()
-        self.outbuf = bytearray()
+        self.outbuf = bytearray()  # for wfd
+        self.ctlbuf = bytearray()  # for cfd
         self.inbuf = bytearray()
         self.seq = 0
         self.dead = False
@@ -152,13 +157,13 @@ class _Proc:
         self.yield_due = 0.0
         self.revoked_at = 0.0
 
-    def __hash__(self) -> int:  # the borrower token of this process
-        return id(self)
+    # A _Proc is the borrower token of its process: hashed by identity (object's own
+    # __hash__, in C: it is looked up per task)
 
     def close(self, kill: bool = False) -> None:
         if kill and self.popen.poll() is None:
             self.popen.kill()  # before the pipe closes: EOF would make it exit by itself
-        for fd in (self.wfd, self.rfd):
+        for fd in (self.wfd, self.cfd, self.rfd):
             try:
                 os.close(fd)
             except OSError:
@@ -272,14 +277,24 @@ class ProcessesBackend:
         with self._lock:
             self._queue.append(entry)
             self._queued[msg.task_id] = entry
-        if self._io_lock.acquire(blocking=False):  # the IO thread sleeps in select
-            try:
-                handed = self._hand_off()
-            finally:
-                self._io_lock.release()
-            if handed:
-                return fut
-        self._wake()
+            if len(self._queue) > 1:  # a burst: no hand-off; wake the IO thread once
+                if self._woken or threading.current_thread() is self._thread:
+                    return fut
+                self._woken = True
+                alone = False
+            else:
+                alone = True
+        if alone:
+            if self._io_lock.acquire(blocking=False):  # the IO thread sleeps in select
+                try:
+                    handed = self._hand_off()
+                finally:
+                    self._io_lock.release()
+                if handed:
+                    return fut
+            self._wake()
+        else:
+            self._write_wake()
         return fut
 
     def kill(self, task_id: str) -> None:
@@ -358,6 +373,10 @@ class ProcessesBackend:
             if self._woken or threading.current_thread() is self._thread:
                 return
             self._woken = True
+        self._write_wake()
+
+    def _write_wake(self) -> None:
+        """(Having set ``_woken``) the wake-up byte."""
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -382,6 +401,7 @@ class ProcessesBackend:
                 exits = {p.exit_fd: p for p in self._procs if p.exit_fd is not None}
                 rlist = [self._wake_r] + [p.rfd for p in self._procs] + list(exits)
                 wlist = [p.wfd for p in self._procs if p.outbuf]
+                wlist += [p.cfd for p in self._procs if p.ctlbuf]
                 deadline = self._next_deadline()
                 self._io_lock.release()  # a submit may hand its task off meanwhile
                 try:
@@ -400,7 +420,7 @@ class ProcessesBackend:
                     with self._lock:
                         self._woken = False
                 for p in list(self._procs):
-                    if p.wfd in w and not p.dead:
+                    if (p.wfd in w or p.cfd in w) and not p.dead:
                         self._flush(p)
                     if p.rfd in r and not p.dead:
                         self._read(p)
@@ -515,13 +535,16 @@ class ProcessesBackend:
             p.inflight[p.seq] = e
             items.append([p.seq, e.msg.to_list()])
         if req is None:
-            self._send(p, self._framer.frame(wire.TASKS, items))
+            if not p.dead:
+                p.outbuf += self._framer.frame(wire.TASKS, items)
+                self._flush(p)
         else:
             self._send(p, self._framer.frame(wire.INLINE, req, items))
 
     def _send(self, p: _Proc, data: bytes) -> None:
+        """Send ``p`` a frame other than TASKS (on its control pipe)."""
         if not p.dead:
-            p.outbuf += data
+            p.ctlbuf += data
             self._flush(p)
 
     def _grow(self) -> bool:
@@ -574,10 +597,12 @@ class ProcessesBackend:
 
     def _flush(self, p: _Proc) -> None:
         try:
-            n = os.write(p.wfd, p.outbuf)
-            del p.outbuf[:n]
-        except BlockingIOError:
-            pass
+            for fd, buf in ((p.wfd, p.outbuf), (p.cfd, p.ctlbuf)):
+                if buf:
+                    try:
+                        del buf[:os.write(fd, buf)]
+                    except BlockingIOError:
+                        pass
         except OSError:
             if threading.current_thread() is self._thread:
                 self._crashed(p)
