@@ -90,6 +90,7 @@ QUEUED_WORK_S = 0.01  # how much work (by recent task durations) to keep queued 
 YIELD_WAIT_S = 0.05  # longest wait for a blocked worker's YIELD before dealing others out
 UNMEASURED_S = 1.0  # a function not timed yet: never queued behind, nothing behind it
 MAX_FUNCTIONS_TIMED = 4096
+MAX_ORIGINS = 4096  # subtasks' submitters remembered until the subtask is queued
 IDLE_S = 1.0  # a temporary worker idle this long exits
 EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exiting
 
@@ -97,12 +98,14 @@ EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exitin
 class _Entry:
     """A task in the queue or in a worker: its message and future."""
 
-    __slots__ = ("msg", "fut", "started", "taken")
+    __slots__ = ("msg", "fut", "started", "taken", "origin")
 
-    def __init__(self, msg: TaskMessage, fut: Future) -> None:
+    def __init__(self, msg: TaskMessage, fut: Future, origin: _Proc | None) -> None:
         self.msg, self.fut = msg, fut
         self.started = False  # set_running_or_notify_cancel() done
         self.taken = False  # left the queue (its deque slot is skipped)
+        #: the worker that submitted this subtask, until ``_assign`` has looked at it
+        self.origin = origin
 
 
 class _Proc:
@@ -215,7 +218,10 @@ class ProcessesBackend:
         self._queued: dict[str, _Entry] = {}
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
         self._routes: dict[str, tuple[_Proc, int]] = {}  # task id -> a request waiting
-        self._origin: dict[str, _Proc] = {}  # task id -> the worker that submitted it
+        #: (under _lock) task id -> the worker that submitted it, until it is queued (a
+        #: subtask that never is, e.g. its argument failed, is forgotten MAX_ORIGINS later)
+        self._origin: dict[str, _Proc] = {}
+        self._origins_queued = 0  # (under _lock) queued entries with an ``origin`` set
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -273,8 +279,10 @@ class ProcessesBackend:
         fut: Future = TaskFuture()
         if self._closing:
             raise BackendError("the processes backend is shut down")
-        entry = _Entry(msg, fut)
         with self._lock:
+            entry = _Entry(msg, fut, self._origin.pop(msg.task_id, None))
+            if entry.origin is not None:
+                self._origins_queued += 1
             self._queue.append(entry)
             self._queued[msg.task_id] = entry
             if len(self._queue) > 1:  # a burst: no hand-off; wake the IO thread once
@@ -347,7 +355,7 @@ class ProcessesBackend:
         that has nothing in flight. True if nothing is left for the IO thread to do;
         False (it must be woken) for anything but that plain case."""
         with self._lock:
-            if len(self._queue) != 1 or self._routes or self._origin:
+            if len(self._queue) != 1 or self._routes or self._queue[0].origin is not None:
                 return False
             now = time.monotonic()
             idle = None
@@ -477,14 +485,16 @@ class ProcessesBackend:
                 entry = self._queued[tid]
                 if self._take(entry):
                     inline.append((p, req, entry))
-            if self._origin:  # a task's subtasks go back to its worker, which will
-                for entry in list(self._queue):  # likely wait for them (work-stealing
-                    if entry.taken:  # spreads them when others have room)
+            if self._origins_queued:  # a task's subtasks go back to its worker, which
+                for entry in list(self._queue):  # will likely wait for them (work-
+                    origin = entry.origin  # stealing spreads them when others have room)
+                    if entry.taken or origin is None:
                         continue
-                    origin = self._origin.pop(entry.msg.task_id, None)
-                    if (origin is not None and not origin.dead and not origin.blocked
+                    entry.origin = None
+                    if (not origin.dead and not origin.blocked
                             and self._fits(origin, entry, sends) and self._take(entry)):
                         sends.setdefault(origin, []).append(entry)
+                self._origins_queued = 0
             # A worker that just blocked hands its queued tasks back within a moment;
             # until then nothing else is dealt out, so they keep their place in line.
             now = time.monotonic()
@@ -661,7 +671,10 @@ class ProcessesBackend:
         kind = fields[0]
         if kind == wire.SUBMIT:
             spec = TaskSpec.from_list(fields[1])
-            self._origin[spec.task_id] = p
+            with self._lock:
+                self._origin[spec.task_id] = p
+                if len(self._origin) > MAX_ORIGINS:  # the oldest never got queued
+                    del self._origin[next(iter(self._origin))]
             host.submit_spec(spec, p)
         elif kind == wire.PUT:
             host.put_located(fields[1], fields[2], fields[3], p)
