@@ -502,26 +502,37 @@ class ProcessesBackend:
             ready = [] if yielding else sorted(
                 (p for p in self._procs if not p.dead and not p.blocked),
                 key=lambda p: len(p.inflight))
+            queue, queued, fn_avg = self._queue, self._queued, self._fn_avg
             for p in ready:
                 # Queue ahead only as much work as QUEUED_WORK_S, by each function's own
                 # measured duration: a quick task never waits behind a long (or not yet
                 # measured) one in a worker's queue while another worker could run it.
+                # (``_cost`` and ``_take`` written out: this loop runs once per task.)
                 n = len(p.inflight)
-                work = sum(self._cost(e) for e in p.inflight.values())
-                while self._queue and n < MAX_DEPTH:
-                    entry = self._queue[0]
+                work = sum(fn_avg.get(e.msg.fn_key, UNMEASURED_S) for e in p.inflight.values())
+                batch = sends.get(p)
+                while queue and n < MAX_DEPTH:
+                    entry = queue[0]
                     if entry.taken:  # routed inline already
-                        self._queue.popleft()
+                        queue.popleft()
                         continue
-                    cost = self._cost(entry)
+                    cost = fn_avg.get(entry.msg.fn_key, UNMEASURED_S)
                     if n and work + cost > QUEUED_WORK_S:
                         break
-                    self._queue.popleft()
-                    if not self._take(entry):
-                        continue  # cancelled while queued
-                    sends.setdefault(p, []).append(entry)
+                    queue.popleft()
+                    entry.taken = True
+                    tid = entry.msg.task_id
+                    if queued.get(tid) is entry:
+                        del queued[tid]
+                    if not entry.started:
+                        entry.started = True
+                        if not entry.fut.set_running_or_notify_cancel():
+                            continue  # cancelled while queued
+                    if batch is None:
+                        batch = sends[p] = []
+                    batch.append(entry)
                     n, work = n + 1, work + cost
-                if not self._queue:
+                if not queue:
                     break
             while self._queue and self._queue[0].taken:
                 self._queue.popleft()
@@ -538,12 +549,14 @@ class ProcessesBackend:
 
     def _send_tasks(self, p: _Proc, entries: list[_Entry], req: int | None = None) -> None:
         items = []
+        seq, inflight = p.seq, p.inflight
         for e in entries:
             if not self._timed and e.msg.options.get("timeout_s"):
                 self._timed = True
-            p.seq += 1
-            p.inflight[p.seq] = e
-            items.append([p.seq, e.msg.to_list()])
+            seq += 1
+            inflight[seq] = e
+            items.append([seq, e.msg.to_list()])
+        p.seq = seq
         if req is None:
             if not p.dead:
                 p.outbuf += self._framer.frame(wire.TASKS, items)
@@ -648,18 +661,21 @@ class ProcessesBackend:
         self._crashed(p)
 
     def _results(self, p: _Proc, items: list) -> None:
+        pop, avg, avg_s = p.inflight.pop, self._fn_avg, self._avg_s
         for seq, result_fields in items:
-            entry = p.inflight.pop(seq, None)
+            entry = pop(seq, None)
             if entry is None:
                 continue
             result = TaskResult.from_list(result_fields)
             took = result.stats.get("duration_s") or 0.0
-            self._avg_s = 0.8 * self._avg_s + 0.2 * took
-            fn, avg = entry.msg.fn_key, self._fn_avg
-            avg[fn] = took if fn not in avg else 0.7 * avg[fn] + 0.3 * took
-            if len(avg) > MAX_FUNCTIONS_TIMED:
-                avg.clear()
+            avg_s = 0.8 * avg_s + 0.2 * took
+            fn = entry.msg.fn_key
+            last = avg.get(fn)
+            avg[fn] = took if last is None else 0.7 * last + 0.3 * took
             entry.fut.set_result(result)
+        self._avg_s = avg_s
+        if len(avg) > MAX_FUNCTIONS_TIMED:
+            avg.clear()
         if not p.inflight:
             p.idle_since = time.monotonic()
 
