@@ -76,6 +76,8 @@ class Worker:
         self._rbuf = bytearray()
         self._rchunk = bytearray(wire.READ_SIZE)
         self._rview = memoryview(self._rchunk)
+        self._rpoll = select.poll()  # (under _rlock) is RFD readable; no FD_SETSIZE limit
+        self._rpoll.register(rfd, select.POLLIN)
         #: how often the main thread read RFD itself, and found it empty (it slept):
         #: per task of a chain one wake-up, its own (tests, process_wakeups.py)
         self.reads = 0
@@ -141,7 +143,7 @@ class Worker:
         if not self._rlock.acquire(blocking=wait):
             return
         try:
-            while select.select([self.rfd], [], [], 0)[0]:
+            while self._rpoll.poll(0):
                 n = os.readv(self.rfd, (self._rchunk,))
                 if not n:
                     return  # EOF: the reader thread sees it on CFD too
