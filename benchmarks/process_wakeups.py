@@ -5,8 +5,11 @@ less than wall time: CPU time and voluntary context switches (wake-ups) per task
 
 For no-op tasks (all submitted, then collected) and a chain of dependent no-op tasks,
 prints per task: the driver's CPU by thread (main, scheduler, IO), the workers' CPU, the
-voluntary context switches of the driver and of the workers (Linux /proc only), and how
-often the IO thread's select returned ("io wk"; a chain hop: 1 with the hand-off).
+voluntary context switches of the driver and of the workers (Linux /proc only), those
+of the workers split into their main threads' ("w main", which run the tasks) and the
+rest ("w other": reader, flusher, refs), and how often the IO thread's select returned
+("io wk"; a chain hop: 1 with the hand-off). A chain hop whose task wakes only the
+worker thread that runs it shows w main ~1, w other ~0.
 Each wake-up of a thread or process is a switch; on 2 shared cores a chain's latency is
 mostly wake-ups, so fewer of them is what shortens a hop.
 """
@@ -77,6 +80,8 @@ def measure(shape: str, n: int, backend) -> dict:
                              for k in kids for t, (c, _) in w1[k].items()) / n * 1e6
     per["workers_switches"] = sum(s - w0[k].get(t, (0.0, 0))[1]
                                   for k in kids for t, (_, s) in w1[k].items()) / n
+    per["workers_main_switches"] = sum(w1[k][k][1] - w0[k].get(k, (0.0, 0))[1]
+                                       for k in kids if k in w1[k]) / n
     return per
 
 
@@ -91,7 +96,7 @@ def main() -> None:
     print(f"# processes backend, {args.workers} workers, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}; per task: CPU in us, wake-ups")
     print(f"{'shape':<8}{'wall':>8}{'main':>7}{'sched':>7}{'io':>7}{'workers':>9}"
-          f"{'driver sw':>11}{'workers sw':>12}{'io wk':>7}")
+          f"{'driver sw':>11}{'workers sw':>12}{'w main':>8}{'w other':>9}{'io wk':>7}")
     with lf.init(backend="processes", num_workers=args.workers) as rt:
         lf.get([noop.remote(i) for i in range(200)])  # warm up: workers started, timed
         for shape, n in (("no-op", args.tasks), ("chain", args.chain)):
@@ -99,6 +104,8 @@ def main() -> None:
             print(f"{shape:<8}{r['wall_us']:>8.0f}{r.get('main', 0):>7.1f}"
                   f"{r.get('scheduler', 0):>7.1f}{r.get('io', 0):>7.1f}{r['workers_cpu']:>9.1f}"
                   f"{r['driver_switches']:>11.2f}{r['workers_switches']:>12.2f}"
+                  f"{r['workers_main_switches']:>8.2f}"
+                  f"{r['workers_switches'] - r['workers_main_switches']:>9.2f}"
                   f"{r['io_wakeups']:>7.2f}")
 
 

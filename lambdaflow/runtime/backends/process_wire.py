@@ -1,7 +1,10 @@
 """The pipe protocol between the processes backend and its worker processes, and the two
 shared-memory files a worker keeps for the driver.
 
-Frames, both ways: ``u32 length + msgpack [kind, ...]``.
+Frames, both ways: ``u32 length + msgpack [kind, ...]``. The driver writes TASKS on
+one pipe (the worker's main thread reads it itself when it has nothing to run, so a
+task wakes only the thread that runs it) and every other frame on a second, the control
+pipe (the worker's reader thread's); the worker writes everything on one pipe back.
 
     driver -> worker                          worker -> driver
     TASKS   [[seq, message], ...]             RESULTS [[seq, result], ...]

@@ -1,26 +1,34 @@
 """The worker process of the ``processes`` backend.
 
-    python -m lambdaflow.runtime.backends.process_worker RFD WFD RUN_PATH LOG_PATH PARENT_PID
+    python -m lambdaflow.runtime.backends.process_worker RFD WFD RUN_PATH LOG_PATH PARENT_PID CFD
 
 First it ties its life to the driver's (``process_life``): it dies with the driver
-(PDEATHSIG, else a thread watching ``getppid()``), keeps its pipe out of the processes
+(PDEATHSIG, else a thread watching ``getppid()``), keeps its pipes out of the processes
 its tasks start, and ignores Ctrl-C (the driver decides).
 
-Threads::
+Two pipes come from the driver (process_wire.py): RFD carries only TASKS, CFD everything
+else (the answers to this process's requests, REVOKE). Threads::
 
-    reader   reads frames from RFD: TASKS join ``pending``; REPLY / BLOCKED / INLINE go
-             to the inbox of the request they answer (``PipeClient``); EOF (the driver
-             closed the pipe, or died): shut down, at once if a task is running (no one
-             would read its result)
-    main     runs ``pending`` in order with ``worker.run_task``; each result is packed
-             into the result log, then sent in batches (at most FLUSH_AFTER_S late, at
-             once when nothing is left to run, and before any request this process
-             sends, so the driver always knows what finished first)
+    main     runs ``pending`` in order with ``worker.run_task``. Out of tasks, it reads
+             RFD itself (``_read_tasks``): a task sent to an idle worker wakes one
+             thread, the one that runs it. Each result is packed into the result log,
+             then sent in batches (at most FLUSH_AFTER_S late, at once when nothing is
+             left to run, and before any request this process sends, so the driver
+             always knows what finished first). EOF on RFD: shut down
+    reader   reads CFD: REPLY / BLOCKED / INLINE go to the inbox of the request they
+             answer (``PipeClient``); INLINE tasks nobody waits for any more, and on
+             REVOKE the queued tasks (``pending`` and what waits unread in RFD), go back
+             to the driver (YIELD); EOF (the driver closed the pipes, or died): shut
+             down, at once if a task is running (no one would read its result)
     flusher  sends a batch that has waited FLUSH_AFTER_S (a long or blocked next task
              never holds back a finished one). It is armed only when a task starts
              while results wait in the log (``_arm``): a worker that sends each result
              at once (a chain of dependent tasks) never wakes it
     refs     the pipe client's borrow / release messages
+
+RFD is read by one thread at a time (``_rlock``): the idle main thread, blocking; or,
+while a task runs, whoever gives the queue back or looks for a task's producers in it,
+without blocking (``_drain``).
 
 Before running task ``seq`` the main thread pushes (seq, start) on the running stack, and
 pops it once the result is logged; a task waiting in ``get`` may run the tasks it waits
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import os
+import select
 import sys
 import threading
 import time
@@ -51,8 +60,8 @@ FLUSH_AFTER_S = 0.002
 
 
 class Worker:
-    def __init__(self, rfd: int, wfd: int, run_path: str, log_path: str) -> None:
-        self.rfd, self.wfd = rfd, wfd
+    def __init__(self, rfd: int, wfd: int, run_path: str, log_path: str, cfd: int) -> None:
+        self.rfd, self.wfd, self.cfd = rfd, wfd, cfd
         self.stack = wire.RunningStack(run_path)
         self.log = wire.ResultLog(log_path)
         self._write_lock = threading.Lock()
@@ -61,13 +70,17 @@ class Worker:
         self._armed = False  # the flusher is to send the logged results in time
         self._packer = msgpack.Packer(use_bin_type=True)  # the main thread's
         self._store: tuple[str, bytes | None, Store] | None = None  # ``_store_for``
-        self._cond = threading.Lock()  # guards pending, closed, _sleeping
-        #: the main thread, out of tasks, sleeps on this raw lock (held while nobody
-        #: sleeps) rather than on a Condition, whose wait and notify are Python code run
-        #: twice per task of a chain; ``_wake_main`` releases it once per sleep
-        self._wakeup = threading.Lock()
-        self._wakeup.acquire()
-        self._sleeping = False
+        self._cond = threading.Lock()  # guards pending, closed
+        #: held by the one thread reading RFD (the tasks pipe) and its buffer
+        self._rlock = threading.Lock()
+        self._rbuf = bytearray()
+        self._rchunk = bytearray(wire.READ_SIZE)
+        self._rview = memoryview(self._rchunk)
+        self._rpoll = select.poll()  # (under _rlock) is RFD readable; no FD_SETSIZE limit
+        self._rpoll.register(rfd, select.POLLIN)
+        #: how often the main thread read RFD itself, and found it empty (it slept):
+        #: per task of a chain one wake-up, its own (tests, process_wakeups.py)
+        self.reads = 0
         self.pending: collections.deque[list] = collections.deque()
         self.closed = False
         self.running = 0  # tasks on this process's stack (inline ones included)
@@ -84,22 +97,59 @@ class Worker:
     def main(self) -> None:
         while True:
             with self._cond:
-                if not self.pending:
-                    self.flush()
-                    self.client.task_end()
-                if not self.pending and not self.closed:
-                    self._sleeping = True
-                    fields = None
-                elif not self.pending:
-                    return  # the driver closed the pipe: shut down
-                else:
-                    seq, fields = self.pending.popleft()
-            if fields is None:
-                self._wakeup.acquire()  # until _wake_main: tasks came, or the pipe closed
+                if self.closed:
+                    return  # the driver closed the pipes: shut down
+                item = self.pending.popleft() if self.pending else None
+            if item is None:
+                self.flush()
+                self.client.task_end()
+                if not self._read_tasks():
+                    return
                 continue
             if self.log.count:  # results wait while this task runs: send them in time
                 self._arm()
-            self.run(seq, fields)
+            self.run(item[0], item[1])
+
+    def _read_tasks(self) -> bool:
+        """(Main thread, out of tasks) wait for the next TASKS frame on RFD and queue
+        what came; False at EOF (the driver closed the pipe, or died)."""
+        with self._rlock:
+            while True:
+                n = os.readv(self.rfd, (self._rchunk,))  # as much as is there
+                if not n:
+                    with self._cond:
+                        self.closed = True
+                    return False
+                self.reads += 1
+                if self._queue_read(n):
+                    return True
+
+    def _queue_read(self, n: int) -> bool:
+        """(Holding ``_rlock``) ``n`` bytes were read into the chunk: queue the TASKS of
+        the complete frames; False if no frame is complete yet."""
+        self._rbuf += self._rview[:n]
+        items = [item for fields in wire.split_frames(self._rbuf) for item in fields[1]]
+        if not items:
+            return False
+        with self._cond:
+            self.pending.extend(items)
+        return True
+
+    def _drain(self, wait: bool) -> None:
+        """Queue the TASKS waiting unread in RFD, without blocking on the pipe. ``wait``:
+        for ``_rlock`` (the main thread, in a task: whoever holds it does not block);
+        else skip the pipe if another thread reads it (the main thread, idle: what
+        comes is for it to run)."""
+        if not self._rlock.acquire(blocking=wait):
+            return
+        try:
+            while self._rpoll.poll(0):
+                n = os.readv(self.rfd, (self._rchunk,))
+                if not n:
+                    return  # EOF: the reader thread sees it on CFD too
+                self._queue_read(n)
+        finally:
+            self._rlock.release()
 
     def run(self, seq: int, fields: list) -> None:
         msg = TaskMessage.from_list(fields)
@@ -136,6 +186,7 @@ class Worker:
     def run_own_producers(self, task_ids: set[str]) -> None:
         """Before waiting: run the queued tasks of this process that make what we
         are about to wait for (a getter never waits for a task queued behind it)."""
+        self._drain(wait=True)
         with self._cond:
             mine = [item for item in self.pending if item[1][2] in task_ids]
             for item in mine:
@@ -147,16 +198,11 @@ class Worker:
         """Hand the tasks queued here back to the driver, for other workers: the main
         thread's wait is real, or the driver asked (REVOKE: ours is a long task; an
         empty YIELD still ``answer``s it)."""
+        self._drain(wait=self.is_main_thread())
         with self._cond:
             items, self.pending = list(self.pending), collections.deque()
         if items or answer:
             self.send(wire.frame(wire.YIELD, [seq for seq, _ in items]))
-
-    def _wake_main(self) -> None:
-        """(Holding ``_cond``) pending or closed changed: wake the main thread if it sleeps."""
-        if self._sleeping:
-            self._sleeping = False
-            self._wakeup.release()
 
     # ------------------------------------------------------------------ sending
     def _log(self, entry: bytes) -> None:
@@ -212,17 +258,13 @@ class Worker:
     # ------------------------------------------------------------------ reading
     def _take(self, fields: list) -> None:
         kind = fields[0]
-        if kind == wire.TASKS:
-            with self._cond:
-                self.pending.extend(fields[1])
-                self._wake_main()
-        elif kind == wire.REVOKE:
+        if kind == wire.REVOKE:
             self.give_back_queue(answer=True)
         elif kind == wire.INLINE:
             if not self.client.deliver(fields[1], kind, fields[2]):
-                with self._cond:  # nobody waits any more: run them normally
-                    self.pending.extendleft(reversed(fields[2]))
-                    self._wake_main()
+                # Nobody waits for them any more: the driver deals them out again (the
+                # main thread may be asleep on RFD, where nothing would wake it).
+                self.send(wire.frame(wire.YIELD, [seq for seq, _ in fields[2]]))
         else:  # REPLY, BLOCKED
             self.client.deliver(fields[1], kind, fields[2] if len(fields) > 2 else None)
 
@@ -231,7 +273,7 @@ class Worker:
         view = memoryview(chunk)
         try:
             while True:
-                n = os.readv(self.rfd, (chunk,))  # as much as is there: one call a frame
+                n = os.readv(self.cfd, (chunk,))  # as much as is there: one call a frame
                 if not n:  # or fewer
                     return
                 buf += view[:n]
@@ -245,15 +287,17 @@ class Worker:
                 self.pending.clear()
                 if self.running:  # the driver is gone or killing us: stop the task too
                     os._exit(0)
-                self._wake_main()
+                # else the main thread, idle, reads EOF on RFD (the driver closes both)
 
 
-def main(rfd: int, wfd: int, run_path: str, log_path: str, parent_pid: int) -> None:
+def main(rfd: int, wfd: int, run_path: str, log_path: str, parent_pid: int,
+         cfd: int) -> None:
     process_life.die_with_parent(parent_pid)
-    process_life.private_pipes(rfd, wfd)
+    process_life.private_pipes(rfd, wfd, cfd)
     process_life.quiet_interrupts()
-    Worker(rfd, wfd, run_path, log_path).main()
+    Worker(rfd, wfd, run_path, log_path, cfd).main()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]),
+         int(sys.argv[6]))

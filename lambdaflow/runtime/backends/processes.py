@@ -90,6 +90,7 @@ QUEUED_WORK_S = 0.01  # how much work (by recent task durations) to keep queued 
 YIELD_WAIT_S = 0.05  # longest wait for a blocked worker's YIELD before dealing others out
 UNMEASURED_S = 1.0  # a function not timed yet: never queued behind, nothing behind it
 MAX_FUNCTIONS_TIMED = 4096
+MAX_ORIGINS = 4096  # subtasks' submitters remembered until the subtask is queued
 IDLE_S = 1.0  # a temporary worker idle this long exits
 EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exiting
 
@@ -97,12 +98,14 @@ EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exitin
 class _Entry:
     """A task in the queue or in a worker: its message and future."""
 
-    __slots__ = ("msg", "fut", "started", "taken")
+    __slots__ = ("msg", "fut", "started", "taken", "origin")
 
-    def __init__(self, msg: TaskMessage, fut: Future) -> None:
+    def __init__(self, msg: TaskMessage, fut: Future, origin: _Proc | None) -> None:
         self.msg, self.fut = msg, fut
         self.started = False  # set_running_or_notify_cancel() done
         self.taken = False  # left the queue (its deque slot is skipped)
+        #: the worker that submitted this subtask, until ``_assign`` has looked at it
+        self.origin = origin
 
 
 class _Proc:
@@ -114,7 +117,10 @@ class _Proc:
         base = os.path.join(shm_dir, f"worker-{index}-{uuid.uuid4().hex[:6]}")
         self.stack = wire.RunningStack(base + ".run", create=True)
         self.log = wire.ResultLog(base + ".log", create=True)
+        #: two pipes to the worker: ``wfd`` carries only TASKS (its main thread reads
+        #: them when idle), ``cfd`` the rest (its reader thread's); one from it
         to_worker_r, self.wfd = os.pipe()
+        control_r, self.cfd = os.pipe()
         self.rfd, from_worker_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -122,23 +128,25 @@ class _Proc:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
                  str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path,
-                 str(os.getpid())],
-                pass_fds=(to_worker_r, from_worker_w), env=env, close_fds=True,
+                 str(os.getpid()), str(control_r)],
+                pass_fds=(to_worker_r, from_worker_w, control_r), env=env, close_fds=True,
             )
         except BaseException:
-            for fd in (self.wfd, self.rfd):
+            for fd in (self.wfd, self.cfd, self.rfd):
                 os.close(fd)
             self._remove_files()
             raise
         finally:
             os.close(to_worker_r)
+            os.close(control_r)
             os.close(from_worker_w)
-        os.set_blocking(self.wfd, False)
-        os.set_blocking(self.rfd, False)
+        for fd in (self.wfd, self.cfd, self.rfd):
+            os.set_blocking(fd, False)
         #: readable once the process has exited (None: a thread waits for it instead)
         self.exit_fd = process_life.exit_fd(self.popen.pid)
         self.inflight: collections.OrderedDict[int, _Entry] = collections.OrderedDict()
-        self.outbuf = bytearray()
+        self.outbuf = bytearray()  # for wfd
+        self.ctlbuf = bytearray()  # for cfd
         self.inbuf = bytearray()
         self.seq = 0
         self.dead = False
@@ -152,13 +160,13 @@ class _Proc:
         self.yield_due = 0.0
         self.revoked_at = 0.0
 
-    def __hash__(self) -> int:  # the borrower token of this process
-        return id(self)
+    # A _Proc is the borrower token of its process: hashed by identity (object's own
+    # __hash__, in C: it is looked up per task)
 
     def close(self, kill: bool = False) -> None:
         if kill and self.popen.poll() is None:
             self.popen.kill()  # before the pipe closes: EOF would make it exit by itself
-        for fd in (self.wfd, self.rfd):
+        for fd in (self.wfd, self.cfd, self.rfd):
             try:
                 os.close(fd)
             except OSError:
@@ -210,7 +218,10 @@ class ProcessesBackend:
         self._queued: dict[str, _Entry] = {}
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
         self._routes: dict[str, tuple[_Proc, int]] = {}  # task id -> a request waiting
-        self._origin: dict[str, _Proc] = {}  # task id -> the worker that submitted it
+        #: (under _lock) task id -> the worker that submitted it, until it is queued (a
+        #: subtask that never is, e.g. its argument failed, is forgotten MAX_ORIGINS later)
+        self._origin: dict[str, _Proc] = {}
+        self._origins_queued = 0  # (under _lock) queued entries with an ``origin`` set
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -268,18 +279,30 @@ class ProcessesBackend:
         fut: Future = TaskFuture()
         if self._closing:
             raise BackendError("the processes backend is shut down")
-        entry = _Entry(msg, fut)
         with self._lock:
+            entry = _Entry(msg, fut, self._origin.pop(msg.task_id, None))
+            if entry.origin is not None:
+                self._origins_queued += 1
             self._queue.append(entry)
             self._queued[msg.task_id] = entry
-        if self._io_lock.acquire(blocking=False):  # the IO thread sleeps in select
-            try:
-                handed = self._hand_off()
-            finally:
-                self._io_lock.release()
-            if handed:
-                return fut
-        self._wake()
+            if len(self._queue) > 1:  # a burst: no hand-off; wake the IO thread once
+                if self._woken or threading.current_thread() is self._thread:
+                    return fut
+                self._woken = True
+                alone = False
+            else:
+                alone = True
+        if alone:
+            if self._io_lock.acquire(blocking=False):  # the IO thread sleeps in select
+                try:
+                    handed = self._hand_off()
+                finally:
+                    self._io_lock.release()
+                if handed:
+                    return fut
+            self._wake()
+        else:
+            self._write_wake()
         return fut
 
     def kill(self, task_id: str) -> None:
@@ -332,7 +355,7 @@ class ProcessesBackend:
         that has nothing in flight. True if nothing is left for the IO thread to do;
         False (it must be woken) for anything but that plain case."""
         with self._lock:
-            if len(self._queue) != 1 or self._routes or self._origin:
+            if len(self._queue) != 1 or self._routes or self._queue[0].origin is not None:
                 return False
             now = time.monotonic()
             idle = None
@@ -358,6 +381,10 @@ class ProcessesBackend:
             if self._woken or threading.current_thread() is self._thread:
                 return
             self._woken = True
+        self._write_wake()
+
+    def _write_wake(self) -> None:
+        """(Having set ``_woken``) the wake-up byte."""
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -382,6 +409,7 @@ class ProcessesBackend:
                 exits = {p.exit_fd: p for p in self._procs if p.exit_fd is not None}
                 rlist = [self._wake_r] + [p.rfd for p in self._procs] + list(exits)
                 wlist = [p.wfd for p in self._procs if p.outbuf]
+                wlist += [p.cfd for p in self._procs if p.ctlbuf]
                 deadline = self._next_deadline()
                 self._io_lock.release()  # a submit may hand its task off meanwhile
                 try:
@@ -400,7 +428,7 @@ class ProcessesBackend:
                     with self._lock:
                         self._woken = False
                 for p in list(self._procs):
-                    if p.wfd in w and not p.dead:
+                    if (p.wfd in w or p.cfd in w) and not p.dead:
                         self._flush(p)
                     if p.rfd in r and not p.dead:
                         self._read(p)
@@ -457,14 +485,16 @@ class ProcessesBackend:
                 entry = self._queued[tid]
                 if self._take(entry):
                     inline.append((p, req, entry))
-            if self._origin:  # a task's subtasks go back to its worker, which will
-                for entry in list(self._queue):  # likely wait for them (work-stealing
-                    if entry.taken:  # spreads them when others have room)
+            if self._origins_queued:  # a task's subtasks go back to its worker, which
+                for entry in list(self._queue):  # will likely wait for them (work-
+                    origin = entry.origin  # stealing spreads them when others have room)
+                    if entry.taken or origin is None:
                         continue
-                    origin = self._origin.pop(entry.msg.task_id, None)
-                    if (origin is not None and not origin.dead and not origin.blocked
+                    entry.origin = None
+                    if (not origin.dead and not origin.blocked
                             and self._fits(origin, entry, sends) and self._take(entry)):
                         sends.setdefault(origin, []).append(entry)
+                self._origins_queued = 0
             # A worker that just blocked hands its queued tasks back within a moment;
             # until then nothing else is dealt out, so they keep their place in line.
             now = time.monotonic()
@@ -472,26 +502,37 @@ class ProcessesBackend:
             ready = [] if yielding else sorted(
                 (p for p in self._procs if not p.dead and not p.blocked),
                 key=lambda p: len(p.inflight))
+            queue, queued, fn_avg = self._queue, self._queued, self._fn_avg
             for p in ready:
                 # Queue ahead only as much work as QUEUED_WORK_S, by each function's own
                 # measured duration: a quick task never waits behind a long (or not yet
                 # measured) one in a worker's queue while another worker could run it.
+                # (``_cost`` and ``_take`` written out: this loop runs once per task.)
                 n = len(p.inflight)
-                work = sum(self._cost(e) for e in p.inflight.values())
-                while self._queue and n < MAX_DEPTH:
-                    entry = self._queue[0]
+                work = sum(fn_avg.get(e.msg.fn_key, UNMEASURED_S) for e in p.inflight.values())
+                batch = sends.get(p)
+                while queue and n < MAX_DEPTH:
+                    entry = queue[0]
                     if entry.taken:  # routed inline already
-                        self._queue.popleft()
+                        queue.popleft()
                         continue
-                    cost = self._cost(entry)
+                    cost = fn_avg.get(entry.msg.fn_key, UNMEASURED_S)
                     if n and work + cost > QUEUED_WORK_S:
                         break
-                    self._queue.popleft()
-                    if not self._take(entry):
-                        continue  # cancelled while queued
-                    sends.setdefault(p, []).append(entry)
+                    queue.popleft()
+                    entry.taken = True
+                    tid = entry.msg.task_id
+                    if queued.get(tid) is entry:
+                        del queued[tid]
+                    if not entry.started:
+                        entry.started = True
+                        if not entry.fut.set_running_or_notify_cancel():
+                            continue  # cancelled while queued
+                    if batch is None:
+                        batch = sends[p] = []
+                    batch.append(entry)
                     n, work = n + 1, work + cost
-                if not self._queue:
+                if not queue:
                     break
             while self._queue and self._queue[0].taken:
                 self._queue.popleft()
@@ -508,20 +549,25 @@ class ProcessesBackend:
 
     def _send_tasks(self, p: _Proc, entries: list[_Entry], req: int | None = None) -> None:
         items = []
+        seq, inflight = p.seq, p.inflight
         for e in entries:
             if not self._timed and e.msg.options.get("timeout_s"):
                 self._timed = True
-            p.seq += 1
-            p.inflight[p.seq] = e
-            items.append([p.seq, e.msg.to_list()])
+            seq += 1
+            inflight[seq] = e
+            items.append([seq, e.msg.to_list()])
+        p.seq = seq
         if req is None:
-            self._send(p, self._framer.frame(wire.TASKS, items))
+            if not p.dead:
+                p.outbuf += self._framer.frame(wire.TASKS, items)
+                self._flush(p)
         else:
             self._send(p, self._framer.frame(wire.INLINE, req, items))
 
     def _send(self, p: _Proc, data: bytes) -> None:
+        """Send ``p`` a frame other than TASKS (on its control pipe)."""
         if not p.dead:
-            p.outbuf += data
+            p.ctlbuf += data
             self._flush(p)
 
     def _grow(self) -> bool:
@@ -574,10 +620,12 @@ class ProcessesBackend:
 
     def _flush(self, p: _Proc) -> None:
         try:
-            n = os.write(p.wfd, p.outbuf)
-            del p.outbuf[:n]
-        except BlockingIOError:
-            pass
+            for fd, buf in ((p.wfd, p.outbuf), (p.cfd, p.ctlbuf)):
+                if buf:
+                    try:
+                        del buf[:os.write(fd, buf)]
+                    except BlockingIOError:
+                        pass
         except OSError:
             if threading.current_thread() is self._thread:
                 self._crashed(p)
@@ -613,18 +661,21 @@ class ProcessesBackend:
         self._crashed(p)
 
     def _results(self, p: _Proc, items: list) -> None:
+        pop, avg, avg_s = p.inflight.pop, self._fn_avg, self._avg_s
         for seq, result_fields in items:
-            entry = p.inflight.pop(seq, None)
+            entry = pop(seq, None)
             if entry is None:
                 continue
             result = TaskResult.from_list(result_fields)
             took = result.stats.get("duration_s") or 0.0
-            self._avg_s = 0.8 * self._avg_s + 0.2 * took
-            fn, avg = entry.msg.fn_key, self._fn_avg
-            avg[fn] = took if fn not in avg else 0.7 * avg[fn] + 0.3 * took
-            if len(avg) > MAX_FUNCTIONS_TIMED:
-                avg.clear()
+            avg_s = 0.8 * avg_s + 0.2 * took
+            fn = entry.msg.fn_key
+            last = avg.get(fn)
+            avg[fn] = took if last is None else 0.7 * last + 0.3 * took
             entry.fut.set_result(result)
+        self._avg_s = avg_s
+        if len(avg) > MAX_FUNCTIONS_TIMED:
+            avg.clear()
         if not p.inflight:
             p.idle_since = time.monotonic()
 
@@ -636,7 +687,10 @@ class ProcessesBackend:
         kind = fields[0]
         if kind == wire.SUBMIT:
             spec = TaskSpec.from_list(fields[1])
-            self._origin[spec.task_id] = p
+            with self._lock:
+                self._origin[spec.task_id] = p
+                if len(self._origin) > MAX_ORIGINS:  # the oldest never got queued
+                    del self._origin[next(iter(self._origin))]
             host.submit_spec(spec, p)
         elif kind == wire.PUT:
             host.put_located(fields[1], fields[2], fields[3], p)
