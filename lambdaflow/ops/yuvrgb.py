@@ -50,12 +50,13 @@ log = logging.getLogger(__name__)
 
 #: format -> vertical chroma shift (the horizontal one is 1 for all of them)
 VSHIFT = {"yuv420p": 1, "yuvj420p": 1, "yuv422p": 0, "yuvj422p": 0}
+AVCOL_RANGE_JPEG = 2
+
 
 def cal_rows(width: int) -> int:
     """Luma rows per calibration strip: about 2^18 pixels (even, 16..8192)."""
     return min(max(((1 << 18) // width) & ~1, 16), 8192)
 
-AVCOL_RANGE_JPEG = 2
 
 #: (format, width, colorspace, range) -> every triple equal (calibration done)
 _calibrated: dict[tuple[Any, ...], bool] = {}
@@ -134,6 +135,14 @@ def calibration_strips(fmt: str, width: int) -> int:
     return -(-(1 << 24) // (2 << VSHIFT[fmt]) // samples)
 
 
+@cache
+def _coeffs_for(fmt: str, colorspace: int, color_range: int) -> tuple[int, ...]:
+    """``coefficients`` of PyAV's swscale matrix for a format, colorspace and range."""
+    table = _get_coefficients()(colorspace)
+    full = color_range == AVCOL_RANGE_JPEG or fmt.startswith("yuvj")
+    return coefficients((table[0], table[1], table[2], table[3]), full)
+
+
 class FusedRGB:
     """Histograms of ``rgb24.frame(frame)``'s pixels, computed without the rgb24 image
     where that was proven to give the same bytes (see the module)."""
@@ -176,11 +185,8 @@ class FusedRGB:
 
     @staticmethod
     def _coeffs(key: tuple[Any, ...]) -> tuple[int, ...]:
-        fmt, _, _, colorspace, color_range = key[:5]
-        get = _get_coefficients()
-        table = get(colorspace)
-        full = color_range == AVCOL_RANGE_JPEG or fmt.startswith("yuvj")
-        return coefficients((table[0], table[1], table[2], table[3]), full)
+        """The six coefficients for the format, colorspace and range of ``key``."""
+        return _coeffs_for(key[0], key[3], key[4])
 
     def _prove(
         self, key: tuple[Any, ...], frame: Any, planes: list[Any], rgb24: Any, bins: int
@@ -230,7 +236,7 @@ class FusedRGB:
             frame = av.VideoFrame(width, rows, fmt)
             frame.colorspace, frame.color_range = colorspace, color_range
             for plane, data in zip(frame.planes, (y, u, v)):
-                view = np.frombuffer(plane, np.uint8)
+                view = np.frombuffer(memoryview(plane), np.uint8)
                 stride = plane.line_size
                 view[: data.shape[0] * stride].reshape(-1, stride)[:, : data.shape[1]] = data
             planes = [(p, p.line_size) for p in frame.planes]

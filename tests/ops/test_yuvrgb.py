@@ -12,6 +12,7 @@ from the other paths; that it is used where it is meant to be; bad input.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -37,10 +38,13 @@ def ref_hist(rgb: np.ndarray, bins: int = 16) -> np.ndarray:
 
 
 @pytest.fixture(autouse=True)
-def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test calibrates and proves its geometries itself."""
     monkeypatch.setattr(yuvrgb, "_calibrated", {})
     monkeypatch.setattr(yuvrgb, "_proven", {})
+    yuvrgb._coeffs_for.cache_clear()
+    yield
+    yuvrgb._coeffs_for.cache_clear()  # none computed with a patched `coefficients` stays
 
 
 def random_frame(fmt: str, width: int, height: int, seed: int = 0) -> av.VideoFrame:
