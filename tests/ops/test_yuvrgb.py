@@ -27,8 +27,8 @@ native = pytest.importorskip("lambdaflow._native")
 EDGES = np.arange(0, 257, 16)
 AVX2 = native.simd() == "avx2"
 LINUX = sys.platform.startswith("linux")
-#: the libswscale whose SSSE3 converter yuv_hist.c was written from (FFmpeg 8)
-SWS9 = av.library_versions["libswscale"][0] == 9 and AVX2 and LINUX
+#: the libswscales whose SSSE3 converter yuv_hist.c matches (9: PyAV 18, 10: PyAV 19)
+KNOWN_SWS = av.library_versions["libswscale"][0] in (9, 10) and AVX2 and LINUX
 pytestmark = pytest.mark.skipif(not LINUX, reason="needs PyAV's libswscale in /proc/self/maps")
 
 
@@ -61,7 +61,7 @@ def coeffs_of(frame: av.VideoFrame) -> tuple[int, ...]:
     return yuvrgb.FusedRGB._coeffs(key)
 
 
-@pytest.mark.skipif(not SWS9, reason="the arithmetic is libswscale 9's SSSE3 path on x86")
+@pytest.mark.skipif(not KNOWN_SWS, reason="the arithmetic is libswscale 9's SSSE3 path on x86")
 @pytest.mark.parametrize("fmt", ["yuv420p", "yuvj420p", "yuv422p"])
 @pytest.mark.parametrize(
     "size", [(854, 480), (1280, 720), (33, 20), (31, 2), (64, 4), (1, 2), (95, 6)]
@@ -124,7 +124,7 @@ class OneByteOff(RGB24):
         return rgb
 
 
-@pytest.mark.skipif(not SWS9, reason="the path must be on to be turned off")
+@pytest.mark.skipif(not KNOWN_SWS, reason="the path must be on to be turned off")
 def test_one_byte_off_in_the_calibration_turns_the_path_off():
     frame = random_frame("yuv420p", 854, 480)
     out = np.zeros((3, 16), np.int64)
@@ -139,7 +139,7 @@ def test_one_byte_off_in_the_calibration_turns_the_path_off():
     assert np.array_equal(out, ref_hist(frame.to_ndarray(format="rgb24")))
 
 
-@pytest.mark.skipif(not SWS9, reason="the path must be on to be turned off")
+@pytest.mark.skipif(not KNOWN_SWS, reason="the path must be on to be turned off")
 def test_one_byte_off_in_the_first_frame_turns_that_key_off():
     frame = random_frame("yuv420p", 640, 360)
     out = np.zeros((3, 16), np.int64)
@@ -168,7 +168,7 @@ def test_a_coefficient_off_by_one_is_caught_and_the_numbers_stay(monkeypatch):
     for chunk in plan_chunks(index, 16):
         got = histogram_chunk(path, chunk.start, chunk.stop, chunk=chunk)
         assert np.array_equal(got.hist, want[chunk.start : chunk.stop])
-    if SWS9:
+    if KNOWN_SWS:
         assert yuvrgb._calibrated and not any(yuvrgb._calibrated.values())
 
 
@@ -191,7 +191,7 @@ def test_used_on_8bit_420_clips_and_equal_to_the_reference(name, monkeypatch):
         for chunk in plan_chunks(index, 16):
             got = histogram_chunk(path, chunk.start, chunk.stop, chunk=chunk)
             assert np.array_equal(got.hist, want[chunk.start : chunk.stop]), setting
-        if setting == "1" and SWS9:
+        if setting == "1" and KNOWN_SWS:
             assert calls and all(calls), "the in-register path was not used"
         if setting == "0":
             assert len(calls) == len(want), "LAMBDAFLOW_FUSED_RGB=0 still used it"
@@ -215,3 +215,45 @@ def test_bad_input_is_named():
         native.yuv_hist(planes, 64, 4, 1, 1, k, 16, np.zeros(47, np.int64))
     with pytest.raises(ValueError, match="3 x 4 x 64"):
         native.yuv_rgb(planes, 64, 4, 1, 1, k, np.zeros(10, np.uint8))
+
+
+@pytest.fixture
+def swscale_c_paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """libswscale with its x86 SIMD converters off (``av_force_cpu_flags(0)``): its C
+    table path, which rounds otherwise. Contexts made meanwhile are not kept."""
+    import ctypes
+    import threading
+
+    from lambdaflow.ops import banded
+
+    path = banded._loaded_library("avutil")
+    if path is None:
+        pytest.skip("PyAV's libavutil is not in /proc/self/maps")
+    avutil = ctypes.CDLL(path)
+    monkeypatch.setattr(banded, "_proven", {})
+    monkeypatch.setattr(banded, "_local", threading.local())
+    avutil.av_force_cpu_flags(0)
+    try:
+        yield
+    finally:
+        avutil.av_force_cpu_flags(-1)  # back to the detected flags
+
+
+@pytest.mark.skipif(not KNOWN_SWS, reason="the path must be on to be turned off")
+def test_swscale_on_another_code_path_turns_it_off(swscale_c_paths):
+    """A real other conversion (swscale's C path differs from its SSSE3 one by up to 3
+    levels on most pixels): calibration refuses, histogram_chunk gives the reference."""
+    frame = random_frame("yuv420p", 854, 480)
+    out = np.zeros((3, 16), np.int64)
+    assert not yuvrgb.FusedRGB(native).hist(frame, RGB24(), 16, out)
+    assert list(yuvrgb._calibrated.values()) == [False]
+    path = corpus.corpus_file("carphone.mp4")
+    index = probe(path)
+    chunk = next(iter(plan_chunks(index, 16)))
+    with av.open(str(path)) as container:
+        want = [
+            ref_hist(f.to_ndarray(format="rgb24"))
+            for _, f in zip(range(chunk.stop), container.decode(video=0))
+        ]
+    got = histogram_chunk(path, chunk.start, chunk.stop, chunk=chunk)
+    assert chunk.start == 0 and np.array_equal(got.hist, np.array(want))
