@@ -23,6 +23,7 @@
  * 32-pixel block the bytes are in packing order (even pixels, odd pixels per 128-bit
  * lane): a histogram does not care; the last, partial block of a row is put in pixel
  * order so that its valid pixels are a prefix (the next row's store overwrites the rest).
+ * The counting makes two passes of four pshufb tables over each run (it is in L1).
  *
  *   yuv_hist(planes, width, height, hshift, vshift, coeffs, bins, out) -> bool
  *       planes: ((buffer, line_size) x 3) Y, U, V; coeffs: (ycoef, yoff, vr, ub, vg, ug);
@@ -205,52 +206,53 @@ static void convert_band_avx2(const Geometry *gm, const Planes *p, int y0, int r
 
 /* nib[k] += bytes of data[0..n) whose high nibble is k: pshufb tables adding 0x01 / 0x10
  * (two nibble values per table, 4-bit fields), flushed into 8-bit lane counters every 15
- * vectors, those into nib with psadbw every 17 flushes (15 * 17 = 255). */
+ * vectors, those into nib with psadbw every 17 flushes (15 * 17 = 255). Two passes over
+ * the run (it is in L1), of four tables each, so that tables and counters stay in the 16
+ * ymm registers (one pass of eight spills them). */
 __attribute__((target("avx2")))
 static void count_run_avx2(const uint8_t *data, Py_ssize_t n, uint64_t *nib)
 {
     const __m256i low4 = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
-    __m256i table[8], wide[16];
-    for (int j = 0; j < 8; j++) {
-        uint8_t t[32] = {0};
-        t[2 * j] = t[16 + 2 * j] = 0x01;
-        t[2 * j + 1] = t[16 + 2 * j + 1] = 0x10;
-        table[j] = _mm256_loadu_si256((const __m256i *)t);
-        wide[2 * j] = wide[2 * j + 1] = zero;
-    }
     Py_ssize_t vecs = n / 32;
-    int flushes = 0;
-    for (Py_ssize_t g = 0; g < vecs; g += 15) {
-        Py_ssize_t nv = vecs - g < 15 ? vecs - g : 15;
-        const uint8_t *p = data + g * 32;
-        __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-        __m256i a4 = zero, a5 = zero, a6 = zero, a7 = zero;
-        for (Py_ssize_t i = 0; i < nv; i++) {
-            __m256i v = _mm256_and_si256(
-                _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(p + i * 32)), 4), low4);
-            a0 = _mm256_add_epi8(a0, _mm256_shuffle_epi8(table[0], v));
-            a1 = _mm256_add_epi8(a1, _mm256_shuffle_epi8(table[1], v));
-            a2 = _mm256_add_epi8(a2, _mm256_shuffle_epi8(table[2], v));
-            a3 = _mm256_add_epi8(a3, _mm256_shuffle_epi8(table[3], v));
-            a4 = _mm256_add_epi8(a4, _mm256_shuffle_epi8(table[4], v));
-            a5 = _mm256_add_epi8(a5, _mm256_shuffle_epi8(table[5], v));
-            a6 = _mm256_add_epi8(a6, _mm256_shuffle_epi8(table[6], v));
-            a7 = _mm256_add_epi8(a7, _mm256_shuffle_epi8(table[7], v));
+    for (int half = 0; half < 2; half++) {
+        __m256i t[4], wide[8];
+        for (int j = 0; j < 4; j++) {
+            uint8_t b[32] = {0};
+            int k = 2 * (4 * half + j);
+            b[k] = b[16 + k] = 0x01;
+            b[k + 1] = b[16 + k + 1] = 0x10;
+            t[j] = _mm256_loadu_si256((const __m256i *)b);
+            wide[2 * j] = wide[2 * j + 1] = zero;
         }
-        __m256i sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        for (int j = 0; j < 8; j++) {
-            wide[2 * j] = _mm256_add_epi8(wide[2 * j], _mm256_and_si256(sums[j], low4));
-            wide[2 * j + 1] = _mm256_add_epi8(
-                wide[2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(sums[j], 4), low4));
-        }
-        if (++flushes == 17 || g + 15 >= vecs) {
-            for (int k = 0; k < 16; k++) {
-                __m256i s = _mm256_sad_epu8(wide[k], zero);
-                nib[k] += (uint64_t)_mm256_extract_epi64(s, 0) + (uint64_t)_mm256_extract_epi64(s, 1) +
-                          (uint64_t)_mm256_extract_epi64(s, 2) + (uint64_t)_mm256_extract_epi64(s, 3);
-                wide[k] = zero;
+        int flushes = 0;
+        for (Py_ssize_t g = 0; g < vecs; g += 15) {
+            Py_ssize_t nv = vecs - g < 15 ? vecs - g : 15;
+            const uint8_t *p = data + g * 32;
+            __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+            for (Py_ssize_t i = 0; i < nv; i++) {
+                __m256i v = _mm256_and_si256(
+                    _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(p + i * 32)), 4), low4);
+                a0 = _mm256_add_epi8(a0, _mm256_shuffle_epi8(t[0], v));
+                a1 = _mm256_add_epi8(a1, _mm256_shuffle_epi8(t[1], v));
+                a2 = _mm256_add_epi8(a2, _mm256_shuffle_epi8(t[2], v));
+                a3 = _mm256_add_epi8(a3, _mm256_shuffle_epi8(t[3], v));
             }
-            flushes = 0;
+            __m256i sums[4] = {a0, a1, a2, a3};
+            for (int j = 0; j < 4; j++) {
+                wide[2 * j] = _mm256_add_epi8(wide[2 * j], _mm256_and_si256(sums[j], low4));
+                wide[2 * j + 1] = _mm256_add_epi8(
+                    wide[2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(sums[j], 4), low4));
+            }
+            if (++flushes == 17 || g + 15 >= vecs) {
+                for (int j = 0; j < 8; j++) {
+                    __m256i s = _mm256_sad_epu8(wide[j], zero);
+                    nib[8 * half + j] +=
+                        (uint64_t)_mm256_extract_epi64(s, 0) + (uint64_t)_mm256_extract_epi64(s, 1) +
+                        (uint64_t)_mm256_extract_epi64(s, 2) + (uint64_t)_mm256_extract_epi64(s, 3);
+                    wide[j] = zero;
+                }
+                flushes = 0;
+            }
         }
     }
     for (Py_ssize_t x = vecs * 32; x < n; x++) nib[data[x] >> 4]++;
