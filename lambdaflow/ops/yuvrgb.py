@@ -1,7 +1,7 @@
 """rgb24 histograms computed in registers: swscale's own arithmetic, never the rgb24 image.
 
-    av.VideoFrame ──FusedRGB.hist──> eligible? (yuv420p/yuvj420p even height, yuv422p/
-                                     yuvj422p; bins dividing 16; AVX2; PyAV's swscale found)
+    av.VideoFrame ──FusedRGB.hist──> eligible? (yuv420p, yuvj420p, yuv422p, yuvj422p of
+                                     even height; bins dividing 16; AVX2; PyAV's swscale)
                                      └ no ──> False (the caller takes the banded or the
                                        whole-frame path)
                                      └ yes ─> calibrated for (format, width, colorspace,
@@ -16,7 +16,8 @@
                                               └ equal ─> native yuv_hist (no rgb24 image)
 
 What is computed: on x86 with SSSE3, PyAV's ``to_ndarray(format="rgb24")`` of 8-bit
-yuv420p / yuv422p (and their yuvj forms) goes through libswscale's unscaled SSSE3
+yuv420p / yuv422p (and their yuvj forms) of even height (an odd one takes swscale's
+general scaler: measured, the first-frame check refuses it) goes through libswscale's unscaled SSSE3
 converter (``ff_yuv_420_rgb24_ssse3``: 16-bit lanes, ``pmulhw`` products of the
 pre-shifted samples with six 16-bit coefficients, saturating adds, ``packuswb``). Each
 pixel is a pure function of its own (Y, U, V): no dither, no neighbour. native/yuv_hist.c
@@ -158,7 +159,7 @@ class FusedRGB:
         width, height = frame.width, frame.height
         colorspace = getattr(frame, "colorspace", None)
         color_range = getattr(frame, "color_range", None)
-        if vshift is None or 16 % bins or (height & 1 and vshift):
+        if vshift is None or 16 % bins or height & 1:  # odd: swscale's general scaler
             return False
         if colorspace is None or color_range is None or not hasattr(self._native, "yuv_hist"):
             return False

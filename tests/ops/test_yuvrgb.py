@@ -62,7 +62,7 @@ def coeffs_of(frame: av.VideoFrame) -> tuple[int, ...]:
 
 
 @pytest.mark.skipif(not KNOWN_SWS, reason="the arithmetic is libswscale 9's SSSE3 path on x86")
-@pytest.mark.parametrize("fmt", ["yuv420p", "yuvj420p", "yuv422p"])
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuvj420p", "yuv422p", "yuvj422p"])
 @pytest.mark.parametrize(
     "size", [(854, 480), (1280, 720), (33, 20), (31, 2), (64, 4), (1, 2), (95, 6)]
 )
@@ -81,6 +81,14 @@ def test_native_conversion_equals_pyav(fmt, size, tags):
         out = np.zeros(3 * bins, np.int64)
         assert native.yuv_hist(planes, width, height, 1, vshift, coeffs_of(frame), bins, out)
         assert np.array_equal(out.reshape(3, bins), ref_hist(want, bins))
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv422p"])
+def test_odd_heights_are_declined(fmt):
+    """swscale converts an odd-height frame with its general scaler (other numbers)."""
+    frame = random_frame(fmt, 64, 5)
+    assert not yuvrgb.FusedRGB(native).hist(frame, RGB24(), 16, np.zeros((3, 16), np.int64))
+    assert not yuvrgb._calibrated and not yuvrgb._proven
 
 
 def test_bins_not_dividing_16_are_declined():
