@@ -162,8 +162,13 @@ lock: .venvs/uv/bin/uv
 # --- the rest -------------------------------------------------------------------------
 
 bench: install .venvs/mxnet-py311/.installed
+	.venv/bin/python benchmarks/wakeup_floor.py
 	.venv/bin/python benchmarks/task_overhead.py --compare
+	.venv/bin/python benchmarks/nested_tasks.py --n 20 --backends threads,processes
+	.venv/bin/python benchmarks/gc_scan.py
+	.venv/bin/python benchmarks/integrity.py
 	.venv/bin/python benchmarks/lambda_fanout.py
+	.venv/bin/python benchmarks/video_histogram.py --repeat 5 --sizes 480p,720p,720p-10bit --paired 40
 	.venv/bin/python benchmarks/video_histogram.py --end-to-end --repeat 3
 	.venv/bin/python benchmarks/video_histogram.py --end-to-end --repeat 3 --seconds 40 --sizes 720p
 	.venvs/mxnet-py311/bin/python benchmarks/video_inference.py

@@ -23,7 +23,9 @@ State (the records and their guarded transitions are in ``dagstate.py``):
             stays only while retained lineage may need it rebuilt (``pins``).
     Obj.task -> Task   WAITING -> DISPATCHED -> FINISHED | FAILED. A FINISHED task keeps
             its spec as lineage while any of its objects has a record (oldest evicted
-            first beyond max_lineage_bytes).
+            first beyond max_lineage_bytes). A task whose values all stay in memory
+            (never lost, so never rerun) is let go when it finishes: its objects'
+            ``task`` becomes None, as a ``put`` object's.
 
 Each command runs to completion; cascades it starts (freeing what a freed value held,
 forgetting lineage, rebuilding lost inputs) are queued as follow-ups that the thread
@@ -110,6 +112,7 @@ class Scheduler:
         #: (nested owners) refs of other owners this one's tasks may read by key:
         #: {object id: "pending" | "lost"}, passed on in its tasks' messages
         self.known = known if known is not None else {}
+        #: one per attempt, kept until shutdown (``stats_records``)
         self.records: list[tuple] = []
         self.closed = False
         self._kill = kill
@@ -232,8 +235,8 @@ class Scheduler:
     def stats_records(self) -> list[dict]:
         """One dict per attempt (``RECORD_FIELDS``; runtime/stats.py reads them)."""
         out = []
-        for task_id, name, attempt, status, submitted, s in list(self.records):
-            s = s or {}
+        for task_id, name, attempt, status, submitted, names, vals in list(self.records):
+            s = dict(zip(names, vals))
             out.append(dict(zip(RECORD_FIELDS, (
                 task_id, name, attempt, status, submitted, s.get("start"), s.get("end"),
                 s.get("duration_s"), s.get("cold_start", False), s.get("env_id"),
@@ -532,8 +535,13 @@ class Scheduler:
             return
         if self._drainers:
             self._later.append((self._check_drained, None))
+        # (stats_records reads them) The stats as flat tuples of keys and values, not the
+        # dict: a tuple of atoms is untracked by the cyclic GC at its first collection, a
+        # tuple holding a dict never is, and every record of the job was rescanned by
+        # each full collection until shutdown.
+        stats = result.stats
         self.records.append((t.id, t.name, result.attempt, result.status, t.submit_time,
-                             result.stats))  # (stats_records reads them)
+                             tuple(stats), tuple(stats.values())))
         if result.status == OK:
             self._finish(t, result)
         elif result.status == LOST:
@@ -566,6 +574,11 @@ class Scheduler:
             self._drop_spec(t)  # in memory: never lost (a pinned one keeps its value)
         self._unhold(t)
         for o in t.outs:
+            if not stored:
+                # Never lost, so never rerun, cancelled or drained: its objects need no way
+                # back to the task, whose record (and out list) goes now, not with the last
+                # of them (two objects fewer per unread value for the cyclic GC to scan).
+                o.task = None
             if o.refs <= 0:
                 self._free(o)
 

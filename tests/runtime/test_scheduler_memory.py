@@ -83,3 +83,57 @@ def test_released_tasks_leave_no_reference_cycles():
         gc.garbage.clear()
         gc.enable()
     assert leaked == [], f"{len(leaked)} records were only reclaimable by the GC: {leaked[:4]}"
+
+
+def test_finished_in_memory_tasks_are_freed_while_their_values_are_unread():
+    """A finished task whose values stay in memory can never be rerun (they are never
+    lost), so its record goes when it finishes, not when its last value is read: 200
+    unread results leave no Task alive (the GC's list of live objects is the judge).
+    A result under a store key still keeps its task (lineage, to rebuild it)."""
+    import gc
+
+    import numpy as np
+
+    import lambdaflow as lf
+    from lambdaflow.runtime.dagstate import Task
+
+    @lf.remote
+    def double(x):
+        return 2 * x
+
+    with lf.init(backend="processes", num_workers=1, inline_limit=1024) as rt:
+        small = [double.remote(i) for i in range(200)]
+        big = double.remote(np.ones(4096))  # 32 KB: written under a store key
+        lf.wait(small + [big], num_returns=201, timeout=60)
+        rt.scheduler.quiesce()
+        gc.collect()
+        live = [o for o in gc.get_objects() if type(o) is Task]
+        assert [t.id for t in live] == [big.id]
+        assert lf.get(small) == [2 * i for i in range(200)]
+        assert lf.get(big).sum() == 2 * 4096
+
+
+def test_stats_records_are_not_tracked_by_the_cyclic_gc():
+    """One record per attempt is kept until shutdown (``lf.stats()``); each must be
+    untracked by the cyclic GC once collected (``gc.is_tracked``; a record's inner
+    tuples may be untracked only after it in one pass, so two passes), else every full
+    collection rescans every attempt the job ever ran."""
+    import gc
+
+    import lambdaflow as lf
+
+    @lf.remote
+    def double(x):
+        return 2 * x
+
+    with lf.init(backend="threads", num_workers=2) as rt:
+        assert lf.get([double.remote(i) for i in range(100)]) == [2 * i for i in range(100)]
+        rt.scheduler.quiesce()
+        gc.collect()
+        gc.collect()
+        records = list(rt.scheduler.records)
+        assert len(records) == 100
+        assert not any(gc.is_tracked(r) for r in records)
+        stats = lf.stats().records
+        assert {r["backend"] for r in stats} == {"threads"} and all(r["status"] == "ok"
+                                                                    for r in stats)
