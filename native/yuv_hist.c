@@ -29,9 +29,10 @@
  *       planes: ((buffer, line_size) x 3) Y, U, V; coeffs: (ycoef, yoff, vr, ub, vg, ug);
  *       out: int64, 3 * bins, overwritten. False (out untouched) if bins does not
  *       divide 16 or the CPU has no AVX2.
- *   yuv_rgb(planes, width, height, hshift, vshift, coeffs, out)
- *       the same conversion, un-permuted, into out: uint8 (3, height, width) planar R, G, B
- *       (what the proof compares with PyAV's rgb24).
+ *   yuv_rgb(planes, width, height, hshift, vshift, coeffs, out, interleaved=0)
+ *       the same conversion, un-permuted, into out: uint8 (3, height, width) planar R, G, B,
+ *       or with interleaved=1 (height, width, 3) as rgb24 (what the proof compares with
+ *       PyAV's rgb24 row by row: a contiguous compare, no transposed view).
  */
 #include "banded.h"
 
@@ -338,9 +339,9 @@ PyObject *lf_yuv_hist(PyObject *self, PyObject *args)
 PyObject *lf_yuv_rgb(PyObject *self, PyObject *args)
 {
     PyObject *planes, *coeffs, *outobj;
-    int width, height, hshift, vshift;
-    if (!PyArg_ParseTuple(args, "OiiiiO!O:yuv_rgb", &planes, &width, &height, &hshift, &vshift,
-                          &PyTuple_Type, &coeffs, &outobj))
+    int width, height, hshift, vshift, interleaved = 0;
+    if (!PyArg_ParseTuple(args, "OiiiiO!O|p:yuv_rgb", &planes, &width, &height, &hshift,
+                          &vshift, &PyTuple_Type, &coeffs, &outobj, &interleaved))
         return NULL;
     Geometry gm;
     if (parse_geometry(&gm, width, height, hshift, vshift, coeffs) < 0) return NULL;
@@ -372,15 +373,19 @@ PyObject *lf_yuv_rgb(PyObject *self, PyObject *args)
         convert_band_avx2(&gm, &p, y, 1, scratch, scratch + run, scratch + 2 * run);
         for (int c = 0; c < 3; c++) {
             const uint8_t *s = scratch + c * run;
-            uint8_t *d = (uint8_t *)out.buf + c * plane + (Py_ssize_t)y * width;
+            /* pixel x of channel c goes to d[x * step] */
+            Py_ssize_t step = interleaved ? 3 : 1;
+            uint8_t *d = (uint8_t *)out.buf +
+                         (interleaved ? (Py_ssize_t)y * width * 3 + c
+                                      : c * plane + (Py_ssize_t)y * width);
             for (int blk = 0; blk < whole; blk++) /* packing order -> pixel order */
                 for (int lane = 0; lane < 2; lane++)
                     for (int j = 0; j < 8; j++) {
                         int base = 32 * blk + 16 * lane;
-                        d[base + 2 * j] = s[base + j];
-                        d[base + 2 * j + 1] = s[base + 8 + j];
+                        d[(base + 2 * j) * step] = s[base + j];
+                        d[(base + 2 * j + 1) * step] = s[base + 8 + j];
                     }
-            memcpy(d + 32 * whole, s + 32 * whole, (size_t)(width - 32 * whole));
+            for (int x = 32 * whole; x < width; x++) d[x * step] = s[x];
         }
     }
     Py_END_ALLOW_THREADS
