@@ -73,7 +73,7 @@ setup(
     ext_modules=[
         Extension(
             "lambdaflow._native",
-            sources=["native/histogram.c", "native/banded.c"],
+            sources=["native/histogram.c", "native/banded.c", "native/yuv_hist.c"],
             depends=["native/banded.h"],
             extra_compile_args=["-O3"],
         )

@@ -13,11 +13,15 @@ thread of:
   iter_frames     the fused op's decoding alone (per chunk, from its entry packet)
   + rgb24         iter_frames + the rgb24 conversion (no histogram)
   decode+numpy    decode(format="rgb24") per chunk + np.bincount histograms
-  fused native    ops.histogram.histogram_chunk per chunk (decode -> rgb24, exactly
+  fused native    ops.histogram.histogram_chunk per chunk: where proven equal
+                  (ops/yuvrgb.py), swscale's SSSE3 rgb24 arithmetic redone in AVX2
+                  registers and counted from an L1 scratch (native/yuv_hist.c), no rgb24
+                  image; else as "fused banded"
+  fused banded    the same with LAMBDAFLOW_FUSED_RGB=0: decode -> rgb24, exactly
                   to_ndarray's conversion, band by band where proven equal (ops/banded.py)
-                  -> AVX2 C kernel on each band while it is in L2)
-  fused unbanded  the same with LAMBDAFLOW_BANDED=0: whole-frame rgb24, then the kernel
-                  (the fused op before banding)
+                  -> AVX2 C kernel on each band while it is in L2 (the op before pass 3)
+  fused unbanded  LAMBDAFLOW_FUSED_RGB=0 LAMBDAFLOW_BANDED=0: whole-frame rgb24, then the
+                  kernel (the fused op before banding)
   fused gbrp      the fused op before issue 11 (gbrp with POINT + planar kernel): what
                   exact equality with the rgb24 reference costs; its numbers differ
 
@@ -27,8 +31,9 @@ that other load on a shared machine does not count against a run; wall-clock fig
 printed too. "per round" is the median [min-max] of the CPU-time ratios of each round
 against the decode-only run of the same round (adjacent in time, so load that drifts
 between rounds cancels out; the spread says how much to trust the figure).
-``--paired N`` adds N rounds of the fused op banded vs unbanded, paired chunk by chunk
-(``paired_fused``). With ``--end-to-end`` it also runs part 2: ``lambdaflow.pipelines.histogram`` on the
+``--paired N`` adds N rounds of the fused op in-register vs banded vs unbanded, paired
+chunk by chunk (``paired_fused``). The in-register path's one-off calibration (once per
+format, width, colorspace and range in a process) is run and timed before the rounds. With ``--end-to-end`` it also runs part 2: ``lambdaflow.pipelines.histogram`` on the
 ``processes`` backend with 1 and 2 workers (wall clock; see ``end_to_end``), each round
 against the decode-only baseline and a ceiling (``Ceiling``: as many independent
 processes running the fused op over the job's chunks, no runtime).
@@ -42,7 +47,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +98,12 @@ def ratios(rounds: list[tuple[float, float]], base: list[tuple[float, float]]) -
 def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple[float, float]]]:
     import av
 
-    from lambdaflow.ops.histogram import BANDED_ENV, histogram_chunk, rgb_histograms
+    from lambdaflow.ops.histogram import histogram_chunk, rgb_histograms
     from lambdaflow.ops.video import RGB24, decode, iter_frames, plan_chunks, probe
 
     index = probe(path)
     plan = plan_chunks(index, batch)
+    calibrate(path, next(iter(plan)))
 
     def decode_only() -> int:
         n = 0
@@ -129,20 +136,13 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
                 n += 1
         return n
 
-    def fused(native: bool, banded: bool = True) -> Callable[[], int]:
+    def fused(native: bool, path_: str = "in-register") -> Callable[[], int]:
         def run() -> int:
-            saved = os.environ.get(BANDED_ENV)
-            os.environ[BANDED_ENV] = "1" if banded else "0"
-            try:
+            with fused_path(path_):
                 return sum(
                     len(histogram_chunk(path, c.start, c.stop, 16, chunk=c, native=native).hist)
                     for c in plan
                 )
-            finally:
-                if saved is None:
-                    del os.environ[BANDED_ENV]
-                else:
-                    os.environ[BANDED_ENV] = saved
 
         return run
 
@@ -171,7 +171,8 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
             "iter_frames": entered,
             "+ rgb24": converted,
             "fused native": fused(True),
-            "fused unbanded": fused(True, banded=False),
+            "fused banded": fused(True, "banded"),
+            "fused unbanded": fused(True, "unbanded"),
             "fused gbrp": fused_gbrp,
             "decode+numpy": decode_numpy,
         },
@@ -181,17 +182,50 @@ def one_thread(path: Path, repeat: int, batch: int = 50) -> dict[str, list[tuple
     return results
 
 
+#: fused-op path -> (LAMBDAFLOW_FUSED_RGB, LAMBDAFLOW_BANDED)
+PATHS = {"in-register": ("1", "1"), "banded": ("0", "1"), "unbanded": ("0", "0")}
+
+
+@contextmanager
+def fused_path(name: str) -> Iterator[None]:
+    """Run the fused op on one of PATHS (the environment restored afterwards)."""
+    from lambdaflow.ops.histogram import BANDED_ENV, FUSED_ENV
+
+    saved = {k: os.environ.get(k) for k in (FUSED_ENV, BANDED_ENV)}
+    os.environ[FUSED_ENV], os.environ[BANDED_ENV] = PATHS[name]
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def calibrate(path: Path, chunk: Any) -> None:
+    """Run the in-register path's one-off calibration and first-frame proof now (once per
+    geometry in a process), so that no timed run pays it; print what it cost."""
+    from lambdaflow.ops.histogram import histogram_chunk
+
+    c0 = time.process_time()
+    with fused_path("in-register"):
+        histogram_chunk(path, chunk.start, chunk.stop, chunk=chunk)
+    print(f"  in-register calibration + first chunk: {time.process_time() - c0:.3f} s cpu")
+
+
 def paired_fused(path: Path, rounds: int, batch: int = 50) -> None:
-    """Banded vs whole-frame fused op, paired chunk by chunk: each round runs one chunk
-    through decode only (iter_frames), + rgb24, the banded op and the unbanded op, in a
-    shuffled order, and the medians of the per-round CPU-time ratios are printed (a
-    pairing a chunk apart, for a machine whose load drifts within a round)."""
+    """The fused op's paths paired chunk by chunk: each round runs one chunk through
+    decode only (iter_frames), + rgb24, and the fused op in-register, banded and
+    unbanded, in a shuffled order, and the medians of the per-round CPU-time ratios are
+    printed (a pairing a chunk apart, for a machine whose load drifts within a round)."""
     import random
 
-    from lambdaflow.ops.histogram import BANDED_ENV, histogram_chunk
+    from lambdaflow.ops.histogram import histogram_chunk
     from lambdaflow.ops.video import RGB24, iter_frames, plan_chunks, probe
 
     plan = list(plan_chunks(probe(path), batch))
+    calibrate(path, plan[0])
 
     def decode(c: Any) -> int:
         return sum(1 for _ in iter_frames(path, c, keep_open=True))
@@ -200,38 +234,34 @@ def paired_fused(path: Path, rounds: int, batch: int = 50) -> None:
         rgb24 = RGB24()
         return sum(1 for _, f in iter_frames(path, c, keep_open=True) if rgb24.frame(f))
 
-    def fused(banded: str) -> Callable[[Any], int]:
+    def fused(name: str) -> Callable[[Any], int]:
         def run(c: Any) -> int:
-            os.environ[BANDED_ENV] = banded
-            return len(histogram_chunk(path, c.start, c.stop, chunk=c).hist)
+            with fused_path(name):
+                return len(histogram_chunk(path, c.start, c.stop, chunk=c).hist)
 
         return run
 
-    fns = {"decode": decode, "+ rgb24": convert, "banded": fused("1"), "unbanded": fused("0")}
+    fns = {"decode": decode, "+ rgb24": convert, **{k: fused(k) for k in PATHS}}
     ms: dict[str, list[float]] = {k: [] for k in fns}
     order, shuffle = list(fns), random.Random(1).shuffle
-    saved = os.environ.get(BANDED_ENV)
-    try:
-        for r in range(rounds):
-            shuffle(order)
-            for k in order:
-                c0 = time.process_time()
-                n = fns[k](plan[r % len(plan)])
-                ms[k].append((time.process_time() - c0) * 1e3 / n)
-    finally:
-        os.environ.pop(BANDED_ENV, None)
-        if saved is not None:
-            os.environ[BANDED_ENV] = saved
+    for r in range(rounds):
+        shuffle(order)
+        for k in order:
+            c0 = time.process_time()
+            n = fns[k](plan[r % len(plan)])
+            ms[k].append((time.process_time() - c0) * 1e3 / n)
 
     def paired(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(ms[a], ms[b]))
 
     print(
-        f"  paired by chunk ({rounds} rounds): fused banded {paired('decode', 'banded'):.3f}x "
-        f"decode, unbanded {paired('decode', 'unbanded'):.3f}x, + rgb24 "
-        f"{paired('decode', '+ rgb24'):.3f}x; banded / unbanded CPU time "
-        f"{paired('banded', 'unbanded'):.3f}; per frame: decode "
-        f"{statistics.median(ms['decode']):.3f} ms, banded "
+        f"  paired by chunk ({rounds} rounds): fused in-register "
+        f"{paired('decode', 'in-register'):.3f}x decode, banded {paired('decode', 'banded'):.3f}x, "
+        f"unbanded {paired('decode', 'unbanded'):.3f}x, + rgb24 "
+        f"{paired('decode', '+ rgb24'):.3f}x; in-register / banded CPU time "
+        f"{paired('in-register', 'banded'):.3f}; per frame: decode "
+        f"{statistics.median(ms['decode']):.3f} ms, in-register "
+        f"{statistics.median(ms['in-register']):.3f} ms, banded "
         f"{statistics.median(ms['banded']):.3f} ms, unbanded "
         f"{statistics.median(ms['unbanded']):.3f} ms"
     )
@@ -483,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  per frame (best CPU): decode {ms['iter_frames']:.3f} ms, rgb24 conversion "
             f"{ms['+ rgb24'] - ms['iter_frames']:.3f} ms, then kernel + Python "
             f"{ms['fused unbanded'] - ms['+ rgb24']:.3f} ms; banded conversion + kernel + "
-            f"Python {ms['fused native'] - ms['iter_frames']:.3f} ms"
+            f"Python {ms['fused banded'] - ms['iter_frames']:.3f} ms; in-register "
+            f"conversion + kernel + Python {ms['fused native'] - ms['iter_frames']:.3f} ms"
         )
         if args.paired:
             paired_fused(path, args.paired, args.batch)

@@ -28,4 +28,7 @@ void lf_rgb_finish(lf_rgb_acc *acc, int bins, int64_t *out);
 PyObject *lf_banded_new(PyObject *self, PyObject *args);
 PyObject *lf_banded_hist(PyObject *self, PyObject *args);
 PyObject *lf_banded_convert(PyObject *self, PyObject *args);
+/* native/yuv_hist.c: the fused in-register yuv -> rgb24 histograms */
+PyObject *lf_yuv_hist(PyObject *self, PyObject *args);
+PyObject *lf_yuv_rgb(PyObject *self, PyObject *args);
 #endif

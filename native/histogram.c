@@ -677,6 +677,12 @@ static PyMethodDef methods[] = {
      "banded_hist(conv, planes, bins, out)\n--\n\nConvert band by band, histogram each band."},
     {"banded_convert", (PyCFunction)(void (*)(void))lf_banded_convert, METH_VARARGS,
      "banded_convert(conv, planes, out)\n--\n\nThe same conversion into out (height*linesize)."},
+    {"yuv_hist", (PyCFunction)(void (*)(void))lf_yuv_hist, METH_VARARGS,
+     "yuv_hist(planes, width, height, hshift, vshift, coeffs, bins, out)\n--\n\n"
+     "Fused yuv -> rgb24 (swscale's SSSE3 arithmetic) -> histograms; False if not here."},
+    {"yuv_rgb", (PyCFunction)(void (*)(void))lf_yuv_rgb, METH_VARARGS,
+     "yuv_rgb(planes, width, height, hshift, vshift, coeffs, out, interleaved=0)\n--\n\n"
+     "The same conversion into out: uint8 (3, height, width) planar R, G, B, or rgb24 order."},
     {"simd", simd, METH_NOARGS, "simd()\n--\n\nThe vector path hist_planes uses: avx2, sse2 or scalar."},
     {NULL, NULL, 0, NULL},
 };

@@ -7,7 +7,11 @@
                                         ─> row of the result (the frame is dropped before
                                         the next is decoded); where ops.banded proved it
                                         exact, the same conversion and kernel run band by
-                                        band in L2 (``LAMBDAFLOW_BANDED=0``: never)
+                                        band in L2 (``LAMBDAFLOW_BANDED=0``: never);
+                                        before both, where ops.yuvrgb proved it exact,
+                                        swscale's arithmetic runs in registers and the
+                                        rgb24 image is never written
+                                        (``LAMBDAFLOW_FUSED_RGB=0``: never)
 
 Bins split [0, 256) evenly: ``bin = value * bins // 256``; rows are R, G, B (or Y, U, V).
 The native kernel (``lambdaflow._native``, built from native/histogram.c) releases the GIL;
@@ -34,6 +38,7 @@ import numpy as np
 
 from lambdaflow.ops.banded import BandedRGB
 from lambdaflow.ops.video import RGB24, Chunk, DecodeStats, Source, iter_frames, probe
+from lambdaflow.ops.yuvrgb import FusedRGB
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ else:
 NATIVE_ENV = "LAMBDAFLOW_NATIVE"
 #: Set to "0" to make the native fused op convert whole frames (no banding; same numbers).
 BANDED_ENV = "LAMBDAFLOW_BANDED"
+#: Set to "0" to turn off the in-register conversion (ops.yuvrgb; same numbers).
+FUSED_ENV = "LAMBDAFLOW_FUSED_RGB"
 
 
 def use_native(native: bool | None = None) -> bool:
@@ -182,9 +189,17 @@ class ChunkHistogram:
 
 
 def _frame_rgb_hist(
-    frame: Any, rgb24: RGB24, bins: int, fast: bool, out: np.ndarray, banded: BandedRGB | None
+    frame: Any,
+    rgb24: RGB24,
+    bins: int,
+    fast: bool,
+    out: np.ndarray,
+    banded: BandedRGB | None,
+    fused: FusedRGB | None = None,
 ) -> None:
     """Histogram one decoded av.VideoFrame into ``out`` (3, bins) without keeping it."""
+    if fused is not None and fused.hist(frame, rgb24, bins, out):
+        return
     if banded is not None and banded.hist(frame, rgb24, bins, out):
         return
     rgb = rgb24.frame(frame)
@@ -231,12 +246,13 @@ def histogram_chunk(
     failed: list[int] = []
     rgb24 = RGB24()
     banded = BandedRGB(_native) if fast and os.environ.get(BANDED_ENV, "1") != "0" else None
+    fused = FusedRGB(_native) if fast and os.environ.get(FUSED_ENV, "1") != "0" else None
     stats = DecodeStats()
     frames = iter_frames(
         source, chunk, failed, client=client, threads=threads, keep_open=True, stats=stats
     )
     for number, frame in frames:
-        _frame_rgb_hist(frame, rgb24, bins, fast, hist[number - start], banded)
+        _frame_rgb_hist(frame, rgb24, bins, fast, hist[number - start], banded, fused)
         del frame
     if failed:
         log.warning(

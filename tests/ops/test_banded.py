@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lambdaflow.ops import banded
-from lambdaflow.ops.histogram import BANDED_ENV, histogram_chunk
+from lambdaflow.ops.histogram import BANDED_ENV, FUSED_ENV, histogram_chunk
 from lambdaflow.ops.video import RGB24, plan_chunks, probe
 from tests.ops import corpus
 
@@ -102,6 +102,7 @@ def test_fused_histograms_with_and_without_banding_equal_the_reference(name, mon
     path = corpus.corpus_file(name)
     want = np.array([ref_hist(f) for f in corpus.reference(path)])
     index = probe(path)
+    monkeypatch.setenv(FUSED_ENV, "0")  # the in-register path (tests/ops/test_yuvrgb.py) off
     for setting in ("1", "0"):
         monkeypatch.setenv(BANDED_ENV, setting)
         for chunk in plan_chunks(index, 16):
