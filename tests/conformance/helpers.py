@@ -219,9 +219,13 @@ def wait_on(box):
 
 @lf.remote
 def mark_then_sleep(path, seconds):
-    """Writes ``path`` once it runs, then sleeps (a task known to be running)."""
-    with open(path, "w") as f:
+    """Writes ``path`` once it runs, then sleeps (a task known to be running). The pid
+    is written to a temporary name and renamed, so a reader that sees ``path`` sees it
+    whole (an empty file read too early once failed a test with ``int('')``)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         f.write(str(os.getpid()))
+    os.replace(tmp, path)
     time.sleep(seconds)
     return seconds
 
