@@ -170,6 +170,7 @@ bench: install .venvs/mxnet-py311/.installed
 	.venv/bin/python benchmarks/lambda_fanout.py
 	.venv/bin/python benchmarks/video_histogram.py --repeat 5 --sizes 480p,720p,720p-10bit --paired 40
 	.venv/bin/python benchmarks/video_histogram.py --end-to-end --repeat 3
+	.venv/bin/python benchmarks/video_cold_job.py
 	.venv/bin/python benchmarks/video_histogram.py --end-to-end --repeat 3 --seconds 40 --sizes 720p
 	.venvs/mxnet-py311/bin/python benchmarks/video_inference.py
 
