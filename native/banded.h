@@ -30,5 +30,6 @@ PyObject *lf_banded_hist(PyObject *self, PyObject *args);
 PyObject *lf_banded_convert(PyObject *self, PyObject *args);
 /* native/yuv_hist.c: the fused in-register yuv -> rgb24 histograms */
 PyObject *lf_yuv_hist(PyObject *self, PyObject *args);
+int lf_have_avx2(void);
 PyObject *lf_yuv_rgb(PyObject *self, PyObject *args);
 #endif

@@ -393,7 +393,8 @@ LF_NIBBLE_KERNEL(count_nibbles_sse2, , __m128i, 16,
                  _mm_sub_epi8, _mm_cmpgt_epi8, _mm_sad_epu8, hsum128)
 #endif
 
-static int have_avx2(void)
+/* Whether this CPU runs AVX2 (cached; banded.h: yuv_hist.c asks too). */
+int lf_have_avx2(void)
 {
 #ifdef LF_X86
     static int cached = -1;
@@ -410,7 +411,7 @@ static int have_avx2(void)
 static const char *simd_name(void)
 {
 #ifdef LF_X86
-    return have_avx2() ? "avx2" : "sse2";
+    return lf_have_avx2() ? "avx2" : "sse2";
 #else
     return "scalar";
 #endif

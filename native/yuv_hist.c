@@ -260,20 +260,6 @@ static void count_run_avx2(const uint8_t *data, Py_ssize_t n, uint64_t *nib)
 }
 #endif
 
-static int have_avx2_cpu(void)
-{
-#ifdef LF_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    return cached;
-#else
-    return 0;
-#endif
-}
-
 /* Scratch of one band: three runs of band * width bytes (+ 32 bytes of store slack). */
 static uint8_t *scratch_new(int width, int rows, Py_ssize_t *run)
 {
@@ -292,7 +278,7 @@ PyObject *lf_yuv_hist(PyObject *self, PyObject *args)
         return NULL;
     Geometry gm;
     if (parse_geometry(&gm, width, height, hshift, vshift, coeffs) < 0) return NULL;
-    if (bins < 1 || bins > 16 || 16 % bins || !have_avx2_cpu()) Py_RETURN_FALSE;
+    if (bins < 1 || bins > 16 || 16 % bins || !lf_have_avx2()) Py_RETURN_FALSE;
 #ifdef LF_X86
     Py_buffer out;
     if (PyObject_GetBuffer(outobj, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return NULL;
@@ -345,7 +331,7 @@ PyObject *lf_yuv_rgb(PyObject *self, PyObject *args)
         return NULL;
     Geometry gm;
     if (parse_geometry(&gm, width, height, hshift, vshift, coeffs) < 0) return NULL;
-    if (!have_avx2_cpu())
+    if (!lf_have_avx2())
         return PyErr_Format(PyExc_RuntimeError, "yuv_rgb: this CPU has no AVX2");
 #ifdef LF_X86
     Py_buffer out;

@@ -270,16 +270,20 @@ def test_a_chain_hands_each_task_to_the_idle_worker_without_waking_the_io_thread
     # next task, which (its worker idle, the IO thread asleep in select) the submit
     # writes itself. Without the hand-off every hop costs the IO thread a second
     # wake-up (the submit's wake byte), 2 per hop in all.
-    hops = 60
     with lf.init(backend="processes", num_workers=2) as rt:
         lf.get(step.remote(0))  # workers started, the function known to one of them
-        before = rt.backend.io_wakeups
-        ref = step.remote(0)
-        for _ in range(hops - 1):
-            ref = step.remote(ref)
-        assert lf.get(ref, timeout=60) == hops
-        per_hop = (rt.backend.io_wakeups - before) / hops
+        per_hop = io_wakeups_per_chain_hop(rt)
     assert per_hop < 1.6, f"the IO thread woke {per_hop:.2f} times per hop"
+
+
+def io_wakeups_per_chain_hop(rt, hops=60):
+    """Run a chain of ``hops`` dependent ``step`` tasks; the IO thread's wake-ups per hop."""
+    before = rt.backend.io_wakeups
+    ref = step.remote(0)
+    for _ in range(hops - 1):
+        ref = step.remote(ref)
+    assert lf.get(ref, timeout=60) == hops
+    return (rt.backend.io_wakeups - before) / hops
 
 
 @lf.remote(max_retries=0)
@@ -303,16 +307,10 @@ def test_a_subtask_that_never_ran_does_not_end_the_hand_off(fresh):
     # A subtask's submitter is remembered until the subtask is queued (it goes back to
     # that worker). One that never is queued once disabled the hand-off for good: every
     # later chain hop woke the IO thread twice (2.00 measured), not once.
-    hops = 60
     with lf.init(backend="processes", num_workers=2) as rt:
         assert lf.get(submit_a_child_that_never_runs.remote(), timeout=60) == "failed"
         lf.get(step.remote(0))
-        before = rt.backend.io_wakeups
-        ref = step.remote(0)
-        for _ in range(hops - 1):
-            ref = step.remote(ref)
-        assert lf.get(ref, timeout=60) == hops
-        per_hop = (rt.backend.io_wakeups - before) / hops
+        per_hop = io_wakeups_per_chain_hop(rt)
     assert per_hop < 1.6, f"the IO thread woke {per_hop:.2f} times per hop"
 
 
