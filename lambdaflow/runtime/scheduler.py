@@ -1,18 +1,31 @@
 """The DAG scheduler: one owner's single source of truth about its tasks and objects.
 
-One thread owns all the state below, ``lambdaflow-scheduler``. Every other thread (the
-user's, backend threads, a worker pipe's reader) only *posts* commands to its inbox, a
-``queue.SimpleQueue`` (safe to put to from ``ObjectRef.__del__``), and when it needs an
-answer (get, wait, cancel) it blocks on a one-shot ``Reply``::
+One lock, ``_lock`` (a plain ``threading.Lock``, never taken twice by one thread), guards
+all the state below. A thread that needs the state runs its command itself, under the
+lock, to completion: the user's thread (submit, put, get's watch, cancel), a backend's
+thread that reports an attempt's end (a threads pool thread, the processes IO thread, a
+Lambda invoke thread), a worker pipe's requests (TaskHost). Nothing else may take the
+lock, and nothing done under it may call back into the scheduler on the same thread::
 
-    user and task threads ──submit, put, watch, cancel, drop_ref──┐
-    backend futures ──────────done(task, attempt, future)─────────┤
-    backend threads ──────────ended(task, attempt, result)────────┤
-    worker pipes (TaskHost) ──submit, borrow, release, watch──────┤
-                                                                  v
-                              inbox ──> scheduler thread ──> backend.submit(message)
-                                             │           └─> store thread (writes, deletes)
-                                             └─> Replies: where each value is
+    user and task threads ──submit, put, watch, cancel──────────┐
+    backend threads ────────ended(task, attempt, result)────────┤ under _lock, on the
+    futures' callbacks ─────done(task, attempt, future)─────────┤ caller's own thread
+    worker pipes (TaskHost) ──submit, borrow, release, watch────┘
+    ObjectRef.__del__ ──drop_ref──> inbox ──> scheduler thread (under _lock, in batches)
+
+    a command ──> backend.submit / start_attempt (the next attempt)
+              └─> store thread (writes, deletes); Replies: where each value is
+
+Two things may happen at any point on any thread, even inside a command, so they never
+wait for the lock: an ObjectRef dying (``__del__``) only puts its id into the inbox, which
+the ``lambdaflow-scheduler`` thread applies in batches; and a backend's report of an
+attempt's end that arrives on the thread running a command (a future already done when
+its callback is added, or cancelled by the command; a synchronous backend) becomes a
+follow-up of that command (``_report``). Any other command started on the thread that
+holds the lock raises at once instead of deadlocking.
+
+So the end of one task and the dispatch of the next one happen on the thread that saw
+the end, with no hand-off to another thread: one wake-up per hop of a chain, not two.
 
 State (the records and their guarded transitions are in ``dagstate.py``):
 
@@ -28,14 +41,14 @@ State (the records and their guarded transitions are in ``dagstate.py``):
             ``task`` becomes None, as a ``put`` object's.
 
 Each command runs to completion; cascades it starts (freeing what a freed value held,
-forgetting lineage, rebuilding lost inputs) are queued as follow-ups that the thread
-drains before the next command, so a chain of any length never recurses.
+forgetting lineage, rebuilding lost inputs) are queued as follow-ups (``_later``) that
+run before the lock is released, so a chain of any length never recurses.
 
 Flow: a submitted task whose dependencies are all READY is dispatched; else it waits in
 each PENDING one's ``dependents``; a FAILED one fails it without running. A finished
 future makes its objects READY, answers waiters, dispatches dependents; an error is
 retried per max_retries / retry_exceptions, else the task's objects FAIL and the failure
-spreads to its dependents. Callers read values outside this thread, from the locations
+spreads to its dependents. Callers read values outside the lock, from the locations
 in their Reply; a read that finds the bytes gone reports it, and the object's task runs
 again (and, first, that task's own lost inputs) within its max_retries.
 """
@@ -48,6 +61,7 @@ import logging
 import queue
 import threading
 import time
+from _thread import get_ident
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any
@@ -81,6 +95,8 @@ PENDING, READY, FAILED, RELEASED = (ObjState.PENDING, ObjState.READY, ObjState.F
 WAITING, DISPATCHED, FINISHED = TaskState.WAITING, TaskState.DISPATCHED, TaskState.FINISHED
 DEFAULT_MAX_LINEAGE_BYTES = 256 * 1024 * 1024
 _CLOSED = object()  # the Reply value of a wait cut short by close()
+_STOP = object()  # ends the scheduler thread (close)
+_DROP_BATCH = 256  # ref drops applied under one taking of the lock
 _MAX_REBUILDS_PER_GET = 8
 #: shared by every task without dependencies / nested refs (read only, never tracked by
 #: the cyclic GC: each record a task keeps alive costs GC time while it is in flight)
@@ -117,6 +133,9 @@ class Scheduler:
         self.closed = False
         self._kill = kill
         self.nested = nested or {}
+        self._lock = threading.Lock()  # guards everything below (module docstring)
+        self._stopped = False  # _on_close ran: no command runs any more
+        #: ref drops (object ids) and tests' markers, for the scheduler thread
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._objs: dict[str, Obj] = {}
         self._lineage: collections.OrderedDict[str, Task] = collections.OrderedDict()
@@ -125,12 +144,11 @@ class Scheduler:
         self._fn_bytes: dict[str, bytes] = {}
         self._ids = itertools.count()
         self._io = _StoreThread(store)
+        #: follow-ups of the running command, run before the lock is released
         self._later: collections.deque[tuple[Callable, Any]] = collections.deque()
+        self._holder: int | None = None  # the thread running a command (``_report``)
         self._drainers: list[Reply] = []
-        self._release_cmd = self._on_release_ref
-        self._done_cmd = self._on_done
-        self._ended_cmd = self._on_ended
-        self._attempt_done = self._post_ended  # bound once: one object less per task
+        self._attempt_done = self._attempt_ended  # bound once: one object less per task
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -162,7 +180,7 @@ class Scheduler:
         """Submit a task of this process: one counted ref per return value."""
         if self.closed:
             self._check_open()
-        self._inbox.put(spec)  # (bare: see _loop)
+        self._run(self._on_submit, spec, None)
         n = spec.options.num_returns
         if n == 1:
             return [ObjectRef(spec.task_id, self.job_id, self)]
@@ -171,17 +189,18 @@ class Scheduler:
 
     def put(self, oid: str, loc: dict, holds: list[str]) -> ObjectRef:
         self._check_open()
-        self._post(self._on_put, oid, loc, holds, None)
+        self._run(self._on_put, oid, loc, holds, None)
         return ObjectRef(oid, self.job_id, self)
 
     def counted_ref(self, oid: str) -> ObjectRef:
         """A new counted ref to ``oid`` (unpickling a ref in this process)."""
-        self._inbox.put((self._on_add_ref, (oid,)))
+        self._report(self._on_add_ref, oid)
         return ObjectRef(oid, self.job_id, self)
 
     def drop_ref(self, oid: str) -> None:
-        """An ObjectRef of this process died (``__del__``: reentrant-safe)."""
-        self._inbox.put(oid)  # (bare: see _loop)
+        """An ObjectRef of this process died (``__del__``: any thread, any moment, even
+        inside a command: only a queue put, applied by the scheduler thread)."""
+        self._inbox.put(oid)
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None,
             wait: Callable[[Reply, float | None], bool] | None = None,
@@ -205,32 +224,36 @@ class Scheduler:
         try:
             settled = self._await(oids, need, timeout, wait, pending)
         except GetTimeoutError:
-            settled = self._ask(self._on_flags, oids)
+            settled = self._run(self._on_flags, oids)
         return [s is not None for s in settled]
 
     def cancel(self, ref: ObjectRef, force: bool = False) -> bool:
         self._check_open()
-        return bool(self._ask(self._on_cancel, ref.id, force))
+        return bool(self._run(self._on_cancel, ref.id, force))
 
     def export(self, oids: list[str]) -> None:
         """(Exporting owners) keep a copy of each of ``oids`` under its object key,
         once it is finished (the values a task's result refers to; see ``drain``)."""
-        self._post(self._on_export, oids)
+        self._run(self._on_export, oids)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no task of this owner is waiting or running and every store write
         it started is done (a nested owner before its task returns)."""
         reply = Reply()
-        self._post(self._on_drain, reply)
+        self._run(self._on_drain, reply)
         if not reply.event.wait(timeout):
             return False
         return self._io.barrier(timeout)
 
     def quiesce(self) -> None:
-        """Return once every command posted so far, and every one they posted in turn
-        (a synchronous backend completing inside ``submit``), has run (tests)."""
-        while not self._ask(self._inbox.empty):
-            pass
+        """Return once every ref drop queued so far has been applied (tests; every other
+        command has run when its call returns)."""
+        while not self.closed:
+            reply = Reply()
+            self._inbox.put((reply.set, (None,)))
+            reply.event.wait()
+            if self._inbox.empty():
+                return
 
     def stats_records(self) -> list[dict]:
         """One dict per attempt (``RECORD_FIELDS``; runtime/stats.py reads them)."""
@@ -250,54 +273,88 @@ class Scheduler:
         if self.closed:
             return
         self.closed = True
-        self._inbox.put((self._on_close, ()))
+        self._run(self._on_close)
+        self._inbox.put(_STOP)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
         self._io.stop()
 
     # --- TaskHost: tasks of a worker process that call the API (see backends/base.py)
     def submit_spec(self, spec: TaskSpec, owner: Hashable | None) -> None:
-        self._post(self._on_submit, spec, owner)
+        self._report(self._on_submit, spec, owner)
 
     def put_located(self, oid: str, loc: dict, holds: list[str],
                     owner: Hashable | None) -> None:
-        self._post(self._on_put, oid, loc, holds, owner)
+        self._report(self._on_put, oid, loc, holds, owner)
 
     def watch(self, oids: list[str], need: int, done: Callable[[list[Settled]], None],
               pending: Callable[[], None] | None = None) -> Waiter:
         w = Waiter(need, done, pending)
-        self._post(self._on_watch, w, oids)
+        self._report(self._on_watch, w, oids)
         return w
 
     def unwatch(self, token: Any) -> None:
-        self._post(self._on_unwatch, token)
+        self._report(self._on_unwatch, token)
 
     def report_lost(self, oid: str, loc: dict) -> None:
-        self._post(self._on_lost, oid, loc)
+        self._report(self._on_lost, oid, loc)
 
     def borrow(self, owner: Hashable, oids: list[str]) -> None:
-        self._post(self._on_borrow, owner, oids)
+        self._report(self._on_borrow, owner, oids)
 
     def release(self, owner: Hashable, oids: list[str]) -> None:
-        self._post(self._on_release, owner, oids)
+        self._report(self._on_release, owner, oids)
 
     def drop_owner(self, owner: Hashable) -> None:
-        self._post(self._on_drop_owner, owner)
+        self._report(self._on_drop_owner, owner)
 
     def cancel_id(self, oid: str, force: bool, done: Callable[[bool], None]) -> None:
-        self._post(lambda: done(self._on_cancel(oid, force)))
+        self._report(lambda: done(self._on_cancel(oid, force)))
 
-    # -------------------------------------------------------------- helpers
-    def _post(self, fn: Callable, *args: Any) -> None:
-        self._inbox.put((fn, args))
+    # -------------------------------------------------------------- the lock
+    def _run(self, fn: Callable, *args: Any) -> Any:
+        """Run command ``fn(*args)`` and its follow-ups under the lock. After ``close`` it
+        raises; on the thread that already holds the lock it raises (a bug: it would
+        deadlock)."""
+        me = get_ident()
+        if self._holder == me:
+            raise RuntimeError(f"scheduler command {getattr(fn, '__name__', fn)} called "
+                               "inside another command (on the thread holding the lock)")
+        with self._lock:
+            self._holder = me
+            try:
+                if self._stopped:
+                    self._check_open()
+                later = self._later
+                try:
+                    out = fn(*args)
+                    while later:
+                        follow, arg = later.popleft()
+                        follow(arg)
+                except BaseException:
+                    later.clear()
+                    raise
+            finally:
+                self._holder = None
+        return out
 
-    def _ask(self, fn: Callable, *args: Any) -> Any:
-        reply = Reply()
-        self._post(lambda: reply.set(fn(*args)))
-        reply.event.wait()
-        if reply.value is _CLOSED:
-            self._check_open()
-        return reply.value
+    def _report(self, fn: Callable, *args: Any) -> None:
+        """``_run`` for a backend's report. One that arrives on the thread running a
+        command (a future done inside ``add_done_callback`` or ``cancel``, a synchronous
+        backend's ``start_attempt``) becomes a follow-up of that command. A late report
+        after ``close`` is dropped; a bug in a command is logged, never raised into the
+        backend's thread."""
+        if self._holder == get_ident():
+            self._later.append((_apply, (fn, args)))
+            return
+        if self._stopped:
+            return
+        try:
+            self._run(fn, *args)
+        except Exception:
+            if not self._stopped:
+                log.exception("job=%s scheduler command %s failed", self.job_id,
+                              getattr(fn, "__name__", fn))
 
     def _check_open(self) -> None:
         if self.closed:
@@ -312,7 +369,7 @@ class Scheduler:
         self._check_open()
         reply = Reply()
         w = Waiter(need, reply.set, pending, lambda: reply.set(_CLOSED))
-        self._post(self._on_watch, w, oids)
+        self._run(self._on_watch, w, oids)
         if wait is not None:
             ok = wait(reply, timeout)
         elif self.progress and len(oids) > 1:
@@ -320,7 +377,7 @@ class Scheduler:
         else:
             ok = reply.event.wait(timeout)
         if not ok:
-            self._post(self._on_unwatch, w)
+            self._report(self._on_unwatch, w)
             raise GetTimeoutError(
                 f"get() timed out after {timeout}s: {max(w.remaining, 0)} of {len(oids)} "
                 "objects not ready")
@@ -364,34 +421,42 @@ class Scheduler:
 
     # ================================================================ the thread
     def _loop(self) -> None:
-        """Run commands: ``(fn, args)``, or one of the two that every task sends from
-        the caller's thread, bare (no tuples to allocate: each allocation counts towards
-        the cyclic GC's next collection): a TaskSpec (``submit``) and an object id (an
-        ObjectRef died). One queue either way, so commands keep their order."""
-        get, later = self._inbox.get, self._later
-        submit, release, close = self._on_submit, self._release_cmd, self._on_close
+        """Apply ref drops (bare object ids) and run markers ``(fn, args)`` from the
+        inbox, in order, as many as are there under one taking of the lock."""
+        get, get_nowait, lock, later = (self._inbox.get, self._inbox.get_nowait,
+                                        self._lock, self._later)
+        release = self._on_release_ref
         while True:
-            item = get()
-            kind = type(item)
-            fn: Callable = release if kind is str else submit if kind is TaskSpec else item[0]
-            try:
-                if kind is str:
-                    release(item)
-                elif kind is TaskSpec:
-                    submit(item, None)
-                else:
-                    fn(*item[1])
-                while later:
-                    follow, arg = later.popleft()
-                    follow(arg)
-            except Exception:  # a bug here must not stop every get() forever
-                log.exception("job=%s scheduler command %s failed", self.job_id,
-                              getattr(fn, "__name__", fn))
-                later.clear()
-            if fn == close:
+            batch = [get()]
+            while len(batch) < _DROP_BATCH:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            with lock:
+                self._holder = get_ident()
+                for item in batch:
+                    if item is _STOP or self._stopped:
+                        stop = True
+                        break
+                    try:
+                        if type(item) is str:
+                            release(item)
+                        else:
+                            item[0](*item[1])
+                        while later:
+                            follow, arg = later.popleft()
+                            follow(arg)
+                    except Exception:  # a bug here must not stop every later drop
+                        log.exception("job=%s scheduler: dropping a ref failed", self.job_id)
+                        later.clear()
+                self._holder = None
+            if stop:
                 return
 
     def _on_close(self) -> None:
+        self._stopped = True
         for o in list(self._objs.values()):
             for w in o.waiters or ():
                 if w.remaining > 0 and w.closed is not None:
@@ -482,20 +547,20 @@ class Scheduler:
             try:
                 t.future = start(msg, self._attempt_done, t)
             except Exception as exc:
-                self._inbox.put((self._ended_cmd, (t, t.attempt, None, exc)))
+                self._later.append((_apply, (self._on_ended, (t, t.attempt, None, exc))))
             return
         try:
             fut = self._backend.submit(msg)
         except Exception as exc:
-            fut = Future()
-            fut.set_exception(exc)
+            self._later.append((_apply, (self._on_ended, (t, t.attempt, None, exc))))
+            return
         t.future = fut
-        fut.add_done_callback(_PostDone(self._inbox, self._done_cmd, t, t.attempt))
+        fut.add_done_callback(_Done(self, t, t.attempt))  # done already: a follow-up
 
-    def _post_ended(self, attempt: Any, result: TaskResult | None,
-                    exc: BaseException | None) -> None:
+    def _attempt_ended(self, attempt: Any, result: TaskResult | None,
+                       exc: BaseException | None) -> None:
         """(A backend's thread) ``start_attempt``'s callback: an attempt ended."""
-        self._inbox.put((self._ended_cmd, (attempt.tag, attempt.msg.attempt, result, exc)))
+        self._report(self._on_ended, attempt.tag, attempt.msg.attempt, result, exc)
 
     def _message(self, t: Task) -> TaskMessage:
         spec = t.spec
@@ -612,7 +677,7 @@ class Scheduler:
             t.fail()
             fut, t.future = t.future, None
             if fut is not None and not fut.done():
-                fut.cancel()
+                fut.cancel()  # (its callbacks' report becomes a follow-up: _report)
             for o in t.outs:
                 if o.state is PENDING:
                     o.fail(error)
@@ -934,19 +999,24 @@ class Scheduler:
             self._io.put(key, o.loc["inline"])
 
 
-class _PostDone:
-    """A future's done callback: posts ``done(task, attempt, future)`` to the inbox. One
+class _Done:
+    """A future's done callback: ends the attempt on the thread that completed it. One
     small object per dispatch (a partial of a bound method was three, each scanned by
     the cyclic GC while the task is queued)."""
 
-    __slots__ = ("inbox", "done", "task", "attempt")
+    __slots__ = ("scheduler", "task", "attempt")
 
-    def __init__(self, inbox: queue.SimpleQueue, done: Callable, task: Task,
-                 attempt: int) -> None:
-        self.inbox, self.done, self.task, self.attempt = inbox, done, task, attempt
+    def __init__(self, scheduler: Scheduler, task: Task, attempt: int) -> None:
+        self.scheduler, self.task, self.attempt = scheduler, task, attempt
 
     def __call__(self, fut: Future) -> None:
-        self.inbox.put((self.done, (self.task, self.attempt, fut)))
+        self.scheduler._report(self.scheduler._on_done, self.task, self.attempt, fut)
+
+
+def _apply(call: tuple[Callable, tuple]) -> None:
+    """A follow-up that calls ``fn(*args)``."""
+    fn, args = call
+    fn(*args)
 
 
 class _StoreThread:

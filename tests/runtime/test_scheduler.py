@@ -111,7 +111,8 @@ def put(sched, value):
 
 
 def state(sched, oid):
-    return sched._ask(lambda: sched._objs[oid].state if oid in sched._objs else None)
+    sched.quiesce()  # the ref drops queued so far
+    return sched._run(lambda: sched._objs[oid].state if oid in sched._objs else None)
 
 
 def test_dispatch_when_last_dependency_ready(make):
@@ -297,7 +298,7 @@ def test_borrowing_owner_keeps_objects_until_it_drops(make):
 def test_stale_dependency_fails_the_task_without_running(make):
     sched, be = make()
     stale = ObjectRef("t999", "job-test", sched)
-    sched._inbox.put((sched._on_add_ref, ("t999",)))  # it is counted, but unknown
+    sched._run(sched._on_add_ref, "t999")  # it is counted, but unknown
     ref = submit(sched, lambda x: x, stale)[0]
     with pytest.raises(ObjectLostError, match="does not have"):
         sched.get([ref], timeout=5)
@@ -344,7 +345,8 @@ def test_lineage_is_bounded(make):
         ref = submit(sched, lambda x: x + 1, ref)[0]
     assert sched.get([ref], timeout=5) == [20]
     sched.quiesce()
-    kept = sched._ask(lambda: (len(sched._lineage), sched._lineage_bytes))
+    sched.quiesce()
+    kept = sched._run(lambda: (len(sched._lineage), sched._lineage_bytes))
     assert kept[0] <= 5 and kept[1] <= 3000
     assert state(sched, first) is None  # evicted: nothing pins the first input any more
 

@@ -148,6 +148,10 @@ class TaskThreads:
         self._queue(_FutureAttempt(msg, _no_done, fut))
         return fut
 
+    def submit_future(self, msg: TaskMessage, fut: Future) -> None:
+        """``submit`` into the caller's pending ``fut`` (its callbacks added first)."""
+        self._queue(_FutureAttempt(msg, _no_done, fut))
+
     def start(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt:
         """Queue ``msg``; ``done(attempt, result, exc)`` is called on the thread that ran
         it (``exc``: ``run`` itself raised). The Attempt cancels it while queued."""
