@@ -175,8 +175,8 @@ class Task:
 
 
 class Waiter:
-    """Someone waiting for ``remaining`` more of ``objs`` to finish. ``done`` gets, on the
-    scheduler's thread, how each object ended (None: still pending); ``pending`` is
+    """Someone waiting for ``remaining`` more of ``objs`` to finish. ``done`` gets, under the
+    scheduler's lock, how each object ended (None: still pending); ``pending`` is
     called when the wait had to start; ``closed`` when the scheduler stops first."""
 
     __slots__ = ("remaining", "objs", "done", "pending", "closed")

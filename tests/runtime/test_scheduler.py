@@ -113,7 +113,7 @@ def put(sched, value):
 
 def state(sched, oid):
     sched.quiesce()  # the ref drops queued so far
-    return sched._run(lambda: sched._objs[oid].state if oid in sched._objs else None)
+    return sched._run(lambda: sched._dag.objs[oid].state if oid in sched._dag.objs else None)
 
 
 def test_dispatch_when_last_dependency_ready(make):
@@ -204,7 +204,7 @@ def test_released_objects_are_freed(make):
     oid = big.id
     del big
     sched.quiesce()
-    sched._io.barrier(5)
+    sched._dag.io.barrier(5)
     assert not be.store.exists(key)
     assert state(sched, oid) is None
 
@@ -220,7 +220,7 @@ def test_object_kept_while_a_dependent_needs_it(make):
     be.release(sched)
     assert sched.get([b], timeout=5) == [5000]
     sched.quiesce()
-    sched._io.barrier(5)
+    sched._dag.io.barrier(5)
     # b's result is in memory (it cannot be lost), so nothing keeps a's lineage
     assert not be.store.exists(keys.object_key(sched.job_id, a_id))
     assert state(sched, a_id) is None
@@ -234,7 +234,7 @@ def test_lineage_pins_the_inputs_of_a_stored_result(make):
     assert len(sched.get([b], timeout=5)[0]) == 10000
     del a
     sched.quiesce()
-    sched._io.barrier(5)
+    sched._dag.io.barrier(5)
     assert not be.store.exists(keys.object_key(sched.job_id, a_id))  # a's value is gone...
     assert state(sched, a_id) is ObjState.RELEASED  # ...its record stays: b's lineage
     del b
@@ -299,7 +299,7 @@ def test_borrowing_owner_keeps_objects_until_it_drops(make):
 def test_stale_dependency_fails_the_task_without_running(make):
     sched, be = make()
     stale = ObjectRef("t999", "job-test", sched)
-    sched._run(sched._on_add_ref, "t999")  # it is counted, but unknown
+    sched._run(sched._dag.add_ref, "t999")  # it is counted, but unknown
     ref = submit(sched, lambda x: x, stale)[0]
     with pytest.raises(ObjectLostError, match="does not have"):
         sched.get([ref], timeout=5)
@@ -347,7 +347,7 @@ def test_lineage_is_bounded(make):
     assert sched.get([ref], timeout=5) == [20]
     sched.quiesce()
     sched.quiesce()
-    kept = sched._run(lambda: (len(sched._lineage), sched._lineage_bytes))
+    kept = sched._run(lambda: (len(sched._dag.lineage), sched._dag.lineage_bytes))
     assert kept[0] <= 5 and kept[1] <= 3000
     assert state(sched, first) is None  # evicted: nothing pins the first input any more
 
@@ -478,7 +478,7 @@ def test_a_chain_on_threads_is_dispatched_by_pool_threads_not_the_scheduler_thre
     def switches(tid: int) -> int:
         with open(f"/proc/self/task/{tid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
-        return int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+        return int(fields["voluntary_ctxt_switches"])  # (blocking; not preemption)
 
     @lf.remote
     def inc(x):
