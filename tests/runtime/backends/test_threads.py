@@ -136,6 +136,14 @@ def thread_after(x, gate_s=0.0):
 
 
 @lf.remote
+def native_id_after(seconds):
+    import threading
+
+    time.sleep(seconds)
+    return threading.get_native_id()
+
+
+@lf.remote
 def spawn_and_watch(path):
     """Submit a subtask that writes ``path`` and, without waiting on its ref, watch for the
     file while this task still runs."""
@@ -167,11 +175,8 @@ def test_a_chain_runs_on_the_thread_that_finished_each_hop(threads):
     (counted from the kernel's context switches of the pool's threads; without it the
     idle thread woke for every hop, >= 100 here). The first task waits, so the whole
     chain is submitted before any hop ends."""
-    import threading
 
-    lf.get([nap.remote(0.05) for _ in range(2)])  # both threads started
-    pool = [t.native_id for t in threading.enumerate() if t.name.startswith("lambdaflow-")
-            and t.name[len("lambdaflow-"):].isdigit()]
+    pool = set(lf.get([native_id_after.remote(0.2) for _ in range(2)]))  # both threads
     assert len(pool) == 2
     ref = thread_after.remote(0, 0.3)
     refs = [ref]
