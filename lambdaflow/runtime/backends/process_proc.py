@@ -214,7 +214,7 @@ class Workers:
         p.close(kill=True)
         code = p.popen.returncode
         self._cb.complete(p, logged)
-        requeue = []
+        requeue = []  # (no lock held: set_result runs callbacks, which may submit)
         for seq, entry in list(p.inflight.items()):
             if seq in running:
                 status, text = (special or {}).get(seq, (CRASH, f"{why} ({describe_exit(code)})"))

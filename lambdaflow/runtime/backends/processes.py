@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from threading import get_ident
 
 import cloudpickle
 
@@ -132,6 +133,7 @@ class ProcessesBackend:
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="lambdaflow-io", daemon=True)
         self._thread.start()
+        self._io_ident = self._thread.ident  # ``submit`` tells the IO thread by this
         self._ready.wait()
         if self._start_error is not None:
             self._thread.join()
@@ -156,14 +158,20 @@ class ProcessesBackend:
         fut: Future = TaskFuture()
         if self._closing:
             raise BackendError("the processes backend is shut down")
+        on_io = get_ident() == self._io_ident
         with self._lock:
             entry = Entry(msg, fut, self._origin.pop(msg.task_id, None))
             if entry.origin is not None:
                 self._origins_queued += 1
             self._queue.append(entry)
             self._queued[msg.task_id] = entry
+            if on_io:
+                # A done callback run by ``set_result`` on the IO thread (a chain's next
+                # hop): only queue. The IO thread holds ``_io_lock`` (no hand-off to try)
+                # and is awake (no wake byte): the top of its loop, ``_assign``, sends it.
+                return fut
             if len(self._queue) > 1:  # a burst: no hand-off; wake the IO thread once
-                if self._woken or threading.current_thread() is self._thread:
+                if self._woken:
                     return fut
                 self._woken = True
                 alone = False
@@ -532,6 +540,11 @@ class ProcessesBackend:
         return True
 
     def _results(self, p: Proc, items: list) -> None:
+        """Complete ``p``'s results [[seq, fields], ...]. Runs on the IO thread with
+        ``_io_lock`` held and ``_lock`` NOT held, and must stay so: ``set_result`` runs
+        the future's done callbacks here, which may call ``submit`` (the scheduler
+        completes a task on the thread that reports it: a chain's next hop), and
+        ``submit`` takes ``_lock``."""
         pop, avg, avg_s = p.inflight.pop, self._fn_avg, self._avg_s
         for seq, result_fields in items:
             entry = pop(seq, None)
