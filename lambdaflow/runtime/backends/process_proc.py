@@ -36,25 +36,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from lambdaflow.runtime.backends import process_life
 from lambdaflow.runtime.backends import process_wire as wire
+from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.task import CANCELLED, CRASH, TIMEOUT, TaskMessage, failure
 
 log = logging.getLogger(__name__)
 EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exiting
 
 
-class Entry:
-    """A task in the queue or in a worker: its message and future."""
+class Entry(TaskFuture):
+    """A task attempt in the queue or in a worker: the future ``submit`` returns, with
+    its message and its place. One object per attempt, not a future and a record: in a
+    burst every attempt in flight is an object the cyclic GC scans again and again."""
 
-    __slots__ = ("msg", "fut", "started", "taken", "origin")
-
-    def __init__(self, msg: TaskMessage, fut: Future, origin: Proc | None) -> None:
-        self.msg, self.fut = msg, fut
+    def __init__(self, msg: TaskMessage, origin: Proc | None) -> None:
+        super().__init__()
+        self.msg = msg
         self.started = False  # set_running_or_notify_cancel() done
         self.taken = False  # left the queue (its deque slot is skipped)
         #: the worker that submitted this subtask, until ``_assign`` has looked at it
@@ -218,7 +219,7 @@ class Workers:
         for seq, entry in list(p.inflight.items()):
             if seq in running:
                 status, text = (special or {}).get(seq, (CRASH, f"{why} ({describe_exit(code)})"))
-                entry.fut.set_result(failure(entry.msg.task_id, entry.msg.attempt, status, text))
+                entry.set_result(failure(entry.msg.task_id, entry.msg.attempt, status, text))
             else:
                 requeue.append(entry)
         p.inflight.clear()

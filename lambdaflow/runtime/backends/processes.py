@@ -61,7 +61,6 @@ from lambdaflow.runtime.backends import process_life
 from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.backends.base import TaskHost
 from lambdaflow.runtime.backends.process_proc import Callbacks, Entry, Proc, Workers
-from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.store import rundirs
 from lambdaflow.runtime.store.localdir import LocalDirStore, default_root
 from lambdaflow.runtime.task import TaskMessage, TaskResult, TaskSpec
@@ -155,12 +154,12 @@ class ProcessesBackend:
         self._host = host
 
     def submit(self, msg: TaskMessage) -> Future:
-        fut: Future = TaskFuture()
         if self._closing:
             raise BackendError("the processes backend is shut down")
         on_io = get_ident() == self._io_ident
+        entry = Entry(msg, None)
         with self._lock:
-            entry = Entry(msg, fut, self._origin.pop(msg.task_id, None))
+            entry.origin = self._origin.pop(msg.task_id, None)
             if entry.origin is not None:
                 self._origins_queued += 1
             self._queue.append(entry)
@@ -169,10 +168,10 @@ class ProcessesBackend:
                 # A done callback run by ``set_result`` on the IO thread (a chain's next
                 # hop): only queue. The IO thread holds ``_io_lock`` (no hand-off to try)
                 # and is awake (no wake byte): the top of its loop, ``_assign``, sends it.
-                return fut
+                return entry
             if len(self._queue) > 1:  # a burst: no hand-off; wake the IO thread once
                 if self._woken:
-                    return fut
+                    return entry
                 self._woken = True
                 alone = False
             else:
@@ -184,11 +183,11 @@ class ProcessesBackend:
                 finally:
                     self._io_lock.release()
                 if handed:
-                    return fut
+                    return entry
             self._wake()
         else:
             self._write_wake()
-        return fut
+        return entry
 
     def kill(self, task_id: str) -> None:
         """Kill the worker running ``task_id`` (``cancel(force=True)``)."""
@@ -210,8 +209,8 @@ class ProcessesBackend:
             self._queue.clear()
             self._queued.clear()
         for e in leftover:
-            if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
-                e.fut.set_exception(BackendError("the runtime was shut down"))
+            if not e.taken and (e.started or e.set_running_or_notify_cancel()):
+                e.set_exception(BackendError("the runtime was shut down"))
         if self._own_root:
             rundirs.remove(self._root)
 
@@ -357,7 +356,7 @@ class ProcessesBackend:
             del self._queued[entry.msg.task_id]
         if not entry.started:
             entry.started = True
-            return entry.fut.set_running_or_notify_cancel()
+            return entry.set_running_or_notify_cancel()
         return True
 
     def _assign(self) -> None:
@@ -413,7 +412,7 @@ class ProcessesBackend:
                         del queued[tid]
                     if not entry.started:
                         entry.started = True
-                        if not entry.fut.set_running_or_notify_cancel():
+                        if not entry.set_running_or_notify_cancel():
                             continue  # cancelled while queued
                     if batch is None:
                         batch = sends[p] = []
@@ -556,7 +555,7 @@ class ProcessesBackend:
             fn = entry.msg.fn_key
             last = avg.get(fn)
             avg[fn] = took if last is None else 0.7 * last + 0.3 * took
-            entry.fut.set_result(result)
+            entry.set_result(result)
         self._avg_s = avg_s
         if len(avg) > MAX_FUNCTIONS_TIMED:
             avg.clear()
@@ -687,15 +686,15 @@ class ProcessesBackend:
     def _fail_all(self, exc: BaseException) -> None:
         for p in self._procs:
             for entry in p.inflight.values():
-                if not entry.fut.done():
-                    entry.fut.set_exception(exc)
+                if not entry.done():
+                    entry.set_exception(exc)
             p.inflight.clear()
         with self._lock:
             queued, self._queue = list(self._queue), collections.deque()
             self._queued.clear()
         for e in queued:
-            if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
-                e.fut.set_exception(exc)
+            if not e.taken and (e.started or e.set_running_or_notify_cancel()):
+                e.set_exception(exc)
 
 
 def _wire_settled(s: tuple) -> list:
