@@ -13,7 +13,11 @@ except while it sleeps in select, and a ``submit`` that finds it sleeping, its t
 alone in the queue and a worker with nothing to do, takes the lock and writes the task
 to that worker itself (``_hand_off``), instead of waking the IO thread to do it: one
 wake-up less per hop of a chain. Anything else (a burst, a busy or blocked worker, a
-subtask, a failed write, a deadline to set) wakes the IO thread as before.
+subtask, a failed write, a deadline to set) wakes the IO thread as before. A ``submit``
+made on the IO thread itself (a done callback that ``set_result`` runs there: the
+scheduler completes a task on the thread that reports it) only queues: the IO thread is
+awake and holds ``_io_lock``, and the top of its loop sends the task. So nothing the IO
+thread holds while it completes a future may be ``_lock``, which ``submit`` takes.
 
 A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by each function's
 measured duration (deep for tiny tasks; nothing queued behind a long or not yet
