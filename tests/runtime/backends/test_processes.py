@@ -337,13 +337,15 @@ def test_a_done_callback_that_submits_on_the_io_thread_only_queues(fresh, monkey
     # chain's next submit runs on the IO thread, inside set_result. It must neither
     # deadlock nor write a wake byte (the IO thread is awake): the top of the IO loop
     # sends the task. Driven at the backend: the same real message submitted again.
+    from lambdaflow.runtime.backends.processes import ProcessesBackend
+
+    sent = []
+    real_submit = ProcessesBackend.submit
+    monkeypatch.setattr(ProcessesBackend, "submit",
+                        lambda self, msg: sent.append(msg) or real_submit(self, msg))
     with lf.init(backend="processes", num_workers=1) as rt:
         backend = rt.backend
-        sent = []
-        real_submit = backend.submit
-        monkeypatch.setattr(backend, "submit", lambda msg: sent.append(msg) or real_submit(msg))
         assert lf.get(step.remote(41), timeout=60) == 42
-        monkeypatch.undo()
         msg = sent[-1]
         wake_bytes = []
         real_write_wake = backend._write_wake
