@@ -3,7 +3,8 @@
     submit(msg) ─> queue ─> IO thread ─> pipe ─> worker process ─> pipe ─> IO thread
                                 │                                        └> future done
                                 └─ tasks' requests (process_wire.py) ─> TaskHost (the
-                                   scheduler's thread) ─> answers back through ``_call``
+                                   scheduler, under its lock, on this same IO thread)
+                                   ─> answers back through ``_call``
 
 One IO thread owns every pipe and every ``Proc``: it assigns queued tasks to workers
 with room, writes batches (non-blocking, buffered), reads results and requests. Other
