@@ -55,7 +55,7 @@ class TaskFuture(Future):
         return self._w
 
     @property
-    def _done_callbacks(self) -> list:  # type: ignore[override]
+    def _done_callbacks(self) -> list:
         if self._cbs is None:
             self._cbs = []
         return self._cbs
