@@ -10,7 +10,9 @@ blocks in ``result()``/``exception()`` or passes it to ``concurrent.futures.wait
 ``as_completed``, which use ``_condition`` and ``_waiters`` directly. The methods on the
 hot path (``set_running_or_notify_cancel``, ``set_result``, ``set_exception``,
 ``add_done_callback``, a ``result()`` that is already there) never create it; every
-other method is ``Future``'s own.
+other method is ``Future``'s own. The waiters' and callbacks' lists are also made on first
+use (a processes burst keeps every queued task's future alive: each list was one more
+object for the cyclic GC to rescan).
 """
 
 from __future__ import annotations
@@ -33,14 +35,34 @@ _CONDITIONS = threading.Lock()  # one Condition per future, even if two threads 
 
 
 class TaskFuture(Future):
+    #: the waiters and callbacks lists, created on first use (two GC-tracked objects
+    #: less per future in flight, most of which never get either); ``Future``'s own
+    #: methods and ``concurrent.futures.wait`` reach them through the properties below
+    _w: list | None = None
+    _cbs: list | None = None
+
     def __init__(self) -> None:  # no super().__init__(): it would build the Condition
         self._lock = threading.Lock()
         self._cond: threading.Condition | None = None
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._waiters: list = []
-        self._done_callbacks: list = []
+
+    @property
+    def _waiters(self) -> list:  # type: ignore[override]
+        if self._w is None:
+            self._w = []
+        return self._w
+
+    @property
+    def _done_callbacks(self) -> list:
+        if self._cbs is None:
+            self._cbs = []
+        return self._cbs
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, value: list) -> None:
+        self._cbs = value or None
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
@@ -55,7 +77,7 @@ class TaskFuture(Future):
         with self._lock:
             if self._state == CANCELLED:
                 self._state = CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
+                for waiter in self._w or ():
                     waiter.add_cancelled(self)
                 return False
             if self._state == PENDING:
@@ -68,7 +90,7 @@ class TaskFuture(Future):
             if self._state in _DONE:  # (no repr here: Future.__repr__ takes the lock)
                 raise InvalidStateError(f"{self._state}: future {id(self):#x}")
             self._result, self._state = result, FINISHED
-            for waiter in self._waiters:
+            for waiter in self._w or ():
                 waiter.add_result(self)
             if self._cond is not None:
                 self._cond.notify_all()
@@ -79,7 +101,7 @@ class TaskFuture(Future):
             if self._state in _DONE:
                 raise InvalidStateError(f"{self._state}: future {id(self):#x}")
             self._exception, self._state = exception, FINISHED
-            for waiter in self._waiters:
+            for waiter in self._w or ():
                 waiter.add_exception(self)
             if self._cond is not None:
                 self._cond.notify_all()
@@ -88,7 +110,10 @@ class TaskFuture(Future):
     def add_done_callback(self, fn: Callable[[Future], object]) -> None:
         with self._lock:
             if self._state not in _DONE:
-                self._done_callbacks.append(fn)
+                if self._cbs is None:
+                    self._cbs = [fn]
+                else:
+                    self._cbs.append(fn)
                 return
         try:
             fn(self)
@@ -107,9 +132,9 @@ class TaskFuture(Future):
         return super().result(timeout)  # wait on the Condition
 
     def _run_callbacks(self) -> None:
-        for fn in self._done_callbacks:
+        cbs, self._cbs = self._cbs, None
+        for fn in cbs or ():
             try:
                 fn(self)
             except Exception:
                 LOGGER.exception("exception calling callback for %r", self)
-        self._done_callbacks = []
