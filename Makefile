@@ -97,7 +97,7 @@ LOCKED_ENVS := .venv/.installed .venvs/default-py313/.installed .venvs/mxnet-py3
 LATEST_ENVS := .venvs/latest-default-py311/.installed .venvs/latest-default-py313/.installed \
 	.venvs/latest-mxnet-py311/.installed
 PARALLEL := $(MAKE) --no-print-directory -j3 --output-sync=target
-SUITE_JOBS ?= 1
+SUITE_JOBS ?= 2
 SUITES := $(MAKE) --no-print-directory -j$(SUITE_JOBS) --output-sync=target
 
 # Each step prints its wall time (`make test: ... N s`), so a CI log says where it goes.
