@@ -43,11 +43,14 @@ SUITE_mxnet := $(PYTEST) -m mxnet --require-mxnet
 # --- environments -------------------------------------------------------------------
 
 # $(call locked_env,DIR,PYTHON,LOCK): a fresh venv with exactly LOCK, then lambdaflow.
+# --no-compile: pip would byte-compile every module of every package (moto's and
+# botocore's thousands), 2/3 of an install's CPU; Python compiles what is imported, once,
+# into the venv's __pycache__ (51 -> 19 CPU-s for default-py311, docs/BENCHMARKS.md).
 define locked_env
 	rm -rf $(1)
 	$(2) -m venv $(1)
 	$(1)/bin/$(PIP) install --require-hashes --no-deps -r requirements/bootstrap.txt
-	$(1)/bin/$(PIP) install --require-hashes --no-build-isolation -r $(3)
+	$(1)/bin/$(PIP) install --require-hashes --no-build-isolation --no-compile -r $(3)
 	$(1)/bin/$(PIP) install --no-deps --no-build-isolation -e .
 	$(1)/bin/$(PIP) check
 	touch $(1)/.installed
@@ -58,7 +61,7 @@ define latest_env
 	rm -rf $(1)
 	$(2) -m venv $(1)
 	$(1)/bin/$(PIP) install --upgrade pip
-	$(1)/bin/$(PIP) install --upgrade --upgrade-strategy eager -e ".[$(3)]"
+	$(1)/bin/$(PIP) install --upgrade --upgrade-strategy eager --no-compile -e ".[$(3)]"
 	$(1)/bin/$(PIP) check
 	touch $(1)/.installed
 endef
