@@ -22,6 +22,8 @@ frames/s (best of 3 rounds, run alternately).
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import os
 import sys
 import time
@@ -91,11 +93,15 @@ def bench_gops(args) -> tuple[float, float]:
 def bench_lambdaflow(backend: str, args) -> dict:
     with lf.init(backend=backend, num_workers=args.workers):
         lf.get([r_noop.remote(i) for i in range(200)])  # warm up workers
+        gc_s = [0.0, 0.0]  # seconds in the cyclic GC (it holds the GIL: CPU), its start
+        on_gc = functools.partial(_gc_time, gc_s)
+        gc.callbacks.append(on_gc)
         t, cpu = time.perf_counter(), time.process_time()
         refs = [r_noop.remote(i) for i in range(args.tasks)]
         lf.get(refs)
         noop_rate = args.tasks / (time.perf_counter() - t)
         noop_cpu_us = (time.process_time() - cpu) / args.tasks * 1e6
+        gc.callbacks.remove(on_gc)
         del refs
         t = time.perf_counter()
         ref = r_noop.remote(0)
@@ -112,7 +118,14 @@ def bench_lambdaflow(backend: str, args) -> dict:
         reduce_s = time.perf_counter() - t
         assert total[0] == sum(range(args.arrays))
     return {"noop_per_s": noop_rate, "hop_ms": hop_ms, "reduce_s": reduce_s,
-            "noop_cpu_us": noop_cpu_us}
+            "noop_cpu_us": noop_cpu_us, "noop_gc_us": gc_s[0] / args.tasks * 1e6}
+
+
+def _gc_time(acc: list, phase: str, info: dict) -> None:
+    if phase == "start":
+        acc[1] = time.perf_counter()
+    else:
+        acc[0] += time.perf_counter() - acc[1]
 
 
 def bench_futures(kind: str, args) -> dict:
@@ -149,7 +162,8 @@ def best(a: dict, b: dict) -> dict:
         return b
     return {"noop_per_s": max(a["noop_per_s"], b["noop_per_s"]),
             "hop_ms": min(a["hop_ms"], b["hop_ms"]), "reduce_s": min(a["reduce_s"], b["reduce_s"]),
-            "noop_cpu_us": min(a["noop_cpu_us"], b["noop_cpu_us"])}
+            "noop_cpu_us": min(a["noop_cpu_us"], b["noop_cpu_us"]),
+            **({"noop_gc_us": min(a["noop_gc_us"], b["noop_gc_us"])} if "noop_gc_us" in a else {})}
 
 
 def main() -> None:
@@ -186,6 +200,8 @@ def main() -> None:
         note = f", {name}: {base['noop_cpu_us']:.1f} us" if args.compare and backend == "threads" else ""
         print(f"#   CPU per no-op task (this process, all threads): lambdaflow "
               f"{r['noop_cpu_us']:.1f} us{note}")
+        if backend == "processes":  # the driver's cyclic GC: every task in flight is scanned
+            print(f"#   of which the driver's cyclic GC: {r['noop_gc_us']:.1f} us")
     if args.compare and args.gops and "processes" in args.backends.split(","):
         try:
             import av  # noqa: F401

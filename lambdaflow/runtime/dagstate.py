@@ -15,7 +15,7 @@ Tasks::
        └────────────────────┘  │
     WAITING | DISPATCHED ──fail──> FAILED (terminal: error, crash, cancel, lost input)
 
-Only the scheduler's thread touches these records (see ``scheduler.py``); the guards
+Only the scheduler, under its lock, touches these records (see ``scheduler.py``); the guards
 turn a logic error into an immediate, named failure instead of a silently wrong DAG.
 """
 
@@ -175,8 +175,8 @@ class Task:
 
 
 class Waiter:
-    """Someone waiting for ``remaining`` more of ``objs`` to finish. ``done`` gets, on the
-    scheduler's thread, how each object ended (None: still pending); ``pending`` is
+    """Someone waiting for ``remaining`` more of ``objs`` to finish. ``done`` gets, under the
+    scheduler's lock, how each object ended (None: still pending); ``pending`` is
     called when the wait had to start; ``closed`` when the scheduler stops first."""
 
     __slots__ = ("remaining", "objs", "done", "pending", "closed")
@@ -192,7 +192,7 @@ class Waiter:
 
 
 class Reply:
-    """A one-shot answer from the scheduler's thread to a blocked caller. ``on_set``
+    """A one-shot answer from the scheduler to a blocked caller. ``on_set``
     (set by a waiter that also waits for other things) is called after ``set``."""
 
     __slots__ = ("event", "value", "on_set")

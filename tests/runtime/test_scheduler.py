@@ -1,6 +1,7 @@
 """Scheduler unit tests with a small synchronous backend (no threads of its own, no
-processes): the DAG logic alone. The scheduler runs on its own thread, so each test
-waits for it to go quiet (``quiesce``) before looking at what the backend got."""
+processes): the DAG logic alone. Commands run on the caller's thread; ref drops are
+applied by the scheduler's thread, so a test that counts them waits for it to go quiet
+(``quiesce``) first."""
 
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def put(sched, value):
 
 
 def state(sched, oid):
-    return sched._ask(lambda: sched._objs[oid].state if oid in sched._objs else None)
+    sched.quiesce()  # the ref drops queued so far
+    return sched._run(lambda: sched._dag.objs[oid].state if oid in sched._dag.objs else None)
 
 
 def test_dispatch_when_last_dependency_ready(make):
@@ -202,7 +204,7 @@ def test_released_objects_are_freed(make):
     oid = big.id
     del big
     sched.quiesce()
-    sched._io.barrier(5)
+    sched._dag.io.barrier(5)
     assert not be.store.exists(key)
     assert state(sched, oid) is None
 
@@ -218,7 +220,7 @@ def test_object_kept_while_a_dependent_needs_it(make):
     be.release(sched)
     assert sched.get([b], timeout=5) == [5000]
     sched.quiesce()
-    sched._io.barrier(5)
+    sched._dag.io.barrier(5)
     # b's result is in memory (it cannot be lost), so nothing keeps a's lineage
     assert not be.store.exists(keys.object_key(sched.job_id, a_id))
     assert state(sched, a_id) is None
@@ -232,7 +234,7 @@ def test_lineage_pins_the_inputs_of_a_stored_result(make):
     assert len(sched.get([b], timeout=5)[0]) == 10000
     del a
     sched.quiesce()
-    sched._io.barrier(5)
+    sched._dag.io.barrier(5)
     assert not be.store.exists(keys.object_key(sched.job_id, a_id))  # a's value is gone...
     assert state(sched, a_id) is ObjState.RELEASED  # ...its record stays: b's lineage
     del b
@@ -297,7 +299,7 @@ def test_borrowing_owner_keeps_objects_until_it_drops(make):
 def test_stale_dependency_fails_the_task_without_running(make):
     sched, be = make()
     stale = ObjectRef("t999", "job-test", sched)
-    sched._inbox.put((sched._on_add_ref, ("t999",)))  # it is counted, but unknown
+    sched._run(sched._dag.add_ref, "t999")  # it is counted, but unknown
     ref = submit(sched, lambda x: x, stale)[0]
     with pytest.raises(ObjectLostError, match="does not have"):
         sched.get([ref], timeout=5)
@@ -344,7 +346,8 @@ def test_lineage_is_bounded(make):
         ref = submit(sched, lambda x: x + 1, ref)[0]
     assert sched.get([ref], timeout=5) == [20]
     sched.quiesce()
-    kept = sched._ask(lambda: (len(sched._lineage), sched._lineage_bytes))
+    sched.quiesce()
+    kept = sched._run(lambda: (len(sched._dag.lineage), sched._dag.lineage_bytes))
     assert kept[0] <= 5 and kept[1] <= 3000
     assert state(sched, first) is None  # evicted: nothing pins the first input any more
 
@@ -438,3 +441,57 @@ def test_a_wrapper_that_forwards_start_attempt_but_defines_submit_keeps_futures(
     sched, _ = make(Wrapper())
     assert sched.get([submit(sched, lambda: 2)[0]], timeout=10) == [2]
     assert inner.submitted == 1
+
+
+# ------------------------------------------------------------------ the lock
+def test_a_report_inside_a_command_is_a_follow_up_so_a_long_chain_never_recurses(make):
+    """A backend that completes every task inside ``submit`` (after the first, held): each
+    completion arrives on the thread running the command that dispatched it. 3,000 hops
+    (three times the recursion limit) must run as follow-ups, one after the other."""
+    import sys
+
+    sched, be = make(SyncBackend(hold=True))
+    refs = [submit(sched, lambda: 0)[0]]
+    for _ in range(3 * sys.getrecursionlimit()):
+        refs.append(submit(sched, lambda x: x + 1, refs[-1])[0])
+    be.hold = False
+    be.release(sched)  # the first ends: the rest run inside it, each in turn
+    assert sched.get([refs[-1]], timeout=30) == [len(refs) - 1]
+    assert len(be.ran) == len(refs)
+
+
+def test_a_command_inside_a_command_raises_instead_of_deadlocking(make):
+    sched, _ = make()
+    ref = submit(sched, lambda: 1)[0]
+    with pytest.raises(RuntimeError, match="inside another command"):
+        sched._run(lambda: sched.cancel(ref))
+    assert sched.get([ref], timeout=10) == [1]  # the lock was released
+
+
+def test_a_chain_on_threads_is_dispatched_by_pool_threads_not_the_scheduler_thread():
+    """The end of a task and the dispatch of the next one run on the pool thread that saw
+    the end: the scheduler thread (which only applies ref drops) does not wake during a
+    chain whose refs all stay alive. Counted from the kernel's context switches of that
+    thread; before, every submit and every completion woke it (>= 2 per hop)."""
+    import lambdaflow as lf
+
+    def switches(tid: int) -> int:
+        with open(f"/proc/self/task/{tid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["voluntary_ctxt_switches"])  # (blocking; not preemption)
+
+    @lf.remote
+    def inc(x):
+        return x + 1
+
+    hops = 300
+    with lf.init(backend="threads", num_workers=2) as rt:
+        assert lf.get(inc.remote(0)) == 1  # warm: threads started
+        tid = rt.scheduler._thread.native_id
+        before = switches(tid)
+        refs = [inc.remote(0)]
+        for _ in range(hops):
+            refs.append(inc.remote(refs[-1]))
+        assert lf.get(refs[-1], timeout=60) == hops + 1
+        woke = switches(tid) - before
+    assert woke < hops // 10, f"the scheduler thread woke {woke} times in {hops} hops"

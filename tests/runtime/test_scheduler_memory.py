@@ -27,7 +27,7 @@ with lf.init(backend="threads", num_workers=4) as rt:
         total += sum(lf.get(refs))
         del refs
     lf.get(noop.remote(0))  # releases are drained on the next scheduler call
-    live = len(rt.scheduler._objs)
+    live = len(rt.scheduler._dag.objs)
 # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's at fork)
 with open("/proc/self/status") as f:
     peak_mb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
@@ -75,7 +75,7 @@ def test_released_tasks_leave_no_reference_cycles():
             del refs, chained, pair
             lf.get(double.remote(0))  # drains the releases posted before it
             rt.scheduler.quiesce()
-            assert len(rt.scheduler._objs) <= 1
+            assert len(rt.scheduler._dag.objs) <= 1
             gc.collect()
             leaked = [o for o in gc.garbage if type(o) in (Task, Obj)]
     finally:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, Union, runtime_checkable
 from lambdaflow.runtime.store.base import Store
 from lambdaflow.runtime.task import TaskMessage, TaskResult, TaskSpec
 
-#: How a watched object ended, as the scheduler's thread saw it:
+#: How a watched object ended, as the scheduler saw it:
 #: ("ok", loc) | ("error", exception) | ("lost", message)
 Settled = tuple[str, Union[dict, BaseException, str]]
 
@@ -54,7 +54,8 @@ class Backend(Protocol):
 class TaskHost(Protocol):
     """The scheduler's side for tasks that call the API while they run. ``owner`` is an
     opaque token naming a borrower (a worker process); its borrowed refs are released
-    with ``drop_owner`` when it dies. Every method only posts to the scheduler's thread."""
+    with ``drop_owner`` when it dies. Each method runs under the scheduler's lock on the
+    caller's thread (the backend must not hold a lock that its own ``submit`` takes)."""
 
     @property
     def job_id(self) -> str: ...

@@ -18,6 +18,15 @@ idle at that moment). A blocked thread does not count as active, so the pool gro
 ``size`` while tasks wait; once they resume, a thread that finds more than ``size``
 threads not blocked exits instead of waiting for more work.
 
+Hand-off to self: while a pool thread reports an item's end (``done`` / the future's
+callbacks run the scheduler's completion on it, which may dispatch the next task), the
+first item queued on that thread becomes its own next item instead of a token for an idle
+thread (``_own.next``; as Go's scheduler keeps a ``runnext`` slot per P). A chain's next
+task then runs on the thread that finished the previous one, with no thread woken; a
+fan-out's other items go to the idle threads as usual. A task's own subtasks (queued while
+it *runs*) never take the slot. The item stays in ``_by_task``, so a waiting task may
+still claim it first.
+
 ``abandon`` is the threads backend's ``cancel(force=True)`` of a running task: a thread
 cannot be stopped, so the task runs on to its end (its report is dropped: the
 scheduler has cancelled it), but from then on its thread counts as blocked, not
@@ -54,6 +63,7 @@ from lambdaflow.runtime.task import TaskMessage, TaskResult
 PENDING_MARK = "pending"  # put into a serving thread's inbox: its wait has to wait
 Done = Callable[["Attempt", "TaskResult | None", "BaseException | None"], None]
 QUEUED, RUNNING, ENDED, CANCELLED = 0, 1, 2, 3  # Attempt.state
+_NO_SLOT = object()  # TaskThreads._own.next: this thread takes no item of its own
 
 
 class Attempt:
@@ -128,6 +138,9 @@ class TaskThreads:
         self._lock = threading.Lock()
         self._tokens: queue.SimpleQueue = queue.SimpleQueue()
         self._by_task: dict[str, Attempt] = {}
+        #: per thread: ``next`` is None while a pool thread reports an item's end (it may
+        #: take the first task queued meanwhile), else unset / _NO_SLOT
+        self._own = threading.local()
         self._routes: dict[str, queue.SimpleQueue] = {}
         self._running: dict[str, Attempt] = {}  # by task id, while a thread runs it
         self._abandoned: set[str] = set()  # running task ids given up (``abandon``)
@@ -148,6 +161,10 @@ class TaskThreads:
         self._queue(_FutureAttempt(msg, _no_done, fut))
         return fut
 
+    def submit_future(self, msg: TaskMessage, fut: Future) -> None:
+        """``submit`` into the caller's pending ``fut`` (its callbacks added first)."""
+        self._queue(_FutureAttempt(msg, _no_done, fut))
+
     def start(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt:
         """Queue ``msg``; ``done(attempt, result, exc)`` is called on the thread that ran
         it (``exc``: ``run`` itself raised). The Attempt cancels it while queued."""
@@ -165,6 +182,9 @@ class TaskThreads:
                 inbox = None  # a free thread will take it (or the waiter, if first)
             if inbox is None:
                 self._by_task[tid] = item
+                if getattr(self._own, "next", _NO_SLOT) is None:
+                    self._own.next = tid  # this thread runs it next: no wake-up
+                    return
                 start = self._want_thread()
         if inbox is not None:  # the pool is full and a blocked task waits for this one
             inbox.put(item)
@@ -188,7 +208,8 @@ class TaskThreads:
                          name=f"{self._name}-{self._started}").start()
 
     def _work(self) -> None:
-        lock, tokens, by_task = self._lock, self._tokens, self._by_task
+        lock, tokens, by_task, own = self._lock, self._tokens, self._by_task, self._own
+        own.next = _NO_SLOT
         while True:
             with lock:
                 if self.closed or self._threads - self._blocked > self.size:
@@ -203,19 +224,28 @@ class TaskThreads:
                     self._threads -= 1
                 return
             item = by_task.pop(tid, None)
-            if item is None:
-                continue  # claimed already (run inline by a waiting task)
-            if not self._execute(item):
-                with lock:
-                    self._threads -= 1
-                    start = self._want_thread()
-                if start:
-                    self._start_thread()
-                return
+            while item is not None:
+                ok = self._execute(item, take_next=True)
+                tid, own.next = own.next, _NO_SLOT
+                if tid is _NO_SLOT:
+                    tid = None
+                if not ok:
+                    with lock:
+                        self._threads -= 1
+                        start = self._want_thread()
+                    if tid is not None:
+                        tokens.put(tid)  # the task its end queued: for another thread
+                    if start:
+                        self._start_thread()
+                    return
+                item = by_task.pop(tid, None) if tid is not None else None  # None: claimed
 
     def _execute(self, item: Attempt,
-                 run: Callable[[TaskMessage], TaskResult] | None = None) -> bool:
-        """Run one item; False when its task ended the worker (the thread exits)."""
+                 run: Callable[[TaskMessage], TaskResult] | None = None,
+                 take_next: bool = False) -> bool:
+        """Run one item; False when its task ended the worker (the thread exits).
+        ``take_next``: the first task queued while its end is reported is this thread's
+        own next item (``_own.next``, see the module docstring)."""
         if not item.begin():
             return True
         tid = item.msg.task_id
@@ -224,15 +254,21 @@ class TaskThreads:
             result = (run or self._run)(item.msg)
         except WorkerExit as exc:
             self._ran(tid)
-            item.end(exc.result, None)
+            self._end(item, exc.result, None, take_next)
             return False
         except BaseException as exc:
             self._ran(tid)
-            item.end(None, exc)
+            self._end(item, None, exc, take_next)
             return True
         self._ran(tid)
-        item.end(result, None)
+        self._end(item, result, None, take_next)
         return True
+
+    def _end(self, item: Attempt, result: TaskResult | None, exc: BaseException | None,
+             take_next: bool) -> None:
+        if take_next:
+            self._own.next = None  # (only while reporting: never a task's own subtasks)
+        item.end(result, exc)
 
     def _ran(self, tid: str) -> None:
         """The thread that ran ``tid`` is done with it; if it was abandoned, the thread

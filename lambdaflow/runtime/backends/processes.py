@@ -3,9 +3,10 @@
     submit(msg) ─> queue ─> IO thread ─> pipe ─> worker process ─> pipe ─> IO thread
                                 │                                        └> future done
                                 └─ tasks' requests (process_wire.py) ─> TaskHost (the
-                                   scheduler's thread) ─> answers back through ``_call``
+                                   scheduler, under its lock, on this same IO thread)
+                                   ─> answers back through ``_call``
 
-One IO thread owns every pipe and every ``_Proc``: it assigns queued tasks to workers
+One IO thread owns every pipe and every ``Proc``: it assigns queued tasks to workers
 with room, writes batches (non-blocking, buffered), reads results and requests. Other
 threads reach it only through ``submit`` (the queue) and ``_call`` (a callable run on
 the IO thread), with one exception, the hand-off: the IO thread holds ``_io_lock``
@@ -13,7 +14,11 @@ except while it sleeps in select, and a ``submit`` that finds it sleeping, its t
 alone in the queue and a worker with nothing to do, takes the lock and writes the task
 to that worker itself (``_hand_off``), instead of waking the IO thread to do it: one
 wake-up less per hop of a chain. Anything else (a burst, a busy or blocked worker, a
-subtask, a failed write, a deadline to set) wakes the IO thread as before.
+subtask, a failed write, a deadline to set) wakes the IO thread as before. A ``submit``
+made on the IO thread itself (a done callback that ``set_result`` runs there: the
+scheduler completes a task on the thread that reports it) only queues: the IO thread is
+awake and holds ``_io_lock``, and the top of its loop sends the task. So nothing the IO
+thread holds while it completes a future may be ``_lock``, which ``submit`` takes.
 
 A worker gets tasks ahead up to QUEUED_WORK_S of expected work, by each function's
 measured duration (deep for tiny tasks; nothing queued behind a long or not yet
@@ -27,17 +32,10 @@ waits in ``get``/``wait`` gives its slot back: the worker hands back its queued 
 otherwise wait; the tasks it waits for are sent to it to run inline (INLINE) when they
 are queued here. Temporary workers beyond ``num_workers`` exit after idling IDLE_S.
 
-Crashes: each worker keeps its running stack and a result log in shared memory. A
-death (os._exit, a signal, the OOM killer, ``exit()``) is seen from the process itself:
-its pidfd polls readable in the IO thread's select (without pidfd, a thread waits for
-it with ``waitid(WNOWAIT)``), so a helper that a task forked and that still holds the
-pipe open cannot hide it; EOF on the pipe counts too. Then what it sent before dying is
-read, the results in its log complete their tasks, the tasks on its stack fail with
-CRASH (retried per ``max_retries``), its other queued tasks are requeued without using
-an attempt, its borrowed refs are released, and a replacement starts. A task past its
-``timeout_s`` gets its worker killed and a TIMEOUT result; ``kill(task)``
-(``cancel(force=True)``) kills the worker running it. All process handling is in
-``_Proc`` and ``_replace``.
+Worker processes and their faults are ``process_proc``'s (``Workers``: spawn, crash,
+replace, timeouts, kill): the IO thread calls it, and it calls back through the
+callables it is given (take in what a dying worker sent, complete results, requeue
+tasks, end a worker's requests and borrows). See its docstring for what a crash does.
 
 No orphans (``process_life``): the IO thread forks every worker, and each worker dies
 with it (PDEATHSIG), exits when its pipe reaches EOF while a task runs, and ignores
@@ -54,15 +52,11 @@ import logging
 import os
 import pickle
 import select
-import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from threading import get_ident
 
 import cloudpickle
 
@@ -71,18 +65,10 @@ from lambdaflow.runtime import keys
 from lambdaflow.runtime.backends import process_life
 from lambdaflow.runtime.backends import process_wire as wire
 from lambdaflow.runtime.backends.base import TaskHost
-from lambdaflow.runtime.futures import TaskFuture
+from lambdaflow.runtime.backends.process_proc import Callbacks, Entry, Proc, Workers
 from lambdaflow.runtime.store import rundirs
 from lambdaflow.runtime.store.localdir import LocalDirStore, default_root
-from lambdaflow.runtime.task import (
-    CANCELLED,
-    CRASH,
-    TIMEOUT,
-    TaskMessage,
-    TaskResult,
-    TaskSpec,
-    failure,
-)
+from lambdaflow.runtime.task import TaskMessage, TaskResult, TaskSpec
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 64
@@ -92,102 +78,6 @@ UNMEASURED_S = 1.0  # a function not timed yet: never queued behind, nothing beh
 MAX_FUNCTIONS_TIMED = 4096
 MAX_ORIGINS = 4096  # subtasks' submitters remembered until the subtask is queued
 IDLE_S = 1.0  # a temporary worker idle this long exits
-EXIT_GRACE_S = 1.0  # a worker whose pipe closed gets this long to finish exiting
-
-
-class _Entry:
-    """A task in the queue or in a worker: its message and future."""
-
-    __slots__ = ("msg", "fut", "started", "taken", "origin")
-
-    def __init__(self, msg: TaskMessage, fut: Future, origin: _Proc | None) -> None:
-        self.msg, self.fut = msg, fut
-        self.started = False  # set_running_or_notify_cancel() done
-        self.taken = False  # left the queue (its deque slot is skipped)
-        #: the worker that submitted this subtask, until ``_assign`` has looked at it
-        self.origin = origin
-
-
-class _Proc:
-    """One worker process and the driver's view of it."""
-
-    def __init__(self, index: int, shm_dir: str, temporary: bool) -> None:
-        self.index = index
-        self.temporary = temporary
-        base = os.path.join(shm_dir, f"worker-{index}-{uuid.uuid4().hex[:6]}")
-        self.stack = wire.RunningStack(base + ".run", create=True)
-        self.log = wire.ResultLog(base + ".log", create=True)
-        #: two pipes to the worker: ``wfd`` carries only TASKS (its main thread reads
-        #: them when idle), ``cfd`` the rest (its reader thread's); one from it
-        to_worker_r, self.wfd = os.pipe()
-        control_r, self.cfd = os.pipe()
-        self.rfd, from_worker_w = os.pipe()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        try:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "lambdaflow.runtime.backends.process_worker",
-                 str(to_worker_r), str(from_worker_w), self.stack.path, self.log.path,
-                 str(os.getpid()), str(control_r)],
-                pass_fds=(to_worker_r, from_worker_w, control_r), env=env, close_fds=True,
-            )
-        except BaseException:
-            for fd in (self.wfd, self.cfd, self.rfd):
-                os.close(fd)
-            self._remove_files()
-            raise
-        finally:
-            os.close(to_worker_r)
-            os.close(control_r)
-            os.close(from_worker_w)
-        for fd in (self.wfd, self.cfd, self.rfd):
-            os.set_blocking(fd, False)
-        #: readable once the process has exited (None: a thread waits for it instead)
-        self.exit_fd = process_life.exit_fd(self.popen.pid)
-        self.inflight: collections.OrderedDict[int, _Entry] = collections.OrderedDict()
-        self.outbuf = bytearray()  # for wfd
-        self.ctlbuf = bytearray()  # for cfd
-        self.inbuf = bytearray()
-        self.seq = 0
-        self.dead = False
-        self.blocked: set[int] = set()  # requests of its main thread that wait for real
-        self.watches: dict[int, Any] = {}  # request -> the scheduler's watch token
-        self.routes: dict[int, set[str]] = {}  # request -> task ids it waits for
-        self.idle_since = time.monotonic()
-        self.revoking = False  # a REVOKE is unanswered
-        #: monotonic time until which this worker's YIELD is awaited: it was told it is
-        #: blocked while it held queued tasks, which it hands back at once
-        self.yield_due = 0.0
-        self.revoked_at = 0.0
-
-    # A _Proc is the borrower token of its process: hashed by identity (object's own
-    # __hash__, in C: it is looked up per task)
-
-    def close(self, kill: bool = False) -> None:
-        if kill and self.popen.poll() is None:
-            self.popen.kill()  # before the pipe closes: EOF would make it exit by itself
-        for fd in (self.wfd, self.cfd, self.rfd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        if self.exit_fd is not None:
-            os.close(self.exit_fd)
-            self.exit_fd = None
-        self._remove_files()
-
-    def _remove_files(self) -> None:
-        for f in (self.stack, self.log):
-            f.close()
-            try:
-                os.unlink(f.path)
-            except OSError:
-                pass
 
 
 class ProcessesBackend:
@@ -211,16 +101,16 @@ class ProcessesBackend:
         self._host: TaskHost | None = None
         self._lock = threading.Lock()  # guards _queue, _queued, _calls, _woken
         #: held by the IO thread except while it sleeps in select; whoever holds it may
-        #: touch the ``_Proc``s (``_hand_off``). Taken before ``_lock``, never after.
+        #: touch the ``Proc``s (``_hand_off``). Taken before ``_lock``, never after.
         self._io_lock = threading.Lock()
         self._io_lock.acquire()  # for the IO thread, which starts now
-        self._queue: collections.deque[_Entry] = collections.deque()
-        self._queued: dict[str, _Entry] = {}
+        self._queue: collections.deque[Entry] = collections.deque()
+        self._queued: dict[str, Entry] = {}
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
-        self._routes: dict[str, tuple[_Proc, int]] = {}  # task id -> a request waiting
+        self._routes: dict[str, tuple[Proc, int]] = {}  # task id -> a request waiting
         #: (under _lock) task id -> the worker that submitted it, until it is queued (a
         #: subtask that never is, e.g. its argument failed, is forgotten MAX_ORIGINS later)
-        self._origin: dict[str, _Proc] = {}
+        self._origin: dict[str, Proc] = {}
         self._origins_queued = 0  # (under _lock) queued entries with an ``origin`` set
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -232,7 +122,6 @@ class ProcessesBackend:
         self._framer = wire.Framer()  # used only under _io_lock (not thread-safe)
         self._rbuf = bytearray(wire.READ_SIZE)  # the IO thread's read buffer (``_read``)
         self._rview = memoryview(self._rbuf)
-        self._started = 0
         #: how many times the IO thread's select has returned (tests, process_wakeups.py)
         self.io_wakeups = 0
         #: a task with ``timeout_s`` was sent (until then no loop looks for timeouts)
@@ -240,11 +129,15 @@ class ProcessesBackend:
         self._warned_cap = False
         # Workers are forked by the IO thread, which lives as long as this backend:
         # their PDEATHSIG fires when the thread that forked them ends.
-        self._procs: list[_Proc] = []
+        self._workers = Workers(self._shm_dir, Callbacks(
+            take_in=self._read, complete=self._results, requeue=self._requeue,
+            forget=self._forget, call=self._call))
+        self._procs = self._workers.procs  # the same list, for the IO thread's loops
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="lambdaflow-io", daemon=True)
         self._thread.start()
+        self._io_ident = self._thread.ident  # ``submit`` tells the IO thread by this
         self._ready.wait()
         if self._start_error is not None:
             self._thread.join()
@@ -256,38 +149,34 @@ class ProcessesBackend:
                                f"processes: {self._start_error}") from self._start_error
         process_life.on_fatal_signal(self, self._abandon)
 
-    def _spawn(self, temporary: bool) -> _Proc:
-        self._started += 1
-        p = _Proc(self._started, self._shm_dir, temporary)
-        if p.exit_fd is None:  # no pidfd: a thread waits for the exit
-            threading.Thread(target=self._await_exit, args=(p,), daemon=True,
-                             name=f"lambdaflow-wait-{p.popen.pid}").start()
-        return p
-
-    def _await_exit(self, p: _Proc) -> None:
-        try:  # WNOWAIT: see the exit without reaping it (Popen does that)
-            os.waitid(os.P_PID, p.popen.pid, os.WEXITED | os.WNOWAIT)
-        except ChildProcessError:
-            pass  # reaped already
-        self._call(lambda: self._exited(p))
+    @property
+    def _started(self) -> int:
+        """Workers started so far (tests, benchmarks/nested_tasks.py)."""
+        return self._workers.started
 
     # ------------------------------------------------------------------ public
     def attach(self, host: TaskHost) -> None:
         self._host = host
 
     def submit(self, msg: TaskMessage) -> Future:
-        fut: Future = TaskFuture()
         if self._closing:
             raise BackendError("the processes backend is shut down")
+        on_io = get_ident() == self._io_ident
+        entry = Entry(msg, None)
         with self._lock:
-            entry = _Entry(msg, fut, self._origin.pop(msg.task_id, None))
+            entry.origin = self._origin.pop(msg.task_id, None)
             if entry.origin is not None:
                 self._origins_queued += 1
             self._queue.append(entry)
             self._queued[msg.task_id] = entry
+            if on_io:
+                # A done callback run by ``set_result`` on the IO thread (a chain's next
+                # hop): only queue. The IO thread holds ``_io_lock`` (no hand-off to try)
+                # and is awake (no wake byte): the top of its loop, ``_assign``, sends it.
+                return entry
             if len(self._queue) > 1:  # a burst: no hand-off; wake the IO thread once
-                if self._woken or threading.current_thread() is self._thread:
-                    return fut
+                if self._woken:
+                    return entry
                 self._woken = True
                 alone = False
             else:
@@ -299,20 +188,20 @@ class ProcessesBackend:
                 finally:
                     self._io_lock.release()
                 if handed:
-                    return fut
+                    return entry
             self._wake()
         else:
             self._write_wake()
-        return fut
+        return entry
 
     def kill(self, task_id: str) -> None:
         """Kill the worker running ``task_id`` (``cancel(force=True)``)."""
-        self._call(lambda: self._kill(task_id))
+        self._call(lambda: self._workers.kill(task_id))
 
     def shutdown(self) -> None:
         if self._closing:
             return
-        self._closing = True
+        self._closing = self._workers.closing = True
         process_life.on_fatal_signal(self, None)
         self._wake()
         self._thread.join(timeout=10)
@@ -325,8 +214,8 @@ class ProcessesBackend:
             self._queue.clear()
             self._queued.clear()
         for e in leftover:
-            if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
-                e.fut.set_exception(BackendError("the runtime was shut down"))
+            if not e.taken and (e.started or e.set_running_or_notify_cancel()):
+                e.set_exception(BackendError("the runtime was shut down"))
         if self._own_root:
             rundirs.remove(self._root)
 
@@ -335,7 +224,8 @@ class ProcessesBackend:
         now. Takes no lock and waits for nothing (a signal handler runs it)."""
         if os.getpid() != self._pid:
             return  # a copy of this backend in a forked child: not its workers
-        self._closing = True  # the IO thread starts no replacement for those killed
+        # the IO thread starts no replacement for those killed
+        self._closing = self._workers.closing = True
         for p in list(self._procs):
             try:
                 p.popen.kill()
@@ -394,7 +284,7 @@ class ProcessesBackend:
     def _loop(self) -> None:
         try:
             for _ in range(self.num_workers):
-                self._procs.append(self._spawn(temporary=False))
+                self._procs.append(self._workers.spawn(temporary=False))
         except Exception as exc:  # e.g. out of file descriptors or processes
             self._start_error = exc
             for p in self._procs:
@@ -434,8 +324,9 @@ class ProcessesBackend:
                         self._read(p)
                 for fd in r:
                     if fd in exits:
-                        self._exited(exits[fd])
-                self._check_timeouts()
+                        self._workers.exited(exits[fd])
+                if self._timed:
+                    self._workers.check_timeouts()
                 self._retire_idle()
         except Exception:  # pragma: no cover - a bug here must not hang get() forever
             log.exception("processes backend IO thread failed")
@@ -449,7 +340,7 @@ class ProcessesBackend:
                 fn = self._calls.popleft()
             fn()
 
-    def _fits(self, p: _Proc, entry: _Entry, sends: dict[_Proc, list]) -> bool:
+    def _fits(self, p: Proc, entry: Entry, sends: dict[Proc, list]) -> bool:
         """Whether a subtask may go back to its submitter ``p``: nothing is queued there
         beyond the tasks it is running (the submitter, likely to wait for it), or what
         is queued plus ``entry`` is at most QUEUED_WORK_S of expected work."""
@@ -458,27 +349,27 @@ class ProcessesBackend:
         ahead += sends.get(p, [])
         return not ahead or sum(map(self._cost, ahead)) + self._cost(entry) <= QUEUED_WORK_S
 
-    def _cost(self, entry: _Entry) -> float:
+    def _cost(self, entry: Entry) -> float:
         """Seconds ``entry`` is expected to run: its function's recent average, or
         UNMEASURED_S for a function not seen finishing yet."""
         return self._fn_avg.get(entry.msg.fn_key, UNMEASURED_S)
 
-    def _take(self, entry: _Entry) -> bool:
+    def _take(self, entry: Entry) -> bool:
         """(Under the lock) claim a queued entry; False if it was cancelled meanwhile."""
         entry.taken = True
         if self._queued.get(entry.msg.task_id) is entry:
             del self._queued[entry.msg.task_id]
         if not entry.started:
             entry.started = True
-            return entry.fut.set_running_or_notify_cancel()
+            return entry.set_running_or_notify_cancel()
         return True
 
     def _assign(self) -> None:
         if not self._queue:  # nothing queued (a submit after this check wakes the loop)
             self._steal()
             return
-        sends: dict[_Proc, list] = {}
-        inline: list[tuple[_Proc, int, _Entry]] = []
+        sends: dict[Proc, list] = {}
+        inline: list[tuple[Proc, int, Entry]] = []
         with self._lock:
             for tid in [t for t in self._routes if t in self._queued]:
                 p, req = self._routes[tid]
@@ -526,7 +417,7 @@ class ProcessesBackend:
                         del queued[tid]
                     if not entry.started:
                         entry.started = True
-                        if not entry.fut.set_running_or_notify_cancel():
+                        if not entry.set_running_or_notify_cancel():
                             continue  # cancelled while queued
                     if batch is None:
                         batch = sends[p] = []
@@ -547,7 +438,7 @@ class ProcessesBackend:
         else:
             self._steal()
 
-    def _send_tasks(self, p: _Proc, entries: list[_Entry], req: int | None = None) -> None:
+    def _send_tasks(self, p: Proc, entries: list[Entry], req: int | None = None) -> None:
         items = []
         seq, inflight = p.seq, p.inflight
         for e in entries:
@@ -564,7 +455,7 @@ class ProcessesBackend:
         else:
             self._send(p, self._framer.frame(wire.INLINE, req, items))
 
-    def _send(self, p: _Proc, data: bytes) -> None:
+    def _send(self, p: Proc, data: bytes) -> None:
         """Send ``p`` a frame other than TASKS (on its control pipe)."""
         if not p.dead:
             p.ctlbuf += data
@@ -581,7 +472,7 @@ class ProcessesBackend:
                 log.warning("processes backend: %d workers are running, most blocked in "
                             "get()/wait(); not starting more (max_workers)", len(self._procs))
             return False
-        self._procs.append(self._spawn(temporary=True))
+        self._procs.append(self._workers.spawn(temporary=True))
         return True
 
     def _steal(self) -> None:
@@ -618,7 +509,7 @@ class ProcessesBackend:
                     self._host.drop_owner(p)
                 working -= 1
 
-    def _flush(self, p: _Proc) -> None:
+    def _flush(self, p: Proc) -> None:
         try:
             for fd, buf in ((p.wfd, p.outbuf), (p.cfd, p.ctlbuf)):
                 if buf:
@@ -628,11 +519,11 @@ class ProcessesBackend:
                         pass
         except OSError:
             if threading.current_thread() is self._thread:
-                self._crashed(p)
+                self._workers.crashed(p)
             # else (a hand-off): the data stays in outbuf; the IO thread, woken, finds
             # the pipe writable, fails the same write and replaces the worker itself
 
-    def _read(self, p: _Proc) -> bool:
+    def _read(self, p: Proc) -> bool:
         """Take in what ``p`` sent; False when nothing was there (or at EOF: the process
         closed its end, so it is dying)."""
         try:
@@ -642,7 +533,7 @@ class ProcessesBackend:
         except OSError:
             n = 0
         if not n:
-            self._crashed(p)
+            self._workers.crashed(p)
             return False
         p.inbuf += self._rview[:n]
         for fields in wire.split_frames(p.inbuf):
@@ -652,15 +543,12 @@ class ProcessesBackend:
                 self._request(p, fields)
         return True
 
-    def _exited(self, p: _Proc) -> None:
-        """``p``'s process has exited (its pidfd polled readable, or the waiter thread
-        saw it). A helper it forked may still hold the pipe open, so EOF may never
-        come: take in what it sent before it died, then fail over."""
-        while not p.dead and self._read(p):
-            pass
-        self._crashed(p)
-
-    def _results(self, p: _Proc, items: list) -> None:
+    def _results(self, p: Proc, items: list) -> None:
+        """Complete ``p``'s results [[seq, fields], ...]. Runs on the IO thread with
+        ``_io_lock`` held and ``_lock`` NOT held, and must stay so: ``set_result`` runs
+        the future's done callbacks here, which may call ``submit`` (the scheduler
+        completes a task on the thread that reports it: a chain's next hop), and
+        ``submit`` takes ``_lock``."""
         pop, avg, avg_s = p.inflight.pop, self._fn_avg, self._avg_s
         for seq, result_fields in items:
             entry = pop(seq, None)
@@ -672,7 +560,7 @@ class ProcessesBackend:
             fn = entry.msg.fn_key
             last = avg.get(fn)
             avg[fn] = took if last is None else 0.7 * last + 0.3 * took
-            entry.fut.set_result(result)
+            entry.set_result(result)
         self._avg_s = avg_s
         if len(avg) > MAX_FUNCTIONS_TIMED:
             avg.clear()
@@ -680,7 +568,7 @@ class ProcessesBackend:
             p.idle_since = time.monotonic()
 
     # ------------------------------------------------------- tasks' requests
-    def _request(self, p: _Proc, fields: list) -> None:
+    def _request(self, p: Proc, fields: list) -> None:
         host = self._host
         if host is None:
             raise BackendError("the processes backend got a task request before attach()")
@@ -708,13 +596,8 @@ class ProcessesBackend:
         elif kind == wire.YIELD:
             p.revoking = False
             p.yield_due = 0.0
-            with self._lock:
-                for seq in reversed(fields[1]):
-                    entry = p.inflight.pop(seq, None)
-                    if entry is not None:
-                        entry.taken = False
-                        self._queue.appendleft(entry)
-                        self._queued[entry.msg.task_id] = entry
+            given = (p.inflight.pop(seq, None) for seq in fields[1])
+            self._requeue([entry for entry in given if entry is not None])
         elif kind == wire.LOST:
             host.report_lost(fields[1], fields[2])
         elif kind == wire.CANCEL:
@@ -723,7 +606,7 @@ class ProcessesBackend:
                            lambda ok: self._call(lambda: self._send(p, wire.frame(
                                wire.REPLY, req, bool(ok)))))
 
-    def _watch(self, p: _Proc, req: int, oids: list[str], need: int, main: bool,
+    def _watch(self, p: Proc, req: int, oids: list[str], need: int, main: bool,
                inline: bool) -> None:
         host = self._host
         assert host is not None
@@ -741,7 +624,7 @@ class ProcessesBackend:
 
         p.watches[req] = host.watch(oids, need, done, pending)
 
-    def _blocked(self, p: _Proc, req: int, main: bool) -> None:
+    def _blocked(self, p: Proc, req: int, main: bool) -> None:
         if req in p.watches and not p.dead:
             if main:
                 p.blocked.add(req)
@@ -749,82 +632,38 @@ class ProcessesBackend:
                     p.yield_due = time.monotonic() + YIELD_WAIT_S
             self._send(p, wire.frame(wire.BLOCKED, req))
 
-    def _reply(self, p: _Proc, req: int, settled: list) -> None:
+    def _reply(self, p: Proc, req: int, settled: list) -> None:
         if req not in p.watches or p.dead:
             return
         payload = [None if s is None else _wire_settled(s) for s in settled]
         self._close_request(p, req)
         self._send(p, wire.frame(wire.REPLY, req, payload))
 
-    def _close_request(self, p: _Proc, req: int) -> None:
+    def _close_request(self, p: Proc, req: int) -> None:
         p.watches.pop(req, None)
         p.blocked.discard(req)
         for tid in p.routes.pop(req, ()):
             if self._routes.get(tid) == (p, req):
                 del self._routes[tid]
 
-    # ---------------------------------------------------------- process faults
-    def _replace(self, p: _Proc, why: str, special: dict[int, tuple[str, str]] | None = None
-                 ) -> None:  # noqa: C901
-        """``p`` is dead or being killed. Results in its log complete their tasks; the
-        tasks on its running stack fail (``special`` seq -> (status, message), else
-        CRASH); the others are requeued; its borrows end; a replacement starts."""
-        if p.dead:
-            return
-        p.dead = True
-        running = [seq for seq, _ in p.stack.entries()]
-        logged = p.log.read()
-        p.close(kill=True)
-        code = p.popen.returncode
-        self._results(p, logged)
-        requeue = []
-        for seq, entry in list(p.inflight.items()):
-            if seq in running:
-                status, text = (special or {}).get(seq, (CRASH, f"{why} ({_describe_exit(code)})"))
-                entry.fut.set_result(failure(entry.msg.task_id, entry.msg.attempt, status, text))
-            else:
-                requeue.append(entry)
-        p.inflight.clear()
+    # ------------------------------------------- for Workers (process_proc.py)
+    def _requeue(self, entries: list[Entry]) -> None:
+        """Put ``entries`` (given back, or left by a dead worker) back at the front of
+        the queue, in their order."""
+        with self._lock:
+            for entry in reversed(entries):
+                entry.taken = False
+                self._queue.appendleft(entry)
+                self._queued[entry.msg.task_id] = entry
+
+    def _forget(self, p: Proc) -> None:
+        """``p`` is gone: stop watching for its requests, end its borrowed refs."""
         for req in list(p.watches):
             if self._host is not None:
                 self._host.unwatch(p.watches[req])
             self._close_request(p, req)
         if self._host is not None:
             self._host.drop_owner(p)
-        i = self._procs.index(p)
-        if self._closing or p.temporary:
-            del self._procs[i]
-        else:
-            self._procs[i] = self._spawn(temporary=False)
-        with self._lock:
-            for entry in reversed(requeue):  # they never ran (or will run again)
-                entry.taken = False
-                self._queue.appendleft(entry)
-                self._queued[entry.msg.task_id] = entry
-
-    def _crashed(self, p: _Proc) -> None:
-        """``p``'s process exited, or closed its pipe (it is exiting: a pipe closes
-        before the exit status exists, so wait a moment for the status, which names
-        the signal, rather than kill it and report our SIGKILL)."""
-        if p.dead:
-            return
-        try:
-            p.popen.wait(timeout=EXIT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-        self._replace(p, f"worker process {p.popen.pid} died")
-
-    def _kill(self, task_id: str) -> None:
-        for p in list(self._procs):
-            for seq, _ in p.stack.entries():
-                entry = p.inflight.get(seq)
-                if entry is not None and entry.msg.task_id == task_id:
-                    log.info("job=%s task=%s cancelled with force=True; killing worker %d",
-                             entry.msg.job_id, task_id, p.popen.pid)
-                    self._replace(p, f"worker process {p.popen.pid} was killed to cancel "
-                                     f"task {task_id}",
-                                  {seq: (CANCELLED, "cancelled with force=True")})
-                    return
 
     def _next_deadline(self) -> float | None:
         """How long select may sleep: wake to check timeouts, and to steal queued tasks
@@ -849,38 +688,18 @@ class ProcessesBackend:
             return due - now
         return 0.05 if timed or (idle and behind) else None
 
-    def _check_timeouts(self) -> None:
-        if not self._timed:
-            return
-        now = time.time()
-        for p in list(self._procs):
-            if not p.inflight or p.dead:
-                continue
-            for seq, started in p.stack.entries():
-                entry = p.inflight.get(seq)
-                if entry is None:
-                    continue
-                limit = entry.msg.options.get("timeout_s")
-                if limit and now - started > limit:
-                    log.warning("job=%s task=%s exceeded timeout_s=%s; killing worker %d",
-                                entry.msg.job_id, entry.msg.task_id, limit, p.popen.pid)
-                    self._replace(p, f"worker process {p.popen.pid} was killed", {seq: (
-                        TIMEOUT, f"timed out after {limit} s (timeout_s={limit}); worker "
-                                 f"process {p.popen.pid} was killed")})
-                    break
-
     def _fail_all(self, exc: BaseException) -> None:
         for p in self._procs:
             for entry in p.inflight.values():
-                if not entry.fut.done():
-                    entry.fut.set_exception(exc)
+                if not entry.done():
+                    entry.set_exception(exc)
             p.inflight.clear()
         with self._lock:
             queued, self._queue = list(self._queue), collections.deque()
             self._queued.clear()
         for e in queued:
-            if not e.taken and (e.started or e.fut.set_running_or_notify_cancel()):
-                e.fut.set_exception(exc)
+            if not e.taken and (e.started or e.set_running_or_notify_cancel()):
+                e.set_exception(exc)
 
 
 def _wire_settled(s: tuple) -> list:
@@ -892,15 +711,3 @@ def _wire_settled(s: tuple) -> list:
             return ["error", pickle.dumps(LambdaflowError(str(payload)))]
     return [kind, payload]
 
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = "; the OOM killer sends SIGKILL" if -code == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
-    return f"exit code {code}"

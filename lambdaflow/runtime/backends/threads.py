@@ -29,7 +29,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from lambdaflow.runtime import keys
@@ -37,6 +37,7 @@ from lambdaflow.runtime.backends.base import TaskHost
 from lambdaflow.runtime.backends.pool import PENDING_MARK, Attempt, Done, TaskThreads, WorkerExit
 from lambdaflow.runtime.context import current_context
 from lambdaflow.runtime.dagstate import Reply
+from lambdaflow.runtime.futures import TaskFuture
 from lambdaflow.runtime.owner import OwnerClient, WaitFn
 from lambdaflow.runtime.refs import ObjectRef
 from lambdaflow.runtime.scheduler import Scheduler
@@ -83,33 +84,45 @@ class ThreadsBackend:
 
     def start_attempt(self, msg: TaskMessage, done: Done, tag: Any = None) -> Attempt | _Timed:
         """The scheduler's path: ``done(attempt, result, exc)`` on the thread that ran
-        it, no Future per task (``pool.start``); a task with ``timeout_s`` goes through
-        ``submit``'s timed Future."""
+        it, no Future per task (``pool.start``), and never inside this call (the
+        scheduler calls it under its lock); a task with ``timeout_s`` goes through
+        ``submit``'s timed Future, whose report is wired before the task is queued."""
         if msg.options.get("timeout_s"):
-            return _Timed(self.submit(msg), msg, done, tag)
+            timed = _Timed(msg, done, tag)
+            timed.future = self._submit(msg, timed.report)
+            return timed
         return self.pool.start(msg, done, tag)
 
     def submit(self, msg: TaskMessage) -> Future:
-        inner = self.pool.submit(msg)
+        return self._submit(msg, None)
+
+    def _submit(self, msg: TaskMessage, first: Callable[[Future], None] | None) -> Future:
+        """``submit``; ``first`` is added to the returned Future's callbacks before the
+        task can run (so it never runs inside this call)."""
         timeout = msg.options.get("timeout_s")
         if not timeout:
-            return inner
+            if first is None:
+                return self.pool.submit(msg)
+            fut: Future = TaskFuture()
+            fut.add_done_callback(first)
+            self.pool.submit_future(msg, fut)
+            return fut
         outer: Future = Future()
-        lock = threading.Lock()
+        if first is not None:
+            outer.add_done_callback(first)
 
         def settle(result: TaskResult | None, exc: BaseException | None = None) -> None:
-            with lock:
-                if outer.done():
-                    return
+            try:  # the first of the task and its timer wins
                 if exc is not None:
                     outer.set_exception(exc)
                 else:
                     outer.set_result(result)
+            except InvalidStateError:
+                pass
 
         def on_inner(f: Future) -> None:
             if f.cancelled():
-                with lock:
-                    outer.cancel()
+                outer.cancel()
                 return
             exc = f.exception()
             settle(None if exc else f.result(), exc)
@@ -120,7 +133,8 @@ class ThreadsBackend:
                                    f"timed out after {timeout} s (timeout_s={timeout})")),
         )
         timer.daemon = True
-        timer.start()
+        outer.set_running_or_notify_cancel()
+        inner: Future = TaskFuture()
 
         def done(f: Future) -> None:
             timer.cancel()
@@ -128,7 +142,8 @@ class ThreadsBackend:
 
         inner.add_done_callback(done)
         outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
-        outer.set_running_or_notify_cancel()
+        timer.start()
+        self.pool.submit_future(msg, inner)
         return outer
 
     def kill(self, task_id: str) -> bool:
@@ -145,24 +160,23 @@ class _Timed:
     """``start_attempt``'s handle for a task with ``timeout_s``: reports its timed Future to
     ``done`` (the timer's TIMEOUT, or the task's own result)."""
 
-    __slots__ = ("msg", "tag", "future")
+    __slots__ = ("msg", "tag", "future", "_done")
 
-    def __init__(self, future: Future, msg: TaskMessage, done: Done, tag: Any) -> None:
-        self.msg, self.tag, self.future = msg, tag, future
+    def __init__(self, msg: TaskMessage, done: Done, tag: Any) -> None:
+        self.msg, self.tag, self._done = msg, tag, done
+        self.future: Future | None = None
 
-        def report(f: Future) -> None:
-            if f.cancelled():
-                return
-            exc = f.exception()
-            done(self, None if exc is not None else f.result(), exc)  # type: ignore[arg-type]
-
-        future.add_done_callback(report)
+    def report(self, f: Future) -> None:
+        if f.cancelled():
+            return
+        exc = f.exception()
+        self._done(self, None if exc is not None else f.result(), exc)  # type: ignore[arg-type]
 
     def cancel(self) -> bool:
-        return self.future.cancel()
+        return self.future is not None and self.future.cancel()
 
     def done(self) -> bool:
-        return self.future.done()
+        return self.future is not None and self.future.done()
 
 
 class ThreadTaskClient(OwnerClient):

@@ -330,3 +330,43 @@ def test_a_task_handed_to_a_worker_that_just_died_runs_on_its_replacement(fresh)
             ran_on = lf.get(whoami.remote(), timeout=60)
             assert ran_on != victim
         assert rt.backend._started == 6
+
+
+def test_a_done_callback_that_submits_on_the_io_thread_only_queues(fresh, monkeypatch):
+    # The scheduler completes a task on the thread that reports it, so on processes a
+    # chain's next submit runs on the IO thread, inside set_result. It must neither
+    # deadlock nor write a wake byte (the IO thread is awake): the top of the IO loop
+    # sends the task. Driven at the backend: the same real message submitted again.
+    from lambdaflow.runtime.backends.processes import ProcessesBackend
+
+    sent = []
+    real_submit = ProcessesBackend.submit
+    monkeypatch.setattr(ProcessesBackend, "submit",
+                        lambda self, msg: sent.append(msg) or real_submit(self, msg))
+    with lf.init(backend="processes", num_workers=1) as rt:
+        backend = rt.backend
+        assert lf.get(step.remote(41), timeout=60) == 42
+        msg = sent[-1]
+        wake_bytes = []
+        real_write_wake = backend._write_wake
+        monkeypatch.setattr(backend, "_write_wake",
+                            lambda: wake_bytes.append(1) or real_write_wake())
+        hops, threads, results = 50, [], []
+        done = threading.Event()
+
+        def next_hop(fut):
+            threads.append(threading.current_thread().name)
+            results.append(fut.result())
+            if len(results) < hops:
+                backend.submit(msg).add_done_callback(next_hop)
+            else:
+                done.set()
+
+        before = backend.io_wakeups
+        backend.submit(msg).add_done_callback(next_hop)
+        assert done.wait(60), f"the chain stopped after {len(results)} hops"
+        woke = backend.io_wakeups - before
+    assert all(r.status == "ok" for r in results)
+    assert set(threads[1:]) == {"lambdaflow-io"}, threads
+    assert len(wake_bytes) <= 1, "a submit on the IO thread wrote a wake byte"  # the first
+    assert woke < 1.5 * hops, f"the IO thread woke {woke} times for {hops} hops"

@@ -3,6 +3,7 @@ exit() as a crash of its thread, soft timeouts, and slot release while tasks wai
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -123,3 +124,82 @@ def test_force_cancel_of_a_queued_or_finished_task_abandons_nothing(threads):
     pool = threads.backend.pool
     assert pool.abandon("no-such-task") is False
     assert pool.counts["blocked"] == 0
+
+
+@lf.remote
+def thread_after(x, gate_s=0.0):
+    if gate_s:
+        time.sleep(gate_s)
+    import threading
+
+    return threading.current_thread().name
+
+
+@lf.remote
+def native_id_after(seconds):
+    import threading
+
+    time.sleep(seconds)
+    return threading.get_native_id()
+
+
+@lf.remote
+def spawn_and_watch(path):
+    """Submit a subtask that writes ``path`` and, without waiting on its ref, watch for the
+    file while this task still runs."""
+    touch.remote(path)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@lf.remote
+def touch(path):
+    with open(path, "w"):
+        pass
+
+
+def _switches(tid: int) -> int:
+    """The kernel's count of voluntary context switches (it blocked) of thread ``tid``."""
+    with open(f"/proc/self/task/{tid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return int(fields["voluntary_ctxt_switches"])  # (blocking; not preemption)
+
+
+def test_a_chain_runs_on_the_thread_that_finished_each_hop(threads):
+    """The pool's hand-off to self: each hop is dispatched while the previous one's end is
+    reported on its pool thread, which then runs it, and no other thread is woken
+    (counted from the kernel's context switches of the pool's threads; without it the
+    idle thread woke for every hop, >= 100 here). The first task waits, so the whole
+    chain is submitted before any hop ends."""
+
+    pool = set(lf.get([native_id_after.remote(0.2) for _ in range(2)]))  # both threads
+    assert len(pool) == 2
+    ref = thread_after.remote(0, 0.3)
+    refs = [ref]
+    for _ in range(100):
+        ref = thread_after.remote(ref)
+        refs.append(ref)
+    lf.get(refs[0], timeout=30)  # the chain starts now
+    before = sum(_switches(tid) for tid in pool)
+    ran_on = lf.get(refs[1:], timeout=60)
+    woke = sum(_switches(tid) for tid in pool) - before
+    assert len(set(ran_on)) == 1, ran_on
+    assert woke < 10, f"the pool's threads blocked {woke} times in a chain of 100 hops"
+
+
+def test_a_fan_out_still_uses_every_thread(threads):
+    """Only the first task queued by an end stays on its thread; the others wake idle
+    threads as before."""
+    gate = nap.remote(0.1)
+    names = lf.get([thread_after.remote(gate, 0.3) for _ in range(2)], timeout=30)
+    assert len(set(names)) == 2, names
+
+
+def test_a_running_tasks_own_subtask_is_not_kept_for_its_thread(threads, tmp_path):
+    """A subtask queued while its parent *runs* goes to an idle thread at once: the
+    hand-off to self is only for tasks queued while an end is reported."""
+    assert lf.get(spawn_and_watch.remote(str(tmp_path / "done")), timeout=30)
