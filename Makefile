@@ -29,8 +29,12 @@ PY313 ?= $(call python_of,3.13)
 
 # The suites. mxnet-marked tests skip (with the reason) where MXNet is missing and must
 # run where it is installed; --require-mxnet makes a skip there an error.
+# The first default suite runs every test; the others skip the once_per_ci ones (their
+# subject does not depend on the Python running the suite: see pytest.ini), saying where
+# they ran. `pytest tests` alone runs everything.
 PYTEST := -m pytest -q -p no:cacheprovider --durations=30
 SUITE_default := $(PYTEST)
+SUITE_again := $(PYTEST) --skip-once-per-ci="make test's first suite (.venv)"
 SUITE_mxnet := $(PYTEST) -m mxnet --require-mxnet
 
 .PHONY: demo quickstart test test-latest test-lowest install install-demo lint types \
@@ -39,11 +43,14 @@ SUITE_mxnet := $(PYTEST) -m mxnet --require-mxnet
 # --- environments -------------------------------------------------------------------
 
 # $(call locked_env,DIR,PYTHON,LOCK): a fresh venv with exactly LOCK, then lambdaflow.
+# --no-compile: pip would byte-compile every module of every package (moto's and
+# botocore's thousands), 2/3 of an install's CPU; Python compiles what is imported, once,
+# into the venv's __pycache__ (51 -> 19 CPU-s for default-py311, docs/BENCHMARKS.md).
 define locked_env
 	rm -rf $(1)
 	$(2) -m venv $(1)
 	$(1)/bin/$(PIP) install --require-hashes --no-deps -r requirements/bootstrap.txt
-	$(1)/bin/$(PIP) install --require-hashes --no-build-isolation -r $(3)
+	$(1)/bin/$(PIP) install --require-hashes --no-build-isolation --no-compile -r $(3)
 	$(1)/bin/$(PIP) install --no-deps --no-build-isolation -e .
 	$(1)/bin/$(PIP) check
 	touch $(1)/.installed
@@ -54,7 +61,7 @@ define latest_env
 	rm -rf $(1)
 	$(2) -m venv $(1)
 	$(1)/bin/$(PIP) install --upgrade pip
-	$(1)/bin/$(PIP) install --upgrade --upgrade-strategy eager -e ".[$(3)]"
+	$(1)/bin/$(PIP) install --upgrade --upgrade-strategy eager --no-compile -e ".[$(3)]"
 	$(1)/bin/$(PIP) check
 	touch $(1)/.installed
 endef
@@ -88,7 +95,8 @@ quickstart: install
 
 # The three environments (installed side by side: mostly downloads), lint and types, then
 # the three suites one after the other. SUITE_JOBS=3 runs them side by side (on a loaded
-# 2-core machine the emulator's 3 s-timeout tests then timed out).
+# 2-core machine the emulator's 3 s-timeout tests then timed out); SUITE_JOBS=2 (the two
+# default suites side by side, then MXNet) is not yet shown safe (docs/BENCHMARKS.md).
 LOCKED_ENVS := .venv/.installed .venvs/default-py313/.installed .venvs/mxnet-py311/.installed
 LATEST_ENVS := .venvs/latest-default-py311/.installed .venvs/latest-default-py313/.installed \
 	.venvs/latest-mxnet-py311/.installed
@@ -101,14 +109,14 @@ STEP = TIMEFORMAT="make test: $(1) %0R s"; time
 test:
 	$(call STEP,environments) $(PARALLEL) $(LOCKED_ENVS)
 	$(call STEP,lint and types) $(MAKE) --no-print-directory lint types
-	$(call STEP,suites) $(SUITES) suite/.venv/default suite/.venvs/default-py313/default \
+	$(call STEP,suites) $(SUITES) suite/.venv/default suite/.venvs/default-py313/again \
 		suite/.venvs/mxnet-py311/mxnet
 
 test-latest:
 	$(PARALLEL) $(LATEST_ENVS)
 	$(MAKE) --no-print-directory lint types ENV=.venvs/latest-default-py311
 	$(SUITES) suite/.venvs/latest-default-py311/default \
-		suite/.venvs/latest-default-py313/default suite/.venvs/latest-mxnet-py311/mxnet
+		suite/.venvs/latest-default-py313/again suite/.venvs/latest-mxnet-py311/mxnet
 
 # suite/DIR/KIND: run SUITE_KIND in the environment DIR, with its own download cache for
 # the classroom test photos (two suites writing one cache read half-written PNGs).

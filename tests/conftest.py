@@ -53,9 +53,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="MXNet must import and every selected mxnet test must run (no skips)",
     )
+    parser.addoption(
+        "--skip-once-per-ci",
+        metavar="WHERE",
+        help="skip the tests marked once_per_ci, saying they ran in WHERE (make test "
+        "passes it to every suite but the first)",
+    )
+    parser.addoption(
+        "--cpu-top",
+        type=int,
+        metavar="N",
+        help="print the N tests and modules that used the most CPU (tests/cputime.py)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--cpu-top"):
+        from tests.cputime import CpuTimes
+
+        config.pluginmanager.register(CpuTimes(config.getoption("--cpu-top")), "cpu-top")
     if config.getoption("--require-mxnet"):
         try:
             import mxnet  # noqa: F401
@@ -65,6 +81,18 @@ def pytest_configure(config: pytest.Config) -> None:
                 "install requirements/mxnet-py311.txt (make test does)"
             ) from exc
         config.pluginmanager.register(_NoMxnetSkips(), "require-mxnet")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``once_per_ci`` tests do not depend on the interpreter that runs the suite (their
+    subject is a file, a lock or a subprocess on a fixed Python): CI runs them in its
+    first suite only. Without --skip-once-per-ci (``pytest tests``) they all run."""
+    where = config.getoption("--skip-once-per-ci")
+    if where:
+        skip = pytest.mark.skip(reason=f"once_per_ci: run by {where}")
+        for item in items:
+            if "once_per_ci" in item.keywords:
+                item.add_marker(skip)
 
 
 class _NoMxnetSkips:

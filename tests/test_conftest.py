@@ -1,6 +1,8 @@
 """The suite's own gates (tests/conftest.py), run in child processes with faults injected:
-a lambda backend that does not import is an error unless LAMBDAFLOW_TEST_LAMBDA=0, and
-``--require-mxnet`` fails where MXNet does not import or an ``mxnet`` test skips."""
+a lambda backend that does not import is an error unless LAMBDAFLOW_TEST_LAMBDA=0,
+``--require-mxnet`` fails where MXNet does not import or an ``mxnet`` test skips, and
+``--skip-once-per-ci`` skips only the ``once_per_ci`` tests, saying where they ran;
+``--cpu-top`` prints the CPU table (tests/cputime.py)."""
 
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ def _run_pytest(
     """pytest in tmp_path with our conftest's hooks; ``mxnet`` is the source of a stand-in
     mxnet package put first on the path (None: the environment's own, if any)."""
     (tmp_path / "conftest.py").write_text(
-        "from tests.conftest import NEEDS_MXNET, pytest_addoption, pytest_configure  # noqa\n"
+        "from tests.conftest import (NEEDS_MXNET, pytest_addoption,  # noqa\n"
+        "    pytest_collection_modifyitems, pytest_configure)\n"
     )
     (tmp_path / "test_it.py").write_text(textwrap.dedent(tests))
     path = [str(ROOT)]
@@ -133,3 +136,48 @@ def test_an_mxnet_module_skips_with_the_reason_where_mxnet_is_missing(tmp_path):
     out = _run_pytest(tmp_path, module, "-rs", mxnet=missing)
     assert "needs MXNet: pip install 'lambdaflow[mxnet]'" in out.stdout
     assert "1 skipped" in out.stdout and "passed" not in out.stdout
+
+
+ONCE_PER_CI_TESTS = """
+    import pytest
+
+    @pytest.mark.once_per_ci
+    def test_once(tmp_path):
+        pass
+
+    def test_every_suite():
+        pass
+"""
+
+
+def test_a_suite_alone_runs_the_once_per_ci_tests(tmp_path):
+    out = _run_pytest(tmp_path, ONCE_PER_CI_TESTS, "-rs", mxnet=None)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed" in out.stdout and "skipped" not in out.stdout
+
+
+def test_skip_once_per_ci_skips_them_saying_where_they_ran(tmp_path):
+    out = _run_pytest(tmp_path, ONCE_PER_CI_TESTS, "-rs", "--skip-once-per-ci=suite one",
+                      mxnet=None)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 passed, 1 skipped" in out.stdout
+    assert "test_it.py:4: once_per_ci: run by suite one" in out.stdout
+
+
+def test_cpu_top_charges_a_child_process_to_its_test(tmp_path):
+    tests = """
+        import subprocess, sys
+
+        def test_burns_a_child():
+            subprocess.run([sys.executable, "-c", "sum(range(50_000_000))"], check=True)
+
+        def test_idle():
+            pass
+    """
+    out = _run_pytest(tmp_path, tests, "--cpu-top=5", mxnet=None)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.endswith(("_child", "_idle"))]
+    assert [r[-1] for r in rows] == ["test_it.py::test_burns_a_child", "test_it.py::test_idle"]
+    cpu, own, child = map(float, rows[0][:3])
+    assert child >= 0.2 and cpu == pytest.approx(own + child, abs=0.15)
+    assert float(rows[1][0]) < child

@@ -54,27 +54,38 @@ def _args(data: Path, results: Path) -> tuple:
 # ----------------------------------------------------------- app, in process
 
 
-@pytest.fixture
-def moto_app(data, monkeypatch):
-    """The app module loaded as the worker loads it, talking to a real moto server."""
-    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS, MotoServer
+@pytest.fixture(scope="module")
+def moto_server():
+    """One moto server for the module's in-process app tests (each resets it)."""
+    from lambdaflow.testing.moto_server import MotoServer
 
     with MotoServer() as moto:
-        names = setup_resources.Names()
-        for key, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": moto.region,
-                           "AWS_ENDPOINT_URL_S3": moto.endpoint_url,
-                           "AWS_ENDPOINT_URL_DYNAMODB": moto.endpoint_url,
-                           **names.function_env(str(CLASSROOM / "app.py"))}.items():
-            monkeypatch.setenv(key, value)
-        import boto3
+        yield moto
 
-        s3 = boto3.client("s3", **moto.client_kwargs)
-        dynamodb = boto3.client("dynamodb", **moto.client_kwargs)
-        setup_resources.common(s3, dynamodb, names, setup_resources.load_students(
-            data / "student_data.json"), data / "encoding", moto.region)
-        events.clear_handlers()
-        yield s3, names
-        events.clear_handlers()
+
+@pytest.fixture
+def moto_app(moto_server, data, monkeypatch):
+    """The app module loaded as the worker loads it, talking to a real moto server that
+    was reset (moto's reset API: no bucket, table or object of another test is left)."""
+    from lambdaflow.testing.moto_server import FAKE_CREDENTIALS
+
+    moto = moto_server
+    moto.reset()
+    names = setup_resources.Names()
+    for key, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": moto.region,
+                       "AWS_ENDPOINT_URL_S3": moto.endpoint_url,
+                       "AWS_ENDPOINT_URL_DYNAMODB": moto.endpoint_url,
+                       **names.function_env(str(CLASSROOM / "app.py"))}.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    s3 = boto3.client("s3", **moto.client_kwargs)
+    dynamodb = boto3.client("dynamodb", **moto.client_kwargs)
+    setup_resources.common(s3, dynamodb, names, setup_resources.load_students(
+        data / "student_data.json"), data / "encoding", moto.region)
+    events.clear_handlers()
+    yield s3, names
+    events.clear_handlers()
 
 
 def _run_in_process(s3, names, data, video: str) -> list[dict]:

@@ -24,12 +24,15 @@ from lambdaflow.ops.video import RGB24, plan_chunks, probe
 from tests.ops import corpus
 
 native = pytest.importorskip("lambdaflow._native")
-EDGES = np.arange(0, 257, 16)
 LINUX = sys.platform.startswith("linux")
 
 
 def ref_hist(rgb: np.ndarray) -> np.ndarray:
-    return np.array([np.histogram(rgb[:, :, c], bins=EDGES)[0] for c in range(3)], np.int64)
+    """16 bins over [0, 256): numpy's uniform-bin path, the counts of the edges
+    ``np.arange(0, 257, 16)`` for integer pixels without sorting each channel."""
+    return np.array(
+        [np.histogram(rgb[:, :, c], bins=16, range=(0, 256))[0] for c in range(3)], np.int64
+    )
 
 
 def frames_of(path: Path, n: int = 6) -> list[av.VideoFrame]:
