@@ -94,15 +94,16 @@ quickstart: install
 	.venv/bin/python examples/quickstart.py
 
 # The three environments (installed side by side: mostly downloads), lint and types, then
-# the suites, two at a time: the two default suites side by side, then MXNet (1,163 s
-# instead of 1,771 s for .ci/run; docs/BENCHMARKS.md "CI wall time"). SUITE_JOBS=1 runs
-# them one after the other; SUITE_JOBS=3 all at once (on a loaded 2-core machine the
-# emulator's 3 s-timeout tests then timed out).
+# the three suites one after the other. SUITE_JOBS=2 runs the two default suites side by
+# side, then MXNet: .ci/run took 692 s instead of ~1,200 s, but one of three such runs
+# failed (a local-aws shutdown took over 60 s under the doubled load), so it is not the
+# default; SUITE_JOBS=3 runs all three at once (the emulator's 3 s-timeout tests then
+# timed out on a loaded 2-core machine). docs/BENCHMARKS.md "CI wall time".
 LOCKED_ENVS := .venv/.installed .venvs/default-py313/.installed .venvs/mxnet-py311/.installed
 LATEST_ENVS := .venvs/latest-default-py311/.installed .venvs/latest-default-py313/.installed \
 	.venvs/latest-mxnet-py311/.installed
 PARALLEL := $(MAKE) --no-print-directory -j3 --output-sync=target
-SUITE_JOBS ?= 2
+SUITE_JOBS ?= 1
 SUITES := $(MAKE) --no-print-directory -j$(SUITE_JOBS) --output-sync=target
 
 # Each step prints its wall time (`make test: ... N s`), so a CI log says where it goes.

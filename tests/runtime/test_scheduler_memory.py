@@ -26,7 +26,7 @@ with lf.init(backend="threads", num_workers=4) as rt:
         refs = [noop.remote(i) for i in range(1000)]
         total += sum(lf.get(refs))
         del refs
-    lf.get(noop.remote(0))  # releases are drained on the next scheduler call
+    rt.scheduler.quiesce()  # the ref drops queued so far are applied
     live = len(rt.scheduler._dag.objs)
 # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's at fork)
 with open("/proc/self/status") as f:
