@@ -119,6 +119,18 @@ class Dag:
         direct = callable(getattr(type(backend), "start_attempt", None))
         self._start = backend.start_attempt if direct else None  # type: ignore[attr-defined]
 
+    def run_follow_ups(self) -> None:
+        """Run the follow-ups queued so far (and the ones they queue), in order; if one
+        raises, the rest are dropped and the error propagates."""
+        later = self.later
+        try:
+            while later:
+                follow, arg = later.popleft()
+                follow(arg)
+        except BaseException:
+            later.clear()
+            raise
+
     def remember_function(self, key: str, data: bytes) -> bool:
         """Keep a pickled function's bytes (to restore a lost copy); False if known."""
         if key in self._fn_bytes:

@@ -258,15 +258,12 @@ class Scheduler:
             try:
                 if self._stopped:
                     self._check_open()
-                later = self._dag.later
                 try:
                     out = fn(*args)
-                    while later:
-                        follow, arg = later.popleft()
-                        follow(arg)
                 except BaseException:
-                    later.clear()
+                    self._dag.later.clear()
                     raise
+                self._dag.run_follow_ups()
             finally:
                 self._holder = None
         return out
@@ -356,9 +353,9 @@ class Scheduler:
     def _loop(self) -> None:
         """Apply ref drops (bare object ids) and run markers ``(fn, args)`` from the
         inbox, in order, as many as are there under one taking of the lock."""
-        get, get_nowait, lock, later = (self._inbox.get, self._inbox.get_nowait,
-                                        self._lock, self._dag.later)
-        release = self._dag.release_ref
+        get, get_nowait, lock, dag = (self._inbox.get, self._inbox.get_nowait, self._lock,
+                                      self._dag)
+        release = dag.release_ref
         while True:
             batch = [get()]
             while len(batch) < _DROP_BATCH:
@@ -369,22 +366,23 @@ class Scheduler:
             stop = False
             with lock:
                 self._holder = get_ident()
-                for item in batch:
-                    if item is _STOP or self._stopped:
-                        stop = True
-                        break
-                    try:
-                        if type(item) is str:
-                            release(item)
-                        else:
-                            item[0](*item[1])
-                        while later:
-                            follow, arg = later.popleft()
-                            follow(arg)
-                    except Exception:  # a bug here must not stop every later drop
-                        log.exception("job=%s scheduler: dropping a ref failed", self.job_id)
-                        later.clear()
-                self._holder = None
+                try:
+                    for item in batch:
+                        if item is _STOP or self._stopped:
+                            stop = True
+                            break
+                        try:
+                            if type(item) is str:
+                                release(item)
+                            else:
+                                item[0](*item[1])
+                            dag.run_follow_ups()
+                        except Exception:  # a bug here must not stop every later drop
+                            log.exception("job=%s scheduler: dropping a ref failed",
+                                          self.job_id)
+                            dag.later.clear()
+                finally:
+                    self._holder = None
             if stop:
                 return
 

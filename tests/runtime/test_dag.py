@@ -55,9 +55,7 @@ class Harness:
 
     def run(self, fn, *args):  # as Scheduler._run, without the lock
         out = fn(*args)
-        while self.dag.later:
-            follow, arg = self.dag.later.popleft()
-            follow(arg)
+        self.dag.run_follow_ups()
         return out
 
     def submit(self, fn, *args) -> str:
